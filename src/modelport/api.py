@@ -1,0 +1,130 @@
+"""The Python API behind every command: convert() and inspect(); the CLI only parses and prints."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from . import detect as fmt
+from .atomic import atomic_output, check_destination
+from .bundle import ModelBundle
+from .checkpoints import pick
+from .dtypes import dtype_name, resolve_dtype
+from .errors import ModelConversionError, UsageError
+from .sizes import parse_size
+
+log = logging.getLogger("modelport")
+
+WRITABLE = (fmt.HF, fmt.DCP)
+TARGET_ALIASES = {"huggingface": fmt.HF, "hf": fmt.HF, "dcp": fmt.DCP, "gguf": fmt.GGUF, "onnx": fmt.ONNX}
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value).expanduser() if value is not None else None
+
+
+def resolve_source(src: Path, checkpoint: str | None) -> tuple[Path, str]:
+    """The concrete checkpoint to read: `src` itself, or the one picked from a folder of them."""
+    kind = fmt.detect_or_fail(src)
+    if kind == fmt.CHECKPOINTS:
+        chosen = pick(src, checkpoint).path
+        return chosen, fmt.detect_or_fail(chosen)
+    if checkpoint is not None:
+        raise UsageError("--checkpoint needs a folder holding several checkpoints", src)
+    return src, kind
+
+
+def load(src: str | Path, base_model: str | Path | None = None, checkpoint: str | None = None,
+         trust_remote_code: bool = False) -> ModelBundle:
+    """Read any supported source into a ModelBundle (lazy: only headers are read)."""
+    path, kind = resolve_source(Path(src).expanduser(), checkpoint)
+    base = _path(base_model)
+    if base is not None and not base.exists():
+        raise UsageError("no such folder", base)
+    if kind == fmt.HF:
+        from .formats import hf
+        return hf.read(path, base, trust_remote_code)
+    if kind == fmt.TORCH:
+        from .formats import torch_ckpt
+        return torch_ckpt.read(path, base, trust_remote_code)
+    if kind == fmt.DCP:
+        from .formats import dcp
+        return dcp.read(path, base, trust_remote_code)
+    raise UsageError(f"reading {kind} files is not supported yet", path)
+
+
+def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: str | None = "auto",
+            base_model: str | Path | None = None, max_shard_size: str | int = "5GB",
+            checkpoint: str | None = None, overwrite: bool = False, trust_remote_code: bool = False,
+            threads: int | None = None) -> dict:
+    """Convert `src` (any supported format) to `dst`; returns a summary of what was done.
+
+    The destination appears only once it is complete; on any failure nothing is left there.
+    """
+    started = time.perf_counter()
+    dst_path = Path(dst).expanduser()
+    target = TARGET_ALIASES.get((to or fmt.target_from_destination(dst_path)).lower())
+    if target not in WRITABLE:
+        raise UsageError(f"--to {to or target}: writing this format is not supported yet "
+                         f"(supported: {', '.join(WRITABLE)})")
+    shard_bytes = parse_size(max_shard_size)
+    check_destination(dst_path, overwrite)
+    bundle = load(src, base_model, checkpoint, trust_remote_code)
+    if Path(src).expanduser().resolve() == dst_path.resolve():
+        raise UsageError("destination is the source; a source is never modified", dst_path)
+    out_dtype = resolve_dtype(dtype, bundle.config, (t.dtype for t in bundle))
+    read_done = time.perf_counter()
+    try:
+        with atomic_output(dst_path, overwrite) as tmp:
+            if target == fmt.HF:
+                from .formats import hf
+                written = hf.write(bundle, tmp, hf.HFWriteOptions(out_dtype, shard_bytes, threads=threads or 2))
+            else:
+                from .formats import dcp
+                written = dcp.write(bundle, tmp, out_dtype)
+    except (MemoryError, RuntimeError) as exc:
+        raise ModelConversionError(f"conversion failed: {exc}", dst_path) from exc
+    seconds = time.perf_counter() - started
+    return {
+        "ok": True,
+        "source": str(bundle.source),
+        "source_format": bundle.format,
+        "destination": str(dst_path),
+        "format": target,
+        "architecture": bundle.model_type,
+        "dtype": dtype_name(out_dtype),
+        "tensors": written["tensors"],
+        "parameters": bundle.parameter_count,
+        "files": written["files"],
+        "bytes_written": written["bytes_written"],
+        "seconds": round(seconds, 3),
+        "read_seconds": round(read_done - started, 3),
+        "notes": bundle.notes,
+    }
+
+
+def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
+    """What a path holds: format, architecture, parameters, dtypes, tensors, bytes, tokenizer."""
+    src = Path(path).expanduser()
+    kind = fmt.detect_or_fail(src)
+    if kind == fmt.CHECKPOINTS:
+        from .checkpoints import discover
+        found = discover(src)
+        return {"path": str(src), "format": kind,
+                "checkpoints": [{"path": str(c.path), "step": c.step} for c in found],
+                "latest": str(found[-1].path)}
+    bundle = load(src, base_model)
+    return {
+        "path": str(src),
+        "format": bundle.format,
+        "architecture": bundle.model_type,
+        "architectures": bundle.config.get("architectures"),
+        "parameters": bundle.parameter_count,
+        "dtypes": bundle.dtypes(),
+        "tensors": sum(1 for t in bundle if t.alias_of is None),
+        "bytes": bundle.nbytes,
+        "tokenizer": bool(bundle.tokenizer_files),
+        "tokenizer_files": sorted(bundle.tokenizer_files),
+        "tied": sorted(t.name for t in bundle if t.alias_of),
+        "notes": bundle.notes,
+    }

@@ -1,0 +1,114 @@
+"""Outputs appear whole or not at all.
+
+Everything is written into a hidden temporary sibling of the destination, fsynced, then renamed
+into place; on any failure (including KeyboardInterrupt) the temporary is removed. A sibling, not
+/tmp, so the final rename never crosses a filesystem.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ModelConversionError, UsageError
+
+TEMP_MARKER = ".modelport-tmp-"
+
+
+def temp_sibling(dst: Path) -> Path:
+    return dst.parent / f".{dst.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def is_temp_name(name: str) -> bool:
+    return TEMP_MARKER in name
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file under `path` and every directory, so the rename publishes durable data."""
+    if path.is_file():
+        _fsync(path)
+        return
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync_dir(Path(root))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_destination(dst: Path, overwrite: bool) -> None:
+    """Fail early (exit 2) on a destination we must not or cannot write, before any work."""
+    if dst.exists() and not overwrite:
+        raise UsageError("already exists (pass --overwrite to replace it)", dst)
+    for parent in dst.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"cannot create destination: {parent} is not a directory", dst)
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"cannot create destination: {parent} is not writable", dst)
+            break
+
+
+@contextmanager
+def atomic_output(dst: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for the writer; publish it at `dst` only if the block succeeds."""
+    dst = dst.absolute()
+    check_destination(dst, overwrite)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create destination folder: {exc.strerror}", dst.parent) from exc
+    tmp = temp_sibling(dst)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise ModelConversionError("writer produced no output", dst)
+        fsync_tree(tmp)
+        _publish(tmp, dst)
+    except OSError as exc:
+        remove_path(tmp)
+        raise ModelConversionError(f"write failed: {exc.strerror or exc}", dst) from exc
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    """Rename into place; an existing destination is moved aside first and removed after."""
+    old = None
+    if dst.exists() or dst.is_symlink():
+        old = temp_sibling(dst)
+        os.rename(dst, old)
+    try:
+        os.rename(tmp, dst)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dst)
+        raise
+    _fsync_dir(dst.parent)
+    if old is not None:
+        remove_path(old)

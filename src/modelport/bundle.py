@@ -1,0 +1,108 @@
+"""The canonical interchange every reader produces and every writer consumes.
+
+A ModelBundle is an HF-style config plus a lazy, ordered stream of tensors under HF names. Shapes
+and dtypes are known from file headers, so writers can plan (shard layout, headers, memory) before
+a single byte of weight data is read, and only one tensor at a time needs to be in memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor that is not loaded yet.
+
+    `alias_of` names the tensor this one is a tied copy of (e.g. lm_head re-tied to the input
+    embedding); writers that follow HF conventions skip aliases, those that mirror
+    `model.state_dict()` keep them.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    loader: Callable[[], torch.Tensor] = field(repr=False, compare=False)
+    source: str = ""
+    alias_of: str | None = None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def load(self) -> torch.Tensor:
+        tensor = self.loader()
+        if tuple(tensor.shape) != self.shape or tensor.dtype != self.dtype:
+            from .errors import CorruptInputError
+
+            raise CorruptInputError(
+                f"tensor {self.name!r} read as {tuple(tensor.shape)} {tensor.dtype}, "
+                f"header says {self.shape} {self.dtype}",
+                self.source or None,
+            )
+        return tensor
+
+    def renamed(self, name: str, alias_of: str | None = None) -> "TensorRef":
+        return replace(self, name=name, alias_of=alias_of)
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+@dataclass
+class ModelBundle:
+    """A model in canonical form: what a writer needs, nothing loaded until asked."""
+
+    config: dict
+    tensors: dict[str, TensorRef]
+    source: Path
+    format: str
+    tokenizer_files: dict[str, Path] = field(default_factory=dict)
+    generation_config: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        return iter(self.tensors.values())
+
+    @property
+    def model_type(self) -> str | None:
+        return self.config.get("model_type")
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.numel for t in self.tensors.values() if t.alias_of is None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values() if t.alias_of is None)
+
+    def dtypes(self) -> dict[str, int]:
+        """Tensor count per dtype name, the way `inspect` reports it."""
+        counts: dict[str, int] = {}
+        for t in self.tensors.values():
+            if t.alias_of is None:
+                key = str(t.dtype).removeprefix("torch.")
+                counts[key] = counts.get(key, 0) + 1
+        return counts

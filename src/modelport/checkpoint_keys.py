@@ -1,0 +1,117 @@
+"""Bring a training checkpoint's tensor names to the architecture's HF names, and check them.
+
+Training wrappers put tokens into names: FSDP (`_fsdp_wrapped_module.`), activation checkpointing
+(`_checkpoint_wrapped_module.`), torch.compile (`_orig_mod.`), DDP (`module.`), Lightning (`model.`
+for `self.model`). Rather than a fixed list of leading prefixes, the prefix to strip (or the base
+model prefix to add) is the one under which the most names match the architecture, so nested
+wrappers and unusual attribute names work too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .bundle import TensorRef
+from .errors import KeyMismatchError
+from .architectures.expected import ExpectedTensors
+
+WRAPPER_TOKENS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+SHOWN = 5
+
+
+@dataclass
+class KeyReport:
+    stripped_prefix: str = ""
+    added_prefix: str = ""
+    retied: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.stripped_prefix:
+            out.append(f"stripped name prefix {self.stripped_prefix!r}")
+        if self.added_prefix:
+            out.append(f"added name prefix {self.added_prefix!r}")
+        if self.retied:
+            out.append(f"re-tied {', '.join(self.retied)}")
+        if self.unexpected:
+            out.append(f"ignored {summarize(self.unexpected)} unexpected tensor(s)")
+        return out
+
+
+def summarize(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return f"{len(names)} ({shown}{more})"
+
+
+def strip_wrappers(name: str) -> str:
+    for token in WRAPPER_TOKENS:
+        name = name.replace(token, "")
+    return name
+
+
+def _candidate_prefixes(names: list[str]) -> set[str]:
+    prefixes = {""}
+    for name in names:
+        parts = name.split(".")
+        for depth in (1, 2, 3):
+            if len(parts) > depth:
+                prefixes.add(".".join(parts[:depth]) + ".")
+    return prefixes
+
+
+def _best_mapping(names: list[str], expected: ExpectedTensors) -> tuple[str, str, int]:
+    best = ("", "", sum(n in expected.shapes for n in names))
+    for prefix in sorted(_candidate_prefixes(names)):
+        score = sum(n.startswith(prefix) and n[len(prefix):] in expected.shapes for n in names)
+        if score > best[2]:
+            best = (prefix, "", score)
+    if expected.base_model_prefix:
+        added = expected.base_model_prefix + "."
+        score = sum(added + n in expected.shapes for n in names)
+        if score > best[2]:
+            best = ("", added, score)
+    return best
+
+
+def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object) -> tuple[dict[str, TensorRef], KeyReport]:
+    """Rename `refs` to the architecture's names; fail on missing keys or wrong shapes."""
+    cleaned: dict[str, TensorRef] = {}
+    for name, ref in refs.items():
+        clean = strip_wrappers(name)
+        if clean in cleaned:
+            raise KeyMismatchError(f"two tensors map to the same name {clean!r}", source)
+        cleaned[clean] = ref
+    strip, add, _ = _best_mapping(list(cleaned), expected)
+    report = KeyReport(stripped_prefix=strip, added_prefix=add)
+
+    out: dict[str, TensorRef] = {}
+    for name, ref in cleaned.items():
+        if not name.startswith(strip):
+            report.unexpected.append(name)
+            continue
+        target = add + name[len(strip):]
+        if target in expected.shapes:
+            out[target] = ref.renamed(target)
+        else:
+            report.unexpected.append(name)
+
+    for alias, target in expected.tied.items():
+        if target not in out:
+            continue
+        if alias in out:   # present but tied by the config: marked so HF-style writers leave it out
+            out[alias] = out[alias].renamed(alias, alias_of=target)
+        else:
+            out[alias] = out[target].renamed(alias, alias_of=target)
+            report.retied.append(f"{alias} -> {target}")
+
+    wrong = [f"{n} {out[n].shape} != {expected.shapes[n]}" for n in out
+             if tuple(out[n].shape) != tuple(expected.shapes[n])]
+    if wrong:
+        raise KeyMismatchError(f"shape mismatch for {summarize(wrong)}", source)
+    missing = [n for n in expected.shapes if n not in out]
+    if missing:
+        hint = f"; unexpected: {summarize(report.unexpected)}" if report.unexpected else ""
+        raise KeyMismatchError(f"missing {summarize(missing)} tensor(s){hint}", source)
+    ordered = {n: out[n] for n in expected.shapes}
+    return ordered, report

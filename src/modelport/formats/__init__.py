@@ -1,0 +1,1 @@
+"""One module per format: `read(path, options) -> ModelBundle` and/or `write(bundle, path, options)`."""

@@ -1,0 +1,35 @@
+"""The step every reader ends with: find config and tokenizer, check names against the architecture."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..architectures import spec_for
+from ..architectures.expected import expected_tensors
+from ..bundle import ModelBundle, TensorRef
+from ..checkpoint_keys import align
+from ..companions import find_companions
+from ..errors import CorruptInputError
+
+log = logging.getLogger("modelport")
+
+
+def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_model: Path | None,
+                    notes: list[str] | None = None) -> ModelBundle:
+    if not refs:
+        raise CorruptInputError("holds no tensors; not a model checkpoint", source)
+    companions = find_companions(source, base_model)
+    spec = spec_for(companions.config, companions.config_path)
+    aligned, report = align(refs, expected_tensors(spec, companions.config), source)
+    all_notes = list(notes or []) + report.notes()
+    for note in all_notes:
+        log.info("%s: %s", source, note)
+    return ModelBundle(
+        config=companions.config,
+        tensors=aligned,
+        source=source,
+        format=fmt,
+        tokenizer_files=companions.tokenizer_files,
+        generation_config=companions.generation_config,
+        notes=all_notes,
+    )

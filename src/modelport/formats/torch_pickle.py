@@ -1,0 +1,78 @@
+"""Loading PyTorch pickles safely and lazily.
+
+`weights_only=True` refuses any pickle that would import and call code; `mmap=True` maps storages
+instead of reading them, so opening a 10 GB checkpoint costs only its pickle metadata. Each tensor
+is re-opened from the file when it is needed and the mapping dropped after, so pages a writer has
+finished with do not stay resident (a long-lived mapping would grow RSS to the file's size).
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..bundle import TensorRef
+from ..errors import CorruptInputError, UnsafeCheckpointError
+
+TRUST_HINT = "pass --trust-remote-code only if you trust where it came from"
+
+
+def load_pickle(path: Path, trust_code: bool = False) -> Any:
+    """torch.load with errors turned into one clear line naming the file."""
+    try:
+        return _torch_load(path, trust_code, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" in str(exc) and "zipfile" in str(exc):   # legacy (pre-1.6) format cannot be mapped
+            return _torch_load(path, trust_code, mmap=False)
+        raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
+
+
+def _torch_load(path: Path, trust_code: bool, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_code, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "weights_only" in text:
+            detail = _unsafe_detail(text)
+            raise UnsafeCheckpointError(f"refusing to load: its pickle would run code{detail}; {TRUST_HINT}", path) from exc
+        raise CorruptInputError(f"not a readable PyTorch checkpoint: {_first_line(exc)}", path) from exc
+    except (EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, AttributeError, ImportError, TypeError) as exc:
+        raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
+
+
+def _unsafe_detail(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("Unsupported global", "Unsupported operand", "Trying to call reduce")):
+            return f" ({line.split('. ')[0].rstrip('.')})"
+    return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _walk(obj: Any, keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        obj = obj[key]
+    return obj
+
+
+def pickle_refs(path: Path, state_dict: dict, keys: tuple[str, ...], trust_code: bool) -> dict[str, TensorRef]:
+    """TensorRefs for every tensor of `state_dict`, found again at `keys` inside the file on load."""
+    refs = {}
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor):
+            refs[name] = TensorRef(name=name, shape=tuple(value.shape), dtype=value.dtype,
+                                   loader=_loader(path, keys, name, trust_code), source=str(path))
+    return refs
+
+
+def _loader(path: Path, keys: tuple[str, ...], name: str, trust_code: bool) -> Callable[[], torch.Tensor]:
+    def load() -> torch.Tensor:
+        return _walk(load_pickle(path, trust_code), keys)[name].clone()
+    return load
