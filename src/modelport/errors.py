@@ -29,7 +29,13 @@ class ModelConversionError(ModelportError):
 
 
 class ModelVerificationError(ModelportError):
-    """A converted model does not compute what its source computes."""
+    """A converted model does not compute what its source computes; `report` holds the measurements."""
+
+    report: dict | None = None
+
+    def with_report(self, report: dict) -> "ModelVerificationError":
+        self.report = report
+        return self
 
 
 class ModelFileNotFoundError(ModelportError):

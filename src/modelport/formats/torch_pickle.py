@@ -34,21 +34,24 @@ def _torch_load(path: Path, trust_code: bool, mmap: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_code, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
-            detail = _unsafe_detail(text)
-            raise UnsafeCheckpointError(f"refusing to load: its pickle would run code{detail}; {TRUST_HINT}", path) from exc
-        raise CorruptInputError(f"not a readable PyTorch checkpoint: {_first_line(exc)}", path) from exc
+        detail = _unsafe_detail(str(exc))
+        if detail is not None:
+            raise UnsafeCheckpointError(f"refusing to load: its pickle would run code ({detail}); {TRUST_HINT}", path) from exc
+        raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
     except (EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, AttributeError, ImportError, TypeError) as exc:
         raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
 
 
-def _unsafe_detail(text: str) -> str:
+UNSAFE_SIGNS = ("unsupported global", "trying to call reduce", "unsupported class", "blocked")
+
+
+def _unsafe_detail(text: str) -> str | None:
+    """The weights-only unpickler's reason when it is an import or call; None for mere garbage."""
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith(("Unsupported global", "Unsupported operand", "Trying to call reduce")):
-            return f" ({line.split('. ')[0].rstrip('.')})"
-    return ""
+        if any(sign in line.lower() for sign in UNSAFE_SIGNS):
+            return line.split(" whose ")[0].rstrip(".")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

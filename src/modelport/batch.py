@@ -1,0 +1,126 @@
+"""`modelport batch CONFIG.yaml`: many conversions from one file, each checkpoint on its own.
+
+The file's shape is the one LMTK users already write (`task: convert` with a `convert:` block),
+alone or as a `jobs:` list. Unknown keys are errors, so a typo never silently changes a run.
+Relative paths are taken from the config file's folder.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import detect as fmt
+from .api import convert
+from .checkpoints import discover
+from .errors import ModelportError, UsageError
+
+log = logging.getLogger("modelport")
+
+INITIAL = {"auto": None, "fsdp": fmt.TORCH, "torch": fmt.TORCH, "pth": fmt.TORCH, "ddp": fmt.TORCH,
+           "lightning": fmt.TORCH, "hf": fmt.HF, "huggingface": fmt.HF, "dcp": fmt.DCP}
+FINAL = {"hf": fmt.HF, "huggingface": fmt.HF, "dcp": fmt.DCP}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConvertSpec(_Strict):
+    checkpoint_path: str
+    output_dir: str
+    base_model: str | None = None
+    initial_format: Literal["auto", "fsdp", "torch", "pth", "ddp", "lightning", "hf", "huggingface", "dcp"] = "auto"
+    final_format: Literal["huggingface", "hf", "dcp"] = "huggingface"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_shard_size: str = "5GB"
+    overwrite: bool = False
+
+
+class Job(_Strict):
+    task: Literal["convert"] = "convert"
+    experiment_name: str | None = None
+    verbose_level: int | None = None
+    convert: ConvertSpec
+
+
+class JobList(_Strict):
+    jobs: list[Job]
+
+
+def load_config(path: Path) -> list[Job]:
+    if not path.is_file():
+        raise UsageError("no such config file", path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"not valid YAML: {str(exc).splitlines()[0]}", path) from exc
+    if not isinstance(data, dict):
+        raise UsageError("expected a mapping with `task: convert` or `jobs:`", path)
+    model: type[BaseModel] = JobList if "jobs" in data else Job
+    try:
+        parsed: Union[Job, JobList] = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{where}: {first['msg']} ({exc.error_count()} problem(s) in all)", path) from exc
+    return parsed.jobs if isinstance(parsed, JobList) else [parsed]
+
+
+def _under(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def checkpoints_of(source: Path) -> list[Path]:
+    """One path per checkpoint: the source itself, or each checkpoint in a folder of them."""
+    kind = fmt.detect_or_fail(source)
+    return [c.path for c in discover(source)] if kind == fmt.CHECKPOINTS else [source]
+
+
+def run(path: Path) -> dict:
+    base = path.parent
+    results = []
+    for job in load_config(path):
+        spec = job.convert
+        source = _under(base, spec.checkpoint_path)
+        output = _under(base, spec.output_dir)
+        name = job.experiment_name or source.name
+        try:
+            items = checkpoints_of(source)
+        except ModelportError as exc:
+            results.append({"job": name, "checkpoint": str(source), "ok": False, "output": None,
+                            "seconds": 0.0, "error": str(exc)})
+            continue
+        for item in items:
+            results.append(_convert_one(name, item, output, spec, base))
+    failed = sum(not r["ok"] for r in results)
+    return {"ok": failed == 0, "total": len(results), "succeeded": len(results) - failed,
+            "failed": failed, "results": results}
+
+
+def _convert_one(job: str, item: Path, output: Path, spec: ConvertSpec, base: Path) -> dict:
+    stem = item.stem if item.is_file() else item.name
+    dst = output / stem
+    log.info("[%s] converting %s -> %s", job, item, dst)
+    started = time.perf_counter()
+    try:
+        expected = INITIAL[spec.initial_format]
+        found = fmt.detect_or_fail(item)
+        if expected is not None and found != expected:
+            raise UsageError(f"initial_format {spec.initial_format!r} does not match what this is ({found})", item)
+        result = convert(item, dst, to=FINAL[spec.final_format], dtype=spec.dtype,
+                         base_model=_under(base, spec.base_model), max_shard_size=spec.max_shard_size,
+                         overwrite=spec.overwrite)
+        entry = {"ok": True, "output": str(dst), "error": None, "notes": result["notes"]}
+    except ModelportError as exc:
+        entry = {"ok": False, "output": None, "error": str(exc)}
+    seconds = round(time.perf_counter() - started, 3)
+    log.info("[%s] %s %s (%.1f s)", job, "ok" if entry["ok"] else "FAILED", stem, seconds)
+    return {"job": job, "checkpoint": str(item), "seconds": seconds, **entry}

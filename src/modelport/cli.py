@@ -1,0 +1,174 @@
+"""The `modelport` command: argument parsing, printing and exit codes only; the API does the work.
+
+Exit codes: 0 success, 1 a conversion or verification failed, 2 a usage error. With `--json`,
+stdout carries exactly one JSON object; notes and progress go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+from .errors import ModelportError, ModelVerificationError
+
+log = logging.getLogger("modelport")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelport", description=__doc__.splitlines()[0])
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"modelport {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="convert a model between formats")
+    c.add_argument("src", help="HF folder, .pth/.pt/.bin checkpoint, DCP folder, or folder of checkpoints")
+    c.add_argument("dst", help="output path; *.gguf/*.onnx choose those formats, otherwise an HF folder")
+    c.add_argument("--to", choices=["hf", "dcp", "gguf", "onnx"], help="target format (default from DST)")
+    c.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    c.add_argument("--base-model", help="folder with config.json and tokenizer for a bare checkpoint")
+    c.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (e.g. 500MB, 5GB)")
+    c.add_argument("--checkpoint", help="which checkpoint of a folder of them (name, path or step); default newest")
+    c.add_argument("--threads", type=int, help="worker threads for loading and casting (default 2)")
+    c.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    c.add_argument("--trust-remote-code", action="store_true",
+                   help="allow pickles that run code (never for checkpoints you did not make)")
+    c.add_argument("--verify", action="store_true", help="verify the result against the source")
+    _common(c)
+
+    v = sub.add_parser("verify", help="prove a converted model computes what its source computes")
+    v.add_argument("source")
+    v.add_argument("converted")
+    v.add_argument("--base-model")
+    v.add_argument("--prompt", action="append", default=[], help="extra prompt (repeatable)")
+    _common(v)
+
+    i = sub.add_parser("inspect", help="what a model path holds")
+    i.add_argument("path")
+    i.add_argument("--base-model")
+    _common(i)
+
+    b = sub.add_parser("batch", help="run the conversions a YAML config lists")
+    b.add_argument("config")
+    _common(b)
+    return parser
+
+
+def _convert(args: argparse.Namespace) -> tuple[dict, int]:
+    from .api import convert
+    result = convert(args.src, args.dst, to=args.to, dtype=args.dtype, base_model=args.base_model,
+                     max_shard_size=args.max_shard_size, checkpoint=args.checkpoint, overwrite=args.overwrite,
+                     trust_remote_code=args.trust_remote_code, threads=args.threads)
+    _say(f"converted {result['source']} ({result['source_format']}) -> {result['destination']} "
+         f"({result['format']}, {result['dtype']}): {result['tensors']} tensors, "
+         f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
+    if args.verify:
+        from .verify import verify
+        try:
+            result["verification"] = verify(result["source"], args.dst, base_model=args.base_model)
+        except ModelVerificationError as exc:
+            result["verification"] = exc.report
+            result["ok"] = False
+            _print_verification(exc.report)
+            raise
+        _print_verification(result["verification"])
+    return result, 0
+
+
+def _verify(args: argparse.Namespace) -> tuple[dict, int]:
+    from .verify import verify
+    report = verify(args.source, args.converted, base_model=args.base_model, prompts=args.prompt)
+    _print_verification(report)
+    return report, 0
+
+
+def _print_verification(report: dict | None) -> None:
+    if not report:
+        return
+    m = report["metrics"]
+    _say(f"verify {report['converted']} vs {report['source']} ({report['dtype']}, {m['positions']} positions): "
+         f"max|d|={m['max_abs_diff']:.3g} min cos={m['min_cosine']:.6f} top1={m['top1_agreement']:.3f} "
+         f"KL={m['mean_kl']:.3g} tokens agree={report['tokenization_agreement']:.2f} -> "
+         f"{'PASS' if report['ok'] else 'FAIL'}")
+
+
+def _inspect(args: argparse.Namespace) -> tuple[dict, int]:
+    from .api import inspect
+    info = inspect(args.path, args.base_model)
+    if not args.json:
+        for key, value in info.items():
+            print(f"{key:16} {value}")
+    return info, 0
+
+
+def _batch(args: argparse.Namespace) -> tuple[dict, int]:
+    from pathlib import Path
+
+    from .batch import run
+    summary = run(Path(args.config))
+    for r in summary["results"]:
+        _say(f"{'ok    ' if r['ok'] else 'FAILED'} {r['checkpoint']} -> {r['output'] or '-'} "
+             f"{r['seconds']:.1f}s{'  ' + r['error'] if r['error'] else ''}")
+    _say(f"{summary['succeeded']} of {summary['total']} succeeded")
+    return summary, 0 if summary["ok"] else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], tuple[dict, int]]] = {
+    "convert": _convert, "verify": _verify, "inspect": _inspect, "batch": _batch,
+}
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _quiet_libraries() -> None:
+    import warnings
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="modelport: %(message)s", stream=sys.stderr)
+    _quiet_libraries()
+    as_json = getattr(args, "json", False)
+    try:
+        payload, code = COMMANDS[args.command](args)
+    except ModelportError as exc:
+        _say(f"modelport: error: {exc}")
+        payload = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        if isinstance(exc, ModelVerificationError) and exc.report:
+            payload["report"] = exc.report
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        _say("modelport: interrupted; nothing was left at the destination")
+        return 130
+    except Exception as exc:  # a bug, not a bad input: say so, and show where with MODELPORT_DEBUG=1
+        _say(f"modelport: internal error: {type(exc).__name__}: {exc}")
+        if os.environ.get("MODELPORT_DEBUG"):
+            traceback.print_exc()
+        payload, code = {"ok": False, "error": f"internal error: {exc}", "exit_code": 1}, 1
+    if as_json:
+        print(json.dumps(payload, default=_jsonable))
+    return code
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Proving a conversion: run source and result in their runtimes on the same tokens, compare logits."""
+from .check import verify
+
+__all__ = ["verify"]

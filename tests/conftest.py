@@ -1,0 +1,75 @@
+"""Fixtures: tiny random-weight models with a locally trained tokenizer, and a CLI runner."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelport.samples import save_model
+
+IDS = torch.tensor([[0, 5, 17, 42, 99, 7, 250, 3, 11]])
+
+
+@dataclass
+class Sample:
+    path: Path
+    model: torch.nn.Module
+
+    def logits(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(IDS).logits
+
+
+def _sample(tmp_path_factory, family: str) -> Sample:
+    path = tmp_path_factory.mktemp(family) / "model"
+    model, _ = save_model(path, family)
+    return Sample(path, model)
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory) -> Sample:
+    return _sample(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="session")
+def gpt2(tmp_path_factory) -> Sample:
+    return _sample(tmp_path_factory, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def qwen2(tmp_path_factory) -> Sample:
+    return _sample(tmp_path_factory, "qwen2")
+
+
+def hf_logits(path: Path) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: object, preexec_fn=None, cwd: Path | None = None) -> Run:
+    proc = subprocess.run([sys.executable, "-m", "modelport.cli", *map(str, args)], capture_output=True,
+                          text=True, preexec_fn=preexec_fn, cwd=cwd, timeout=600)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary siblings a failed conversion must not leave behind."""
+    return [p.name for p in folder.iterdir() if ".modelport-tmp-" in p.name]
