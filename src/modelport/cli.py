@@ -66,27 +66,30 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     result = convert(args.src, args.dst, to=args.to, dtype=args.dtype, base_model=args.base_model,
                      max_shard_size=args.max_shard_size, checkpoint=args.checkpoint, overwrite=args.overwrite,
                      trust_remote_code=args.trust_remote_code, threads=args.threads)
+    for note in result["notes"]:
+        _say(f"note: {note}")
     _say(f"converted {result['source']} ({result['source_format']}) -> {result['destination']} "
          f"({result['format']}, {result['dtype']}): {result['tensors']} tensors, "
          f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
     if args.verify:
-        from .verify import verify
-        try:
-            result["verification"] = verify(result["source"], args.dst, base_model=args.base_model)
-        except ModelVerificationError as exc:
-            result["verification"] = exc.report
-            result["ok"] = False
-            _print_verification(exc.report)
-            raise
-        _print_verification(result["verification"])
+        result["verification"] = _checked(result["source"], args.dst, args.base_model, [])
     return result, 0
 
 
 def _verify(args: argparse.Namespace) -> tuple[dict, int]:
+    return _checked(args.source, args.converted, args.base_model, args.prompt), 0
+
+
+def _checked(source: str, converted: str, base_model: str | None, prompts: list[str]) -> dict:
+    """Run verification and print its one-line table whether it passes or not."""
     from .verify import verify
-    report = verify(args.source, args.converted, base_model=args.base_model, prompts=args.prompt)
+    try:
+        report = verify(source, converted, base_model=base_model, prompts=prompts)
+    except ModelVerificationError as exc:
+        _print_verification(exc.report)
+        raise
     _print_verification(report)
-    return report, 0
+    return report
 
 
 def _print_verification(report: dict | None) -> None:

@@ -16,9 +16,12 @@ def _head(path: Path, n: int = 8) -> bytes:
         return f.read(n)
 
 
+def is_dcp_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / ".metadata").is_file() or any(path.glob("*.distcp")))
+
+
 def detect(path: Path, allow_checkpoint_folder: bool = True) -> str | None:
     """One of hf, torch, dcp, gguf, onnx, checkpoints; None when nothing matches."""
-    from .formats.dcp import is_dcp_dir
     from .formats.hf import is_hf_dir
 
     if path.is_file():

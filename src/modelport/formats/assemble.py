@@ -1,7 +1,6 @@
 """The step every reader ends with: find config and tokenizer, check names against the architecture."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from ..architectures import spec_for
@@ -10,8 +9,6 @@ from ..bundle import ModelBundle, TensorRef
 from ..checkpoint_keys import align
 from ..companions import find_companions
 from ..errors import CorruptInputError
-
-log = logging.getLogger("modelport")
 
 
 def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_model: Path | None,
@@ -22,8 +19,6 @@ def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_mod
     spec = spec_for(companions.config, companions.config_path)
     aligned, report = align(refs, expected_tensors(spec, companions.config), source)
     all_notes = list(notes or []) + report.notes()
-    for note in all_notes:
-        log.info("%s: %s", source, note)
     return ModelBundle(
         config=companions.config,
         tensors=aligned,

@@ -23,10 +23,6 @@ from .assemble import assemble_bundle
 MODEL_GROUPS = ("model", "state_dict", "module", "model_state_dict")
 
 
-def is_dcp_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / ".metadata").is_file() or any(path.glob("*.distcp")))
-
-
 
 
 def read_metadata(path: Path):

@@ -1,0 +1,115 @@
+"""Shared benchmark helpers: run a command and measure its wall time and peak RSS (children only)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from modelport.formats.safetensors_writer import PlannedTensor, SafetensorsStreamWriter
+
+MODELPORT = [sys.executable, "-m", "modelport.cli"]
+
+
+@dataclass
+class Measure:
+    seconds: float
+    peak_rss_mb: float
+    stdout: str
+
+
+def measure(cmd: list[str], env: dict | None = None) -> Measure:
+    """Wall time and the child's own peak RSS (wait4), so earlier runs never inflate the figure."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
+    return Measure(seconds, usage.ru_maxrss / 1024, out)
+
+
+def best_of(n: int, cmd: list[str], cleanup: Path | None = None) -> Measure:
+    runs = []
+    for _ in range(n):
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        runs.append(measure(cmd))
+    median = statistics.median(r.seconds for r in runs)
+    return Measure(median, max(r.peak_rss_mb for r in runs), runs[-1].stdout)
+
+
+def warm(path: Path) -> None:
+    """Read every file once so that every contender starts from the page cache."""
+    for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+
+
+def llama_config(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+            "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads, "vocab_size": vocab, "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "hidden_act": "silu",
+            "bos_token_id": 1, "eos_token_id": 2, "dtype": "bfloat16"}
+
+
+def llama_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    h, f, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+    shapes = {"model.embed_tokens.weight": (v, h)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "self_attn.q_proj.weight": (h, h),
+                       p + "self_attn.k_proj.weight": (kv, h), p + "self_attn.v_proj.weight": (kv, h),
+                       p + "self_attn.o_proj.weight": (h, h), p + "post_attention_layernorm.weight": (h,),
+                       p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
+                       p + "mlp.down_proj.weight": (h, f)})
+    shapes.update({"model.norm.weight": (h,), "lm_head.weight": (v, h)})
+    return shapes
+
+
+def random_tensor(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if len(shape) == 1:
+        return torch.ones(shape, dtype=dtype)
+    return (torch.randn(shape, generator=g) * 0.02).to(dtype)
+
+
+def write_hf_model(out: Path, config: dict, shard_bytes: int, dtype: torch.dtype = torch.bfloat16) -> None:
+    """A sharded HF folder written tensor by tensor (the generator itself stays small)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = llama_shapes(config)
+    shards: list[list[PlannedTensor]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        planned = PlannedTensor(name, shape, dtype)
+        if shards[-1] and size + planned.nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(planned)
+        size += planned.nbytes
+    names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    for seed, (file, shard) in enumerate(zip(names, shards)):
+        with SafetensorsStreamWriter(out / file, shard) as w:
+            for j, p in enumerate(shard):
+                w.write(p.name, random_tensor(p.shape, dtype, seed * 1000 + j))
+    index = {"metadata": {"total_size": sum(p.nbytes for s in shards for p in s)},
+             "weight_map": {p.name: f for f, s in zip(names, shards) for p in s}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

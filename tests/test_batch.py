@@ -1,0 +1,78 @@
+"""`modelport batch`: LMTK-shaped YAML, one output folder per checkpoint, failures don't stop the rest."""
+from __future__ import annotations
+
+import torch
+
+from conftest import hf_logits, leftovers, run_cli
+
+
+def _run_dir(tmp_path, llama):
+    ckpts = tmp_path / "output"
+    ckpts.mkdir()
+    sd = llama.model.state_dict()
+    torch.save({"model": sd, "optimizer": {}}, ckpts / "epoch-001-final-ckpt.pth")
+    torch.save({"model": sd}, ckpts / "epoch-002-final-ckpt.pth")
+    (ckpts / "epoch-003-final-ckpt.pth").write_bytes(b"not a checkpoint at all")
+    return ckpts
+
+
+def test_batch_converts_each_checkpoint_and_reports_failures(llama, tmp_path):
+    _run_dir(tmp_path, llama)
+    config = tmp_path / "convert.yaml"
+    config.write_text(f"""
+task: convert
+experiment_name: gpt2_fsdp_to_hf
+verbose_level: 2
+convert:
+  base_model: {llama.path}
+  checkpoint_path: output          # relative to this file
+  initial_format: fsdp
+  final_format: huggingface
+  output_dir: converted
+""")
+    run = run_cli("batch", config, "--json")
+    assert run.code == 1, run.stderr
+    summary = run.json()
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (3, 2, 1)
+    by_name = {r["checkpoint"].rsplit("/", 1)[-1]: r for r in summary["results"]}
+    bad = by_name["epoch-003-final-ckpt.pth"]
+    assert not bad["ok"] and "epoch-003-final-ckpt.pth" in bad["error"]
+    for name in ("epoch-001-final-ckpt", "epoch-002-final-ckpt"):
+        assert by_name[name + ".pth"]["ok"]
+        assert torch.equal(hf_logits(tmp_path / "converted" / name), llama.logits())
+    assert not (tmp_path / "converted" / "epoch-003-final-ckpt").exists()
+    assert leftovers(tmp_path / "converted") == []
+    assert "2 of 3 succeeded" in run.stderr
+
+
+def test_batch_jobs_list_all_ok(llama, tmp_path):
+    config = tmp_path / "jobs.yaml"
+    config.write_text(f"""
+jobs:
+  - task: convert
+    convert: {{checkpoint_path: {llama.path}, output_dir: {tmp_path}/a, final_format: hf}}
+  - task: convert
+    convert: {{checkpoint_path: {llama.path}, output_dir: {tmp_path}/b, final_format: dcp, dtype: bfloat16}}
+""")
+    run = run_cli("batch", config, "--json")
+    assert run.code == 0, run.stderr
+    assert run.json()["succeeded"] == 2
+    assert (tmp_path / "a" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "b" / "model" / ".metadata").is_file()
+
+
+def test_batch_unknown_key_is_a_usage_error(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("task: convert\nconvert:\n  checkpoint_path: x\n  output_dir: y\n  base_modle: z\n")
+    run = run_cli("batch", config)
+    assert run.code == 2
+    assert "convert.base_modle" in run.stderr and "typo.yaml" in run.stderr
+
+
+def test_batch_initial_format_mismatch(llama, tmp_path):
+    config = tmp_path / "mismatch.yaml"
+    config.write_text(f"task: convert\nconvert:\n  checkpoint_path: {llama.path}\n  initial_format: dcp\n"
+                      f"  output_dir: {tmp_path}/out\n")
+    run = run_cli("batch", config, "--json")
+    assert run.code == 1
+    assert "does not match" in run.json()["results"][0]["error"]
