@@ -25,7 +25,7 @@ demo: install
 	$(PY) examples/demo.py
 
 bench: install
-	$(PY) bench/bench_hf.py
+	cd bench && ../$(PY) bench_hf.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

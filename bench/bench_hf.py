@@ -6,13 +6,13 @@ warm page cache (each input is read once first). Run: `.venv/bin/python bench/be
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from common import MODELPORT, best_of, folder_bytes, llama_config, warm, write_hf_model
+from common import MODELPORT, best_of, folder_bytes, llama_config, remove, warm, write_hf_model
 
 OUT = Path(__file__).resolve().parent / "out" / "hf"
 
@@ -48,14 +48,16 @@ def main() -> None:
         warm(source)
         dst = OUT / "dst"
         cp = best_of(args.repeat, ["cp", "-r", str(source), str(dst)], cleanup=dst)
+        cp_sync = best_of(args.repeat, ["sh", "-c", 'cp -r "$0" "$1" && find "$1" -type f -exec sync {} +',
+                                        str(source), str(dst)], cleanup=dst)
         mp = best_of(args.repeat, [*MODELPORT, "convert", str(source), str(dst), *extra, "--json"], cleanup=dst)
-        import json
         inner = json.loads(mp.stdout)["seconds"]
-        rows.append((label, mp.seconds, inner, mp.peak_rss_mb, cp.seconds, cp.peak_rss_mb))
-        shutil.rmtree(dst, ignore_errors=True)
-    print(f"{'path':28} {'modelport s':>11} {'(in-run s)':>10} {'peak RSS MB':>11} {'cp s':>6} {'cp RSS':>7} {'ratio':>6}")
-    for label, s, inner, rss, cps, cprss in rows:
-        print(f"{label:28} {s:11.2f} {inner:10.2f} {rss:11.0f} {cps:6.2f} {cprss:7.0f} {s / cps:6.2f}")
+        rows.append((label, mp.seconds, inner, mp.peak_rss_mb, cp.seconds, cp_sync.seconds))
+        remove(dst)
+    print(f"{'path':26} {'modelport s':>11} {'in-run s':>8} {'peak RSS MB':>11} {'cp s':>5} {'cp+fsync s':>10} "
+          f"{'x cp':>5} {'x cp+fsync':>10}")
+    for label, s, inner, rss, cps, syncs in rows:
+        print(f"{label:26} {s:11.2f} {inner:8.2f} {rss:11.0f} {cps:5.2f} {syncs:10.2f} {s / cps:5.1f} {s / syncs:10.1f}")
 
 
 if __name__ == "__main__":

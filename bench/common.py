@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from modelport.formats.safetensors_writer import PlannedTensor, SafetensorsStreamWriter
+from modelport.formats.safetensors_io import PlannedTensor, SafetensorsStreamWriter
 
 MODELPORT = [sys.executable, "-m", "modelport.cli"]
 
@@ -26,26 +26,34 @@ class Measure:
 
 
 def measure(cmd: list[str], env: dict | None = None) -> Measure:
-    """Wall time and the child's own peak RSS (wait4), so earlier runs never inflate the figure."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    out = proc.stdout.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
-    return Measure(seconds, usage.ru_maxrss / 1024, out)
+    """Wall time and peak RSS of `cmd` itself, measured by GNU time: a child forked from this
+    (torch-importing) process would otherwise report our RSS, since ru_maxrss survives exec."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=env)
+        seconds = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
+        peak_kb = int(rss.read().split()[-1])
+    return Measure(seconds, peak_kb / 1024, proc.stdout.decode())
 
 
 def best_of(n: int, cmd: list[str], cleanup: Path | None = None) -> Measure:
     runs = []
     for _ in range(n):
         if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
+            remove(cleanup)
         runs.append(measure(cmd))
     median = statistics.median(r.seconds for r in runs)
     return Measure(median, max(r.peak_rss_mb for r in runs), runs[-1].stdout)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def warm(path: Path) -> None:

@@ -25,6 +25,13 @@ class Sample:
             return self.model(IDS).logits
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Each run starts with an empty modelport cache (the CLI subprocesses inherit it)."""
+    import os
+    os.environ["MODELPORT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def _sample(tmp_path_factory, family: str) -> Sample:
     path = tmp_path_factory.mktemp(family) / "model"
     model, _ = save_model(path, family)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from modelport.formats.safetensors_writer import PlannedTensor, SafetensorsStreamWriter
+from modelport.formats.safetensors_io import PlannedTensor, SafetensorsStreamWriter
 
 
 def test_round_trip_every_dtype(tmp_path):

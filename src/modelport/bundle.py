@@ -14,6 +14,15 @@ import torch
 
 
 @dataclass(frozen=True)
+class RawRange:
+    """Where a tensor's exact little-endian bytes lie in a file, so a writer can copy them kernel-side."""
+
+    path: Path
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
 class TensorRef:
     """A tensor that is not loaded yet.
 
@@ -28,6 +37,7 @@ class TensorRef:
     loader: Callable[[], torch.Tensor] = field(repr=False, compare=False)
     source: str = ""
     alias_of: str | None = None
+    raw: RawRange | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:

@@ -1,10 +1,19 @@
-"""The tensors an architecture expects, asked of transformers on the meta device (no memory)."""
+"""The tensors an architecture expects, asked of transformers on the meta device (no memory).
+
+Importing a transformers model class costs seconds and ~100 MB, more than converting a small model,
+so the answer is cached on disk, keyed by transformers' version, the class and the config: a watch
+loop or a batch converting many checkpoints of one run pays it once.
+"""
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-from functools import lru_cache
+import hashlib
 import json
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
 
 import torch
 
@@ -19,18 +28,41 @@ class ExpectedTensors:
     base_model_prefix: str
 
 
+def cache_dir() -> Path:
+    root = os.environ.get("MODELPORT_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelport"
+    return Path(root) / "expected-tensors"
+
+
 def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
     if spec.expected_tensors is not None:
         return ExpectedTensors(spec.expected_tensors(config), dict(spec.tied_weights), "")
-    return _from_transformers(spec.hf_class, json.dumps(config, sort_keys=True))
+    return _cached(spec.hf_class, json.dumps(config, sort_keys=True))
 
 
 @lru_cache(maxsize=8)
-def _from_transformers(hf_class: str, config_json: str) -> ExpectedTensors:
+def _cached(hf_class: str, config_json: str) -> ExpectedTensors:
+    key = hashlib.sha256(f"{version('transformers')}\n{hf_class}\n{config_json}".encode()).hexdigest()[:32]
+    path = cache_dir() / f"{key}.json"
+    try:
+        data = json.loads(path.read_text())
+        return ExpectedTensors({k: tuple(v) for k, v in data["shapes"].items()}, data["tied"], data["base_model_prefix"])
+    except (OSError, ValueError, KeyError):
+        pass
+    found = _from_transformers(hf_class, json.loads(config_json))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(found)))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return found
+
+
+def _from_transformers(hf_class: str, config: dict) -> ExpectedTensors:
     import transformers
     from transformers import AutoConfig
 
-    config = json.loads(config_json)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -40,10 +72,7 @@ def _from_transformers(hf_class: str, config_json: str) -> ExpectedTensors:
         names = [a for a in config.get("architectures") or [] if hasattr(transformers, a)]
         cls = getattr(transformers, names[0] if names else hf_class)
         with torch.device("meta"):
-            if hasattr(cls, "from_config"):
-                model = cls.from_config(hf_config)
-            else:
-                model = cls(hf_config)
+            model = cls.from_config(hf_config) if hasattr(cls, "from_config") else cls(hf_config)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tied = dict(getattr(model, "all_tied_weights_keys", None) or {}) if _ties(hf_config) else {}
     return ExpectedTensors(shapes, tied, getattr(model, "base_model_prefix", ""))

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..bundle import ModelBundle, TensorRef
+from ..bundle import ModelBundle, RawRange, TensorRef
 from ..dtypes import SAFETENSORS_NAMES, dtype_name, target_dtype
 from ..errors import CorruptInputError, IncompleteCheckpointError, ModelFileNotFoundError
 from ..progress import progress_bar
 from ..stream import prefetch
 from .assemble import assemble_bundle
-from .safetensors_writer import PlannedTensor, SafetensorsStreamWriter
+from .safetensors_io import PlannedTensor, SafetensorsStreamWriter, data_ranges
 from .torch_pickle import load_pickle, pickle_refs
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -59,11 +59,12 @@ def safetensors_refs(path: Path) -> dict[str, TensorRef]:
     try:
         with safe_open(path, framework="pt") as f:
             entries = [(k, f.get_slice(k)) for k in f.keys()]
-            refs = {k: TensorRef(name=k, shape=tuple(s.get_shape()), dtype=SAFETENSORS_NAMES[s.get_dtype()],
-                                 loader=_safetensors_loader(path, k), source=str(path)) for k, s in entries}
+            shapes = {k: (tuple(s.get_shape()), SAFETENSORS_NAMES[s.get_dtype()]) for k, s in entries}
     except Exception as exc:  # the library raises its own error types for every kind of damage
         raise CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {exc}", path) from exc
-    return refs
+    ranges = data_ranges(path)
+    return {k: TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
+                         raw=RawRange(path, *ranges[k])) for k, (shape, dtype) in shapes.items()}
 
 
 def _safetensors_loader(path: Path, name: str):
@@ -93,7 +94,8 @@ class HFWriteOptions:
     dtype: torch.dtype
     max_shard_size: int
     threads: int = 2
-    window: int = 2
+    window: int = 4
+    window_bytes: int = 256 * 2**20
 
 
 def plan_shards(refs: list[TensorRef], dtype: torch.dtype, max_bytes: int) -> list[list[PlannedTensor]]:
@@ -107,6 +109,13 @@ def plan_shards(refs: list[TensorRef], dtype: torch.dtype, max_bytes: int) -> li
         shards[-1].append(planned)
         size += planned.nbytes
     return shards
+
+
+def _payload(ref: TensorRef, dtype: torch.dtype) -> torch.Tensor | RawRange:
+    """The bytes to write: a kernel-side copy when nothing changes, else the loaded, cast tensor."""
+    if ref.raw is not None and ref.dtype == dtype:
+        return ref.raw
+    return ref.load().to(dtype)
 
 
 def written_config(config: dict, dtype: torch.dtype) -> dict:
@@ -138,11 +147,10 @@ def write(bundle: ModelBundle, out: Path, options: HFWriteOptions) -> dict:
     written = 0
     with progress_bar(total, f"writing {out.name}") as bar:
         for file_name, shard in zip(names, shards):
-            def produce(planned: PlannedTensor) -> torch.Tensor:
-                return by_name[planned.name].load().to(planned.dtype)
             with SafetensorsStreamWriter(out / file_name, shard) as writer:
-                for planned, tensor in prefetch(shard, produce, options.window, options.threads):
-                    n = writer.write(planned.name, tensor)
+                for planned, data in prefetch(shard, lambda p: _payload(by_name[p.name], p.dtype), options.window,
+                                              options.threads, lambda p: p.nbytes, options.window_bytes):
+                    n = writer.write(planned.name, data)
                     written += n
                     bar.update(n)
     if len(shards) > 1:

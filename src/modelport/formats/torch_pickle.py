@@ -77,5 +77,5 @@ def pickle_refs(path: Path, state_dict: dict, keys: tuple[str, ...], trust_code:
 
 def _loader(path: Path, keys: tuple[str, ...], name: str, trust_code: bool) -> Callable[[], torch.Tensor]:
     def load() -> torch.Tensor:
-        return _walk(load_pickle(path, trust_code), keys)[name].clone()
+        return _walk(load_pickle(path, trust_code), keys)[name]   # a mapped view, unmapped when freed
     return load

@@ -1,4 +1,4 @@
-"""A safetensors file written as a stream, one tensor at a time.
+"""safetensors headers read and written directly, and files written as a stream, one tensor at a time.
 
 The safetensors library's `save_file` needs every tensor of a file in memory at once. Its format
 is an 8-byte header length, a JSON header with each tensor's dtype, shape and byte range, then the
@@ -7,15 +7,31 @@ data streamed after it, and the result is read back by the library itself in the
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import Iterable
 
 import torch
 
+from ..bundle import RawRange
 from ..dtypes import SAFETENSORS_CODES
+
+COPY_CHUNK = 1 << 26
+NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def data_ranges(path: Path) -> dict[str, tuple[int, int]]:
+    """Absolute (offset, nbytes) of every tensor; call only on a file the library has validated."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    start = 8 + length
+    return {k: (start + v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0])
+            for k, v in header.items() if k != "__metadata__"}
 
 
 @dataclass(frozen=True)
@@ -59,17 +75,43 @@ class SafetensorsStreamWriter:
         self.path = path
         self.plan = plan
         self._next = 0
-        self._file: BinaryIO = open(path, "wb")
-        self._file.write(header_bytes(plan, metadata))
+        self._file = open(path, "wb", buffering=0)   # unbuffered: kernel copies share the fd's offset
+        self._write_all(memoryview(header_bytes(plan, metadata)))
 
-    def write(self, name: str, tensor: torch.Tensor) -> int:
+    def write(self, name: str, data: torch.Tensor | RawRange) -> int:
+        """Append the next planned tensor, given as a tensor or as a byte range of another file."""
         expected = self.plan[self._next]
-        if name != expected.name or tuple(tensor.shape) != expected.shape or tensor.dtype != expected.dtype:
-            raise ValueError(f"{self.path}: got {name} {tuple(tensor.shape)} {tensor.dtype}, planned {expected}")
-        data = tensor_bytes(tensor)
-        self._file.write(data)
+        if isinstance(data, RawRange):
+            ok = name == expected.name and data.nbytes == expected.nbytes
+        else:
+            ok = name == expected.name and tuple(data.shape) == expected.shape and data.dtype == expected.dtype
+        if not ok:
+            raise ValueError(f"{self.path}: got {name} {data}, planned {expected}")
+        written = self._copy(data) if isinstance(data, RawRange) else self._write_all(tensor_bytes(data))
         self._next += 1
-        return len(data)
+        return written
+
+    def _write_all(self, data: memoryview) -> int:
+        done = 0
+        while done < len(data):
+            done += self._file.write(data[done:])
+        return done
+
+    def _copy(self, src: RawRange) -> int:
+        with open(src.path, "rb") as f:
+            offset, left = src.offset, src.nbytes
+            while left:
+                try:
+                    n = os.copy_file_range(f.fileno(), self._file.fileno(), min(left, COPY_CHUNK), offset)
+                except OSError as exc:
+                    if exc.errno not in NO_KERNEL_COPY:
+                        raise
+                    n = self._write_all(memoryview(os.pread(f.fileno(), min(left, COPY_CHUNK), offset)))
+                if n == 0:
+                    raise OSError(errno.EIO, f"{src.path} ended before its tensor data")
+                offset += n
+                left -= n
+        return src.nbytes
 
     def close(self) -> None:
         if not self._file.closed:
