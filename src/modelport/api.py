@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from . import detect as fmt
-from .atomic import atomic_output, check_destination
+from .atomic import atomic_files, atomic_output, check_destination
 from .bundle import ModelBundle
 from .checkpoints import pick
 from .dtypes import dtype_name, resolve_dtype
@@ -15,7 +15,8 @@ from .sizes import parse_size
 
 log = logging.getLogger("modelport")
 
-WRITABLE = (fmt.HF, fmt.DCP)
+WRITABLE = (fmt.HF, fmt.DCP, fmt.GGUF)
+DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 TARGET_ALIASES = {"huggingface": fmt.HF, "hf": fmt.HF, "dcp": fmt.DCP, "gguf": fmt.GGUF, "onnx": fmt.ONNX}
 
 
@@ -56,7 +57,8 @@ def load(src: str | Path, base_model: str | Path | None = None, checkpoint: str 
 def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: str | None = "auto",
             base_model: str | Path | None = None, max_shard_size: str | int = "5GB",
             checkpoint: str | None = None, overwrite: bool = False, trust_remote_code: bool = False,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, quant: str | None = None, split_max_size: str | int | None = None,
+            pre_tokenizer: str | None = None) -> dict:
     """Convert `src` (any supported format) to `dst`; returns a summary of what was done.
 
     The destination appears only once it is complete; on any failure nothing is left there.
@@ -68,6 +70,11 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         raise UsageError(f"--to {to or target}: writing this format is not supported yet "
                          f"(supported: {', '.join(WRITABLE)})")
     shard_bytes = parse_size(max_shard_size)
+    if target != fmt.GGUF and (quant or split_max_size or pre_tokenizer):
+        raise UsageError("--quant, --split-max-size and --pre-tokenizer apply to GGUF output only")
+    if quant is not None:
+        from .formats.gguf.quant_types import file_type
+        file_type(quant)
     check_destination(dst_path, overwrite)
     bundle = load(src, base_model, checkpoint, trust_remote_code)
     if Path(src).expanduser().resolve() == dst_path.resolve():
@@ -75,13 +82,21 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     out_dtype = resolve_dtype(dtype, bundle.config, (t.dtype for t in bundle))
     read_done = time.perf_counter()
     try:
-        with atomic_output(dst_path, overwrite) as tmp:
-            if target == fmt.HF:
-                from .formats import hf
-                written = hf.write(bundle, tmp, hf.HFWriteOptions(out_dtype, shard_bytes, threads=threads or 2))
-            else:
-                from .formats import dcp
-                written = dcp.write(bundle, tmp, out_dtype)
+        if target == fmt.GGUF:
+            from .formats.gguf import writer as gguf_writer
+            quant = quant or DTYPE_QUANT.get(dtype or "") or ("bf16" if dtype_name(out_dtype) == "bfloat16" else "f16")
+            options = gguf_writer.GGUFWriteOptions(quant.lower(), parse_size(split_max_size) if split_max_size else 0,
+                                                   threads or 2, pre_tokenizer=pre_tokenizer)
+            with atomic_files(dst_path, overwrite) as tmp:
+                written = gguf_writer.write(bundle, tmp, dst_path.name, options)
+        else:
+            with atomic_output(dst_path, overwrite) as tmp:
+                if target == fmt.HF:
+                    from .formats import hf
+                    written = hf.write(bundle, tmp, hf.HFWriteOptions(out_dtype, shard_bytes, threads=threads or 2))
+                else:
+                    from .formats import dcp
+                    written = dcp.write(bundle, tmp, out_dtype)
     except (MemoryError, RuntimeError) as exc:
         raise ModelConversionError(f"conversion failed: {exc}", dst_path) from exc
     seconds = time.perf_counter() - started
@@ -92,7 +107,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         "destination": str(dst_path),
         "format": target,
         "architecture": bundle.model_type,
-        "dtype": dtype_name(out_dtype),
+        "dtype": quant if target == fmt.GGUF else dtype_name(out_dtype),
         "tensors": written["tensors"],
         "parameters": bundle.parameter_count,
         "files": written["files"],
@@ -100,6 +115,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         "seconds": round(seconds, 3),
         "read_seconds": round(read_done - started, 3),
         "notes": bundle.notes,
+        **({"tensor_types": written["types"]} if "types" in written else {}),
     }
 
 

@@ -112,3 +112,36 @@ def _publish(tmp: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
     if old is not None:
         remove_path(old)
+
+
+@contextmanager
+def atomic_files(dst: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder; every file the block writes there is published beside `dst`.
+
+    For outputs of several files (split GGUF shards named after `dst`): each file appears whole,
+    the first shard (the one loaders open) last, and a failure publishes none of them.
+    """
+    dst = dst.absolute()
+    check_destination(dst, overwrite)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create destination folder: {exc.strerror}", dst.parent) from exc
+    tmp = temp_sibling(dst)
+    tmp.mkdir()
+    try:
+        yield tmp
+        names = sorted(p.name for p in tmp.iterdir())
+        if not names:
+            raise ModelConversionError("writer produced no output", dst)
+        clashes = [n for n in names if (dst.parent / n).exists()]
+        if clashes and not overwrite:
+            raise UsageError(f"would replace {', '.join(clashes)} (pass --overwrite)", dst.parent)
+        fsync_tree(tmp)
+        for name in names[1:] + names[:1]:
+            os.replace(tmp / name, dst.parent / name)
+        _fsync_dir(dst.parent)
+    except OSError as exc:
+        raise ModelConversionError(f"write failed: {exc.strerror or exc}", dst) from exc
+    finally:
+        remove_path(tmp)

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     c.add_argument("--trust-remote-code", action="store_true",
                    help="allow pickles that run code (never for checkpoints you did not make)")
+    c.add_argument("--quant", help="GGUF type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l "
+                   "q4_k_s q4_k_m q5_k_s q5_k_m q6_k (default from --dtype, else f16/bf16 like the source)")
+    c.add_argument("--split-max-size", help="split GGUF output into shards of at most this size (e.g. 2G)")
+    c.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when it cannot be told from tokenizer.json")
     c.add_argument("--verify", action="store_true", help="verify the result against the source")
     _common(c)
 
@@ -65,7 +69,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     from .api import convert
     result = convert(args.src, args.dst, to=args.to, dtype=args.dtype, base_model=args.base_model,
                      max_shard_size=args.max_shard_size, checkpoint=args.checkpoint, overwrite=args.overwrite,
-                     trust_remote_code=args.trust_remote_code, threads=args.threads)
+                     trust_remote_code=args.trust_remote_code, threads=args.threads, quant=args.quant,
+                     split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer)
     for note in result["notes"]:
         _say(f"note: {note}")
     _say(f"converted {result['source']} ({result['source_format']}) -> {result['destination']} "

@@ -1,4 +1,16 @@
-"""GPT-2: Conv1D weights stored (in, out), learned positions, tied lm_head."""
+"""GPT-2: Conv1D weights stored (in, out), learned positions, LayerNorm, tied lm_head."""
+from .gguf_mapping import GGUFMapping, core_metadata
 from .registry import ArchitectureSpec, register_architecture
 
-SPEC = register_architecture(ArchitectureSpec(model_type="gpt2"))
+
+def _metadata(w, hp) -> None:
+    core_metadata(w, hp)
+    w.add_layer_norm_eps(hp.ln_eps if hp.ln_eps is not None else 1e-5)
+
+
+SPEC = register_architecture(ArchitectureSpec(
+    model_type="gpt2",
+    gguf=GGUFMapping(arch="GPT2", metadata=_metadata, default_pre="gpt-2",
+                     transpose=(".c_attn.weight", ".c_proj.weight", ".c_fc.weight"),
+                     skip=(".attn.bias", ".attn.masked_bias")),
+))

@@ -1,4 +1,8 @@
-"""mistral: decoder-only, RMSNorm, rotary attention; names follow transformers' Mistral classes."""
+"""Mistral: llama.cpp runs it as LLAMA (the same permuted Q/K); sliding window is not used there."""
+from .gguf_mapping import GGUFMapping, decoder_metadata
 from .registry import ArchitectureSpec, register_architecture
 
-SPEC = register_architecture(ArchitectureSpec(model_type="mistral"))
+SPEC = register_architecture(ArchitectureSpec(
+    model_type="mistral",
+    gguf=GGUFMapping(arch="LLAMA", metadata=decoder_metadata, permute_qk=True),
+))

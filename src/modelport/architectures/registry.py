@@ -7,9 +7,12 @@ the meta device), so a spec never restates what transformers already knows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import UnknownArchitectureError
+
+if TYPE_CHECKING:
+    from .gguf_mapping import GGUFMapping
 
 PLUGIN_DOC = "docs/architectures.md"
 
@@ -28,6 +31,7 @@ class ArchitectureSpec:
     aliases: tuple[str, ...] = ()
     expected_tensors: Callable[[dict], dict[str, tuple[int, ...]]] | None = None
     tied_weights: dict[str, str] = field(default_factory=dict)
+    gguf: "GGUFMapping | None" = None
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

@@ -1,0 +1,83 @@
+"""What a family needs to become GGUF, as data: llama.cpp's arch, tensor transforms, metadata.
+
+Tensor names come from gguf-py's TensorNameMap for the arch; a family only states what differs:
+Q/K rows permuted for llama.cpp's interleaved rope, GPT-2's Conv1D (in, out) weights transposed,
+Gemma's norms stored as (1 + w), tensors llama.cpp does not use, and metadata keys beyond the common
+decoder set. Metadata functions receive gguf-py's writer and the normalized hyper-parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from gguf import GGUFWriter
+
+    from ..formats.gguf.hparams import HParams
+
+MetadataFn = Callable[["GGUFWriter", "HParams"], None]
+
+
+@dataclass(frozen=True)
+class GGUFMapping:
+    arch: str                                   # gguf.MODEL_ARCH member name, e.g. "LLAMA"
+    metadata: MetadataFn
+    permute_qk: bool = False
+    transpose: tuple[str, ...] = ()             # HF name suffixes whose 2-D weight is stored transposed
+    norm_offset: float = 0.0                    # added to every "*norm.weight"
+    skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
+    extra_tensors: Callable[["HParams"], dict[str, torch.Tensor]] | None = None
+    default_pre: str = "default"
+
+
+def core_metadata(w: "GGUFWriter", hp: "HParams") -> None:
+    w.add_context_length(hp.n_ctx)
+    w.add_embedding_length(hp.n_embd)
+    w.add_block_count(hp.n_layer)
+    w.add_feed_forward_length(hp.n_ff)
+    w.add_head_count(hp.n_head)
+    w.add_vocab_size(hp.vocab_size)
+
+
+def decoder_metadata(w: "GGUFWriter", hp: "HParams") -> None:
+    """The keys every RMSNorm + rotary decoder needs (llama, mistral, qwen2/3, phi3, gemma)."""
+    core_metadata(w, hp)
+    w.add_head_count_kv(hp.n_head_kv)
+    w.add_rope_freq_base(hp.rope_theta)
+    w.add_layer_norm_rms_eps(hp.rms_eps if hp.rms_eps is not None else 1e-6)
+    w.add_rope_dimension_count(int(hp.head_dim * hp.raw.get("partial_rotary_factor", 1.0)))
+    if hp.head_dim != hp.n_embd // hp.n_head:
+        w.add_key_length(hp.head_dim)
+        w.add_value_length(hp.head_dim)
+
+
+def permute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """HF keeps each head's rotary pairs as two halves; llama.cpp's NORM rope wants them interleaved."""
+    return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def llama3_rope_factors(hp: "HParams") -> dict[str, torch.Tensor]:
+    """Llama 3.1's frequency-dependent rope scaling, which llama.cpp reads as `rope_freqs.weight`."""
+    rope = hp.rope
+    if rope.get("rope_type") != "llama3":
+        return {}
+    factor = rope.get("factor", 8.0)
+    low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old_ctx = rope.get("original_max_position_embeddings", 8192)
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    freqs = 1.0 / (hp.rope_theta ** (torch.arange(0, hp.head_dim, 2, dtype=torch.float32) / hp.head_dim))
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return {"rope_freqs.weight": torch.tensor(factors, dtype=torch.float32)}

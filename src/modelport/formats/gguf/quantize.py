@@ -1,0 +1,87 @@
+"""Tensor bytes for a GGML type: float casts in torch, quantization by llama.cpp's own quantizer.
+
+libggml (built with llama-cpp-python) exports `ggml_quantize_chunk`, the function llama-quantize
+calls, so every quantized row is byte-for-byte what llama.cpp would write. Rows are independent, so
+a tensor is quantized in row chunks across threads (ctypes releases the GIL during the call). Without
+libggml, gguf-py's numpy quantizers cover the types they implement (the legacy 32-block ones).
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf import quants
+
+from ...errors import ModelConversionError
+from .quant_types import nbytes
+
+ROWS_PER_CHUNK = 256
+
+
+@lru_cache(maxsize=1)
+def libggml() -> ctypes.CDLL | None:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib_dir = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    candidates = sorted(lib_dir.glob("libggml-base.so*")) + sorted(lib_dir.glob("libggml.so*"))
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(str(path))
+            fn = lib.ggml_quantize_chunk
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_int64,
+                       ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ctypes.c_float)]
+        fn.restype = ctypes.c_size_t
+        return lib
+    return None
+
+
+def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2) -> np.ndarray:
+    """The bytes (as a numpy array) of `tensor` in GGML type `qtype`."""
+    if qtype == Q.F32:
+        return tensor.to(torch.float32).contiguous().numpy()
+    if qtype == Q.F16:
+        return tensor.to(torch.float16).contiguous().numpy()
+    if qtype == Q.BF16:
+        return tensor.to(torch.bfloat16).contiguous().view(torch.uint16).numpy()
+    data = tensor.to(torch.float32).contiguous().numpy()
+    lib = libggml()
+    if lib is None:
+        try:
+            return quants.quantize(data, qtype)
+        except NotImplementedError as exc:
+            raise ModelConversionError(f"{qtype.name} needs llama.cpp's quantizer (install llama-cpp-python)") from exc
+    return _ggml_quantize(lib, data, qtype, threads)
+
+
+def _ggml_quantize(lib: ctypes.CDLL, data: np.ndarray, qtype: Q, threads: int) -> np.ndarray:
+    n_per_row = data.shape[-1]
+    rows = data.size // n_per_row
+    flat = data.reshape(rows, n_per_row)
+    out = np.empty(nbytes(qtype, data.shape), dtype=np.uint8)
+    row_bytes = out.size // rows
+    src = flat.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    dst = out.ctypes.data
+
+    def run(first: int) -> int:
+        count = min(ROWS_PER_CHUNK, rows - first)
+        return lib.ggml_quantize_chunk(int(qtype), src, dst, first * n_per_row, count, n_per_row, None)
+
+    starts = range(0, rows, ROWS_PER_CHUNK)
+    if threads > 1 and rows > ROWS_PER_CHUNK:
+        with ThreadPoolExecutor(threads) as pool:
+            written = sum(pool.map(run, starts))
+    else:
+        written = sum(map(run, starts))
+    if written != out.size:
+        raise ModelConversionError(f"quantizer wrote {written} bytes for {qtype.name}, expected {out.size} "
+                                   f"({rows} rows x {row_bytes})")
+    return out

@@ -1,0 +1,147 @@
+"""The tokenizer, written as GGUF vocabulary metadata llama.cpp can tokenize with.
+
+Three kinds, decided by the tokenizer files: SentencePiece (`tokenizer.model` -> llama.cpp "llama"),
+byte-level BPE (tokenizer.json BPE with ByteLevel -> "gpt2", with merges and a pre-tokenizer), and
+WordPiece (-> "bert", with llama.cpp's phantom-space spelling). gguf-py reads SentencePiece models
+and the special tokens, merges, add-bos/eos flags and chat template (SpecialVocab); added tokens are
+typed here from tokenizer.json's own `special` flag, so special tokens in text stay special.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+from gguf import TokenType
+
+from ...bundle import ModelBundle
+from ...errors import ModelConversionError, ModelFileNotFoundError
+from . import pretokenizer
+
+
+@dataclass
+class Vocab:
+    model: str                     # tokenizer.ggml.model
+    pre: str                       # tokenizer.ggml.pre
+    tokens: list[str]
+    types: list[int]
+    scores: list[float] | None = None
+    merges: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _folder(bundle: ModelBundle) -> Path:
+    if not bundle.tokenizer_files:
+        raise ModelFileNotFoundError("no tokenizer files (tokenizer.json, tokenizer.model or vocab.txt) found; "
+                                     "GGUF needs one: pass --base-model DIR", bundle.source)
+    return next(iter(bundle.tokenizer_files.values())).parent
+
+
+def _pad(tokens: list[str], types: list[int], scores: list[float] | None, size: int) -> None:
+    """llama.cpp needs one entry per embedding row; rows past the tokenizer become unused tokens."""
+    for i in range(len(tokens), size):
+        tokens.append(f"[PAD{i}]")
+        types.append(TokenType.UNUSED)
+        if scores is not None:
+            scores.append(-1000.0)
+
+
+def _from_json_vocab(tj: dict, n_vocab: int, source: Path) -> tuple[list[str], list[int]]:
+    by_id: dict[int, str] = {i: t for t, i in tj["model"]["vocab"].items()} if isinstance(tj["model"]["vocab"], dict) \
+        else {i: t for i, (t, _s) in enumerate(tj["model"]["vocab"])}
+    kinds: dict[int, int] = {}
+    for added in tj.get("added_tokens", []):
+        by_id[added["id"]] = added["content"]
+        kinds[added["id"]] = TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED
+    size = max(n_vocab, max(by_id) + 1)
+    if max(by_id) >= n_vocab:
+        raise ModelConversionError(f"tokenizer has token id {max(by_id)} but the model has only {n_vocab} "
+                                   "embedding rows", source)
+    tokens, types = [], []
+    for i in range(size):
+        if i in by_id:
+            tokens.append(by_id[i])
+            types.append(kinds.get(i, TokenType.NORMAL))
+        else:
+            tokens.append(f"[PAD{i}]")
+            types.append(TokenType.UNUSED)
+    return tokens, types
+
+
+def build(bundle: ModelBundle, n_vocab: int, pre_override: str | None, default_pre: str) -> Vocab:
+    folder = _folder(bundle)
+    files = bundle.tokenizer_files
+    tj = json.loads(files["tokenizer.json"].read_text(encoding="utf-8")) if "tokenizer.json" in files else None
+    kind = (tj or {}).get("model", {}).get("type")
+    if "tokenizer.model" in files and (tj is None or kind != "WordPiece"):
+        return _sentencepiece(folder, n_vocab)
+    if tj is None:
+        raise ModelFileNotFoundError("no tokenizer.json or tokenizer.model to build a GGUF vocabulary from", folder)
+    if kind == "WordPiece":
+        tokens, types = _from_json_vocab(tj, n_vocab, files["tokenizer.json"])
+        phantom = [t if ty == TokenType.CONTROL else (t[2:] if t.startswith("##") else "\u2581" + t)
+                   for t, ty in zip(tokens, types)]
+        return Vocab("bert", pre_override or "default", phantom, types)
+    if kind == "BPE" and not tj["model"].get("byte_fallback"):
+        tokens, types = _from_json_vocab(tj, n_vocab, files["tokenizer.json"])
+        pre = pre_override or pretokenizer.detect(tj, files["tokenizer.json"])
+        return Vocab("gpt2", pre, tokens, types, merges=True)
+    raise ModelConversionError(f"tokenizer.json model {kind!r} (byte_fallback={tj['model'].get('byte_fallback')}) "
+                               "without a tokenizer.model is not supported yet", files["tokenizer.json"])
+
+
+def _sentencepiece(folder: Path, n_vocab: int) -> Vocab:
+    spm = gguf.vocab.SentencePieceVocab(folder)
+    tokens, scores, types = [], [], []
+    for text, score, toktype in spm.all_tokens():
+        tokens.append(text.decode("utf-8") if isinstance(text, bytes) else text)
+        scores.append(score)
+        types.append(int(toktype))
+    if len(tokens) > n_vocab:
+        raise ModelConversionError(f"tokenizer.model has {len(tokens)} pieces but the model has only {n_vocab} "
+                                   "embedding rows", folder / "tokenizer.model")
+    _pad(tokens, types, scores, n_vocab)
+    proto = spm.sentencepiece_tokenizer
+    extra = {}
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+        model = pb.ModelProto()
+        model.ParseFromString(proto.serialized_model_proto())
+        extra["add_space_prefix"] = model.normalizer_spec.add_dummy_prefix
+    except Exception:  # older sentencepiece without the proto module: llama.cpp's default applies
+        pass
+    return Vocab("llama", "default", tokens, types, scores=scores, extra=extra)
+
+
+def add_to_writer(writer: gguf.GGUFWriter, bundle: ModelBundle, vocab: Vocab, n_vocab: int) -> None:
+    writer.add_tokenizer_model(vocab.model)
+    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+    if "add_space_prefix" in vocab.extra:
+        writer.add_add_space_prefix(vocab.extra["add_space_prefix"])
+    special = gguf.SpecialVocab(_folder(bundle), load_merges=vocab.merges, n_vocab=n_vocab)
+    special.add_special_token.update(_observed_special_flags(bundle))
+    special.add_to_gguf(writer, quiet=True)
+
+
+def _observed_special_flags(bundle: ModelBundle) -> dict[str, bool]:
+    """Whether the HF tokenizer itself adds BOS/EOS, asked of it rather than read from config keys."""
+    try:
+        from transformers import AutoTokenizer
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = AutoTokenizer.from_pretrained(_folder(bundle))
+        ids = tok("a")["input_ids"]
+    except Exception:  # no loadable HF tokenizer: keep what the files say
+        return {}
+    flags = {}
+    if tok.bos_token_id is not None:
+        flags["bos"] = bool(ids) and ids[0] == tok.bos_token_id
+    if tok.eos_token_id is not None:
+        flags["eos"] = bool(ids) and ids[-1] == tok.eos_token_id
+    return flags

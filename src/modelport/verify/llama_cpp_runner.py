@@ -1,0 +1,64 @@
+"""Running a GGUF in llama.cpp (through llama-cpp-python): logits, tokens, embeddings.
+
+The KV cache is kept in f32 (`type_k=type_v=0`): llama.cpp's default f16 cache alone adds about
+1e-3 of logit error, which would hide or fake a conversion fault in f32/f16 files.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+F32 = 0
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp logs model loading to fd 2 from C; keep the CLI's stderr for modelport's own lines."""
+    if os.environ.get("MODELPORT_DEBUG"):
+        yield
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class LlamaCppModel:
+    def __init__(self, path: Path, n_ctx: int = 1024, embedding: bool = False, f32_cache: bool = True,
+                 threads: int = 2, pooling: int | None = None) -> None:
+        from llama_cpp import Llama
+
+        kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=not embedding,
+                      embedding=embedding, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0)
+        if f32_cache:
+            kwargs.update(type_k=F32, type_v=F32)
+        if pooling is not None:
+            kwargs["pooling_type"] = pooling
+        with _quiet_stderr():
+            self.llm = Llama(**kwargs)
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """[positions, vocab] logits for `ids`, evaluated from an empty cache."""
+        self.llm.reset()
+        self.llm._ctx.kv_cache_clear() if hasattr(self.llm._ctx, "kv_cache_clear") else None
+        with _quiet_stderr():
+            self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def embed(self, text: str) -> np.ndarray:
+        with _quiet_stderr():
+            return np.array(self.llm.embed(text), dtype=np.float32)
+
+    def close(self) -> None:
+        self.llm.close() if hasattr(self.llm, "close") else None
