@@ -39,6 +39,26 @@ def _sample(tmp_path_factory, family: str) -> Sample:
 
 
 @pytest.fixture(scope="session")
+def samples(tmp_path_factory):
+    """make(name) -> Sample; names are families, "llama-spm" for a SentencePiece tokenizer, or
+    "llama-quant" for a model wide enough (rows of 256) that K-quant blocks apply."""
+    made: dict[str, Sample] = {}
+
+    def make(name: str) -> Sample:
+        if name not in made:
+            family, _, variant = name.partition("-")
+            overrides = {}
+            if variant == "quant":
+                overrides = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=8,
+                                 num_attention_heads=4, num_key_value_heads=2)
+            path = tmp_path_factory.mktemp(name) / "model"
+            model, _ = save_model(path, family, tokenizer="spm" if variant == "spm" else None, **overrides)
+            made[name] = Sample(path, model)
+        return made[name]
+    return make
+
+
+@pytest.fixture(scope="session")
 def llama(tmp_path_factory) -> Sample:
     return _sample(tmp_path_factory, "llama")
 

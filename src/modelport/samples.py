@@ -12,49 +12,112 @@ import torch
 
 CORPUS = "corpus.txt"
 
+_DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5)
 TINY_CONFIGS: dict[str, dict] = {
-    "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False),
-    "qwen2": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True),
-    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, tie_word_embeddings=True),
+    "llama": dict(_DECODER, tie_word_embeddings=False),
+    "mistral": dict(_DECODER, tie_word_embeddings=False, sliding_window=None),
+    "qwen2": dict(_DECODER, tie_word_embeddings=True),
+    "qwen3": dict(_DECODER, head_dim=32, tie_word_embeddings=True),
+    "gemma2": dict(_DECODER, head_dim=16, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
+                   final_logit_softcapping=30.0, sliding_window=4096, hidden_activation="gelu_pytorch_tanh"),
+    "phi3": dict(_DECODER, num_key_value_heads=4, tie_word_embeddings=False, original_max_position_embeddings=512,
+                 pad_token_id=None),
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=512, tie_word_embeddings=True),
+    "bert": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=512, type_vocab_size=2),
 }
+TOKENIZER_KINDS = {"bert": "wordpiece"}
+# special tokens a family's real tokenizer always has (llama.cpp looks some of them up by name)
+EXTRA_SPECIALS = {"phi3": ["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"]}
 
 
 def corpus_text() -> str:
     return resources.files("modelport").joinpath("data", CORPUS).read_text(encoding="utf-8")
 
 
-def train_tokenizer(vocab_size: int = 400):
-    """A byte-level BPE tokenizer trained on the bundled corpus, wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(kind: str = "bpe", vocab_size: int = 400, workdir: Path | None = None,
+                    extra_specials: list[str] | None = None):
+    """A tokenizer trained on the bundled corpus, wrapped for transformers.
+
+    kind: "bpe" (byte-level BPE, GPT-2 style), "spm" (SentencePiece BPE with byte fallback, Llama-2
+    style; needs `workdir` for its tokenizer.model) or "wordpiece" (BERT style).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    lines = corpus_text().splitlines()
+    if kind == "spm":
+        return _train_sentencepiece(lines, vocab_size, workdir)
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                 show_progress=False))
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                           special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                       sep_token="[SEP]", mask_token="[MASK]")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<unk>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<unk>", *(extra_specials or [])],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    tok.train_from_iterator(lines, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def make_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+def _train_sentencepiece(lines: list[str], vocab_size: int, workdir: Path | None):
+    import json
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    if workdir is None:
+        raise ValueError("a SentencePiece tokenizer needs a workdir for its tokenizer.model")
+    workdir.mkdir(parents=True, exist_ok=True)
+    prefix = workdir / "tokenizer"
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+                                   split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+                                   normalization_rule_name="identity")
+    (workdir / "tokenizer.vocab").unlink(missing_ok=True)
+    (workdir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "legacy": False, "add_bos_token": True, "add_eos_token": False}))
+    return AutoTokenizer.from_pretrained(workdir)   # transformers converts tokenizer.model itself
+
+
+def make_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32,
+               tokenizer: str | None = None, workdir: Path | None = None, **overrides):
     """A random-weight transformers model and its tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    tokenizer = train_tokenizer()
+    tok = train_tokenizer(tokenizer or TOKENIZER_KINDS.get(family, "bpe"), workdir=workdir,
+                          extra_specials=EXTRA_SPECIALS.get(family))
     settings = {**TINY_CONFIGS[family], **overrides}
-    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                  eos_token_id=tokenizer.eos_token_id, **settings)
+    ids = {k: getattr(tok, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id") if getattr(tok, k) is not None}
+    config = AutoConfig.for_model(family, vocab_size=len(tok), **{**ids, **settings})
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
-    return model, tokenizer
+    cls = AutoModel if family == "bert" else AutoModelForCausalLM
+    model = cls.from_config(config).to(dtype).eval()
+    if family == "bert":   # random init leaves LayerNorms at 1/0; vary them so a wrong mapping shows
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "LayerNorm" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+    return model, tok
 
 
-def save_model(out: Path, family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+def save_model(out: Path, family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32,
+               tokenizer: str | None = None, **overrides):
     """Save a sample model as an HF folder at `out`; returns (model, tokenizer)."""
-    model, tokenizer = make_model(family, seed, dtype, **overrides)
+    model, tok = make_model(family, seed, dtype, tokenizer, workdir=out, **overrides)
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return model, tokenizer
+    tok.save_pretrained(out)
+    return model, tok

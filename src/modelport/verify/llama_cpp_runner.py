@@ -53,8 +53,8 @@ class LlamaCppModel:
             self.llm.eval(ids)
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
 
     def embed(self, text: str) -> np.ndarray:
         with _quiet_stderr():

@@ -27,7 +27,7 @@ from .hparams import HParams, hparams
 from .quant_types import ModelShape, choose_types, file_type, nbytes
 from .quantize import to_type
 
-logging.getLogger("gguf").setLevel(logging.WARNING)
+logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key at INFO and skips unused special types at WARNING
 
 
 @dataclass

@@ -1,0 +1,122 @@
+"""Every architecture's GGUF runs in llama.cpp and computes what transformers computes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import modelport
+from conftest import run_cli
+from modelport.verify.llama_cpp_runner import LlamaCppModel
+from modelport.verify.prompts import PROMPTS
+
+DECODERS = ["llama", "llama-spm", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt2"]
+TOLERANCE = {"f32": 1e-3, "f16": 1e-2}
+
+
+def _tokenizer(path):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _hf_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("quant", ["f32", "f16"])
+def test_decoder_logits_match_transformers(samples, tmp_path, name, quant):
+    sample = samples(name)
+    out = tmp_path / f"{name}.{quant}.gguf"
+    result = modelport.convert(sample.path, out, quant=quant)
+    assert result["format"] == "gguf" and out.is_file()
+    tok = _tokenizer(sample.path)
+    runtime = LlamaCppModel(out)
+    for text in PROMPTS[:4]:
+        ids = tok(text)["input_ids"]
+        diff = np.abs(runtime.logits(ids) - _hf_logits(sample.model, ids)).max()
+        assert diff < TOLERANCE[quant], (name, quant, text, diff)
+
+
+def _corpus() -> list[str]:
+    from modelport.samples import corpus_text
+    return corpus_text().splitlines() + list(PROMPTS) + [
+        "  leading spaces", "trailing   ", "tabs\tand\nnewlines\n\n", "x=1;y=22;z=333;w=4444", "ÀÉÎõü ßæø", "",
+    ]
+
+
+def test_byte_level_bpe_tokenization_equals_hf(samples, tmp_path):
+    """llama.cpp tokenizes a varied corpus, special tokens included, exactly as the HF tokenizer does."""
+    sample = samples("llama")
+    out = tmp_path / "t.gguf"
+    modelport.convert(sample.path, out, quant="f16")
+    tok = _tokenizer(sample.path)
+    runtime = LlamaCppModel(out)
+    texts = _corpus() + [f"{tok.eos_token} after an eos, {tok.bos_token}and a bos<unk>"]
+    mismatches = [t for t in texts if runtime.tokenize(t) != tok(t)["input_ids"]]
+    assert not mismatches, mismatches[:3]
+
+
+def test_sentencepiece_tokenization_equals_the_model(samples, tmp_path):
+    """SentencePiece: llama.cpp equals the tokenizer.model run by sentencepiece itself (plus BOS).
+
+    transformers' converted fast tokenizer is not the reference here: it departs from sentencepiece
+    on leading whitespace runs (see README)."""
+    import sentencepiece as spm
+    sample = samples("llama-spm")
+    out = tmp_path / "t.gguf"
+    modelport.convert(sample.path, out, quant="f16")
+    sp = spm.SentencePieceProcessor(model_file=str(sample.path / "tokenizer.model"))
+    runtime = LlamaCppModel(out)
+    mismatches = [t for t in _corpus() if runtime.tokenize(t, parse_special=False) != [sp.bos_id(), *sp.encode(t)]]
+    assert not mismatches, mismatches[:3]
+    plain = [t for t in _corpus() if not t.startswith(" ")]
+    hf = _tokenizer(sample.path)
+    assert [runtime.tokenize(t) for t in plain] == [hf(t)["input_ids"] for t in plain]
+
+
+def test_bert_embeddings_match(samples, tmp_path):
+    sample = samples("bert")
+    out = tmp_path / "bert.gguf"
+    modelport.convert(sample.path, out, quant="f32")
+    tok = _tokenizer(sample.path)
+    runtime = LlamaCppModel(out, embedding=True, pooling=1)
+    for text in PROMPTS[:3]:
+        ids = tok(text)["input_ids"]
+        with torch.no_grad():
+            ref = sample.model(torch.tensor([ids])).last_hidden_state[0].mean(0).numpy()
+        got = runtime.embed(text)
+        assert runtime.tokenize(text) == ids
+        assert float(np.dot(ref, got) / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.9999
+
+
+def test_llama3_rope_scaling_writes_rope_freqs(samples, tmp_path):
+    from modelport.samples import save_model
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+    path = tmp_path / "llama3"
+    model, tok = save_model(path, "llama", rope_scaling=scaling, rope_theta=500000.0)
+    out = tmp_path / "llama3.gguf"
+    modelport.convert(path, out, quant="f32")
+    import gguf
+    names = [t.name for t in gguf.GGUFReader(out).tensors]
+    assert "rope_freqs.weight" in names
+    ids = tok(PROMPTS[4])["input_ids"][:200]
+    diff = np.abs(LlamaCppModel(out).logits(ids) - _hf_logits(model, ids)).max()
+    assert diff < 1e-3, diff
+
+
+def test_from_training_checkpoint_and_dcp_without_hf_copy(samples, tmp_path):
+    sample = samples("qwen2")
+    torch.save({"model": {"module." + k: v for k, v in sample.model.state_dict().items()}}, tmp_path / "step_9.pth")
+    run = run_cli("convert", tmp_path / "step_9.pth", tmp_path / "a.gguf", "--base-model", sample.path,
+                  "--quant", "f32", "--json")
+    assert run.code == 0, run.stderr
+    assert run_cli("convert", sample.path, tmp_path / "dcp", "--to", "dcp").code == 0
+    assert run_cli("convert", tmp_path / "dcp", tmp_path / "b.gguf", "--quant", "f32").code == 0
+    ids = _tokenizer(sample.path)(PROMPTS[0])["input_ids"]
+    ref = _hf_logits(sample.model, ids)
+    for name in ("a.gguf", "b.gguf"):
+        assert np.abs(LlamaCppModel(tmp_path / name).logits(ids) - ref).max() < 1e-3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "b.gguf", "dcp", "step_9.pth"]
