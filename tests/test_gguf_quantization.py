@@ -1,0 +1,120 @@
+"""Quantized GGUF files are what llama.cpp itself makes: same per-tensor types, same bytes."""
+from __future__ import annotations
+
+import ctypes
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+import modelport
+from conftest import run_cli
+from modelport.formats.gguf.quant_types import FILE_TYPES
+from modelport.formats.gguf.quantize import to_type
+from modelport.verify.llama_cpp_runner import LlamaCppModel
+
+
+def _tensors(path) -> dict[str, tuple[str, bytes]]:
+    return {t.name: (t.tensor_type.name, bytes(t.data.tobytes())) for t in gguf.GGUFReader(path).tensors}
+
+
+def llama_quantize(src, dst, quant: str) -> None:
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(FILE_TYPES[quant])
+    params.nthread = 2
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
+
+
+@pytest.fixture(scope="module")
+def f32_file(samples, tmp_path_factory):
+    sample = samples("llama-quant")
+    out = tmp_path_factory.mktemp("q") / "model-f32.gguf"
+    modelport.convert(sample.path, out, quant="f32")
+    return sample, out
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "bf16",
+                                   "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"])
+def test_one_step_equals_f32_then_llama_quantize(f32_file, tmp_path, quant):
+    sample, f32 = f32_file
+    ours = tmp_path / f"ours-{quant}.gguf"
+    reference = tmp_path / f"ref-{quant}.gguf"
+    result = modelport.convert(sample.path, ours, quant=quant)
+    llama_quantize(f32, reference, quant)
+    mine, theirs = _tensors(ours), _tensors(reference)
+    assert list(mine) == list(theirs) or set(mine) == set(theirs)
+    type_diff = {n: (mine[n][0], theirs[n][0]) for n in mine if mine[n][0] != theirs[n][0]}
+    assert not type_diff, type_diff
+    byte_diff = [n for n in mine if mine[n][1] != theirs[n][1]]
+    assert not byte_diff, byte_diff
+    assert sum(result["tensor_types"].values()) == len(mine)
+
+
+def test_mix_gives_sensitive_tensors_more_bits(f32_file, tmp_path):
+    sample, _ = f32_file
+    out = tmp_path / "m.gguf"
+    modelport.convert(sample.path, out, quant="q4_k_m")
+    types = {n: t for n, (t, _) in _tensors(out).items()}
+    assert types["output.weight"] == "Q6_K"
+    assert types["blk.0.attn_v.weight"] == "Q6_K" and types["blk.0.ffn_down.weight"] == "Q6_K"
+    assert types["blk.3.attn_q.weight"] == "Q4_K"
+    assert types["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_rows_not_fitting_a_block_fall_back(samples, tmp_path):
+    """The 64-wide tiny model cannot hold 256-element K-quant blocks: llama.cpp's fallbacks apply."""
+    sample = samples("llama")
+    out = tmp_path / "small.gguf"
+    modelport.convert(sample.path, out, quant="q4_k_m")
+    ref_f32, ref = tmp_path / "f32.gguf", tmp_path / "ref.gguf"
+    modelport.convert(sample.path, ref_f32, quant="f32")
+    llama_quantize(ref_f32, ref, "q4_k_m")
+    assert {n: t for n, (t, _) in _tensors(out).items()} == {n: t for n, (t, _) in _tensors(ref).items()}
+    assert _tensors(out)["blk.0.attn_q.weight"][0] == "Q5_0"
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0,
+                                   gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.Q5_0,
+                                   gguf.GGMLQuantizationType.Q5_1])
+def test_gguf_py_quantizers_agree_with_llama_cpp(qtype):
+    data = torch.randn(64, 512) * 0.05
+    theirs = gguf.quants.quantize(data.numpy(), qtype)
+    assert np.array_equal(to_type(data, qtype).reshape(-1), theirs.reshape(-1))
+
+
+def test_quantized_file_runs_close_to_source(f32_file, tmp_path):
+    sample, _ = f32_file
+    out = tmp_path / "q8.gguf"
+    modelport.convert(sample.path, out, quant="q8_0")
+    ids = list(range(1, 60))
+    with torch.no_grad():
+        ref = sample.model(torch.tensor([ids])).logits[0].numpy()
+    got = LlamaCppModel(out).logits(ids)
+    cos = (ref * got).sum(-1) / np.linalg.norm(ref, axis=-1) / np.linalg.norm(got, axis=-1)
+    assert cos.min() > 0.99
+
+
+def test_split_output_loads_in_llama_cpp(f32_file, tmp_path):
+    sample, _ = f32_file
+    run = run_cli("convert", sample.path, tmp_path / "split.gguf", "--quant", "f16", "--split-max-size", "4M",
+                  "--json")
+    assert run.code == 0, run.stderr
+    files = run.json()["files"]
+    assert len(files) > 2 and files[0] == f"split-00001-of-{len(files):05d}.gguf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    first = gguf.GGUFReader(tmp_path / files[0])
+    assert int(first.fields["split.count"].parts[-1][0]) == len(files)
+    ids = list(range(1, 40))
+    with torch.no_grad():
+        ref = sample.model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(LlamaCppModel(tmp_path / files[0]).logits(ids) - ref).max() < 1e-2
+
+
+def test_bad_quant_and_unsupported_target(samples, tmp_path):
+    run = run_cli("convert", samples("llama").path, tmp_path / "x.gguf", "--quant", "q9_9")
+    assert run.code == 2 and "q4_k_m" in run.stderr
+    run = run_cli("convert", samples("llama").path, tmp_path / "x", "--quant", "q8_0")
+    assert run.code == 2 and "GGUF output only" in run.stderr
+    assert list(tmp_path.iterdir()) == []
