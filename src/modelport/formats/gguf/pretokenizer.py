@@ -70,6 +70,6 @@ def detect(tokenizer_json: dict, source: object = None) -> str:
             return name
     shown = " + ".join(regexes) if regexes else "(none)"
     raise ModelConversionError(
-        f"tokenizer.json pre-tokenizer splits with {shown!r}, which matches no llama.cpp pre-tokenizer; "
+        f"tokenizer.json pre-tokenizer splits with /{shown}/, which matches no llama.cpp pre-tokenizer; "
         f"pass --pre-tokenizer NAME (one of {', '.join(NAMES)}) if you know which one behaves the same",
         source)

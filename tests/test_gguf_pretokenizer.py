@@ -1,0 +1,46 @@
+"""The pre-tokenizer is read from tokenizer.json; an unknown one fails naming its regex."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+from modelport.formats.gguf import pretokenizer
+
+
+def _with_pre_tokenizer(src, dst, pre):
+    shutil.copytree(src, dst)
+    tj = json.loads((dst / "tokenizer.json").read_text())
+    tj["pre_tokenizer"] = pre
+    (dst / "tokenizer.json").write_text(json.dumps(tj))
+
+
+def test_unknown_regex_fails_naming_it_and_override_works(samples, tmp_path):
+    custom = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"\w+|[^\w\s]+"}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    model = tmp_path / "custom"
+    _with_pre_tokenizer(samples("llama").path, model, custom)
+    run = run_cli("convert", model, tmp_path / "x.gguf")
+    assert run.code == 1
+    assert r"\w+|[^\w\s]+" in run.stderr and "--pre-tokenizer" in run.stderr and "tokenizer.json" in run.stderr
+    assert not (tmp_path / "x.gguf").exists()
+    assert run_cli("convert", model, tmp_path / "x.gguf", "--pre-tokenizer", "gpt-2").code == 0
+
+
+@pytest.mark.parametrize("pre,ignore_merges,expected", [
+    ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, False, "gpt-2"),
+    ({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pretokenizer.LLAMA3}, "behavior": "Isolated"},
+        {"type": "ByteLevel", "use_regex": False}]}, True, "llama-bpe"),
+    ({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pretokenizer.QWEN2}, "behavior": "Isolated"},
+        {"type": "ByteLevel", "use_regex": False}]}, False, "qwen2"),
+    ({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "use_regex": True}]}, False, "starcoder"),
+])
+def test_known_pre_tokenizers(pre, ignore_merges, expected):
+    assert pretokenizer.detect({"pre_tokenizer": pre, "model": {"ignore_merges": ignore_merges}}) == expected
