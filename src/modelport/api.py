@@ -51,6 +51,9 @@ def load(src: str | Path, base_model: str | Path | None = None, checkpoint: str 
     if kind == fmt.DCP:
         from .formats import dcp
         return dcp.read(path, base, trust_remote_code)
+    if kind == fmt.GGUF:
+        from .formats.gguf import reader
+        return reader.read(path, base, trust_remote_code)
     raise UsageError(f"reading {kind} files is not supported yet", path)
 
 

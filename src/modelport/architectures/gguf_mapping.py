@@ -60,6 +60,12 @@ def permute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
+def unpermute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """The inverse of permute_rows: llama.cpp's interleaved pairs back to HF's halves."""
+    return (weight.reshape(n_head, weight.shape[0] // n_head // 2, 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
 def llama3_rope_factors(hp: "HParams") -> dict[str, torch.Tensor]:
     """Llama 3.1's frequency-dependent rope scaling, which llama.cpp reads as `rope_freqs.weight`."""
     rope = hp.rope
