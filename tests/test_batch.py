@@ -76,3 +76,28 @@ def test_batch_initial_format_mismatch(llama, tmp_path):
     run = run_cli("batch", config, "--json")
     assert run.code == 1
     assert "does not match" in run.json()["results"][0]["error"]
+
+
+def test_batch_targets_write_one_gguf_per_profile_type(llama, tmp_path):
+    config = tmp_path / "targets.yaml"
+    config.write_text(f"""
+task: convert
+convert:
+  checkpoint_path: {llama.path}
+  final_format: gguf
+  targets: [cpu, gpu]
+  output_dir: out
+""")
+    run = run_cli("batch", config, "--json")
+    assert run.code == 0, run.stderr
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.gguf"))
+    assert written == ["cpu/model-q4_k_m.gguf", "cpu/model-q8_0.gguf", "gpu/model-f16.gguf", "gpu/model-q8_0.gguf"]
+    assert run.json()["succeeded"] == 4
+
+
+def test_convert_profile_flag(llama, tmp_path):
+    run = run_cli("convert", llama.path, tmp_path / "edge", "--profile", "edge", "--json")
+    assert run.code == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "edge").iterdir()) == ["model-q3_k_m.gguf", "model-q4_k_s.gguf"]
+    assert [o["dtype"] for o in run.json()["outputs"]] == ["q3_k_m", "q4_k_s"]
+    assert run_cli("convert", llama.path, tmp_path / "x", "--profile", "cpu", "--quant", "f16").code == 2

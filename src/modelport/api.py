@@ -122,6 +122,20 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     }
 
 
+def convert_profile(src: str | Path, dst: str | Path, profile: str, **options) -> dict:
+    """One GGUF per type of a deployment profile: DST/model-{quant}.gguf for each (see profiles.py)."""
+    from .profiles import file_name, quants_for
+
+    started = time.perf_counter()
+    quants = quants_for(profile)
+    folder = Path(dst).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError("--profile writes a folder of GGUF files; this is a file", folder)
+    results = [convert(src, folder / file_name(q), quant=q, **options) for q in quants]
+    return {"ok": True, "profile": profile, "destination": str(folder), "outputs": results,
+            "seconds": round(time.perf_counter() - started, 3), "notes": results[0]["notes"] if results else []}
+
+
 def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
     """What a path holds: format, architecture, parameters, dtypes, tensors, bytes, tokenizer."""
     src = Path(path).expanduser()

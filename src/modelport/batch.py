@@ -23,7 +23,7 @@ log = logging.getLogger("modelport")
 
 INITIAL = {"auto": None, "fsdp": fmt.TORCH, "torch": fmt.TORCH, "pth": fmt.TORCH, "ddp": fmt.TORCH,
            "lightning": fmt.TORCH, "hf": fmt.HF, "huggingface": fmt.HF, "dcp": fmt.DCP}
-FINAL = {"hf": fmt.HF, "huggingface": fmt.HF, "dcp": fmt.DCP}
+FINAL = {"hf": fmt.HF, "huggingface": fmt.HF, "dcp": fmt.DCP, "gguf": fmt.GGUF}
 
 
 class _Strict(BaseModel):
@@ -35,8 +35,10 @@ class ConvertSpec(_Strict):
     output_dir: str
     base_model: str | None = None
     initial_format: Literal["auto", "fsdp", "torch", "pth", "ddp", "lightning", "hf", "huggingface", "dcp"] = "auto"
-    final_format: Literal["huggingface", "hf", "dcp"] = "huggingface"
+    final_format: Literal["huggingface", "hf", "dcp", "gguf"] = "huggingface"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quant: str | None = None                 # GGUF type when final_format is gguf
+    targets: list[Literal["cpu", "gpu", "arm", "edge"]] = []   # GGUF per profile: OUTPUT/{TARGET}/model-{quant}.gguf
     max_shard_size: str = "5GB"
     overwrite: bool = False
 
@@ -99,15 +101,28 @@ def run(path: Path) -> dict:
                             "seconds": 0.0, "error": str(exc)})
             continue
         for item in items:
-            results.append(_convert_one(name, item, output, spec, base))
+            folder = output / _stem(item) if len(items) > 1 else output
+            if spec.targets:
+                results.extend(_convert_targets(name, item, folder, spec, base))
+            else:
+                results.append(_convert_one(name, item, output / _stem(item), spec, base))
     failed = sum(not r["ok"] for r in results)
     return {"ok": failed == 0, "total": len(results), "succeeded": len(results) - failed,
             "failed": failed, "results": results}
 
 
-def _convert_one(job: str, item: Path, output: Path, spec: ConvertSpec, base: Path) -> dict:
-    stem = item.stem if item.is_file() else item.name
-    dst = output / stem
+def _stem(item: Path) -> str:
+    return item.stem if item.is_file() else item.name
+
+
+def _convert_targets(job: str, item: Path, folder: Path, spec: ConvertSpec, base: Path) -> list[dict]:
+    from .profiles import file_name, quants_for
+    return [_convert_one(job, item, folder / target / file_name(quant), spec, base, quant)
+            for target in spec.targets for quant in quants_for(target)]
+
+
+def _convert_one(job: str, item: Path, dst: Path, spec: ConvertSpec, base: Path, quant: str | None = None) -> dict:
+    stem = dst.name
     log.info("[%s] converting %s -> %s", job, item, dst)
     started = time.perf_counter()
     try:
@@ -115,7 +130,9 @@ def _convert_one(job: str, item: Path, output: Path, spec: ConvertSpec, base: Pa
         found = fmt.detect_or_fail(item)
         if expected is not None and found != expected:
             raise UsageError(f"initial_format {spec.initial_format!r} does not match what this is ({found})", item)
-        result = convert(item, dst, to=FINAL[spec.final_format], dtype=spec.dtype,
+        to = fmt.GGUF if quant else FINAL[spec.final_format]
+        gguf_quant = quant or (spec.quant if to == fmt.GGUF else None)
+        result = convert(item, dst, to=to, dtype=spec.dtype, quant=gguf_quant,
                          base_model=_under(base, spec.base_model), max_shard_size=spec.max_shard_size,
                          overwrite=spec.overwrite)
         entry = {"ok": True, "output": str(dst), "error": None, "notes": result["notes"]}

@@ -13,7 +13,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from .errors import ModelportError, ModelVerificationError
+from .errors import ModelportError, ModelVerificationError, UsageError
 
 log = logging.getLogger("modelport")
 
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow pickles that run code (never for checkpoints you did not make)")
     c.add_argument("--quant", help="GGUF type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l "
                    "q4_k_s q4_k_m q5_k_s q5_k_m q6_k (default from --dtype, else f16/bf16 like the source)")
+    c.add_argument("--profile", choices=["cpu", "gpu", "arm", "edge"],
+                   help="write DST/model-{quant}.gguf for each GGUF type of this deployment profile")
     c.add_argument("--split-max-size", help="split GGUF output into shards of at most this size (e.g. 2G)")
     c.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when it cannot be told from tokenizer.json")
     c.add_argument("--verify", action="store_true", help="verify the result against the source")
@@ -66,11 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _convert(args: argparse.Namespace) -> tuple[dict, int]:
-    from .api import convert
-    result = convert(args.src, args.dst, to=args.to, dtype=args.dtype, base_model=args.base_model,
-                     max_shard_size=args.max_shard_size, checkpoint=args.checkpoint, overwrite=args.overwrite,
-                     trust_remote_code=args.trust_remote_code, threads=args.threads, quant=args.quant,
-                     split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer)
+    from .api import convert, convert_profile
+    options = dict(dtype=args.dtype, base_model=args.base_model, checkpoint=args.checkpoint,
+                   overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, threads=args.threads,
+                   split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer)
+    if args.profile:
+        if args.quant or args.to not in (None, "gguf"):
+            raise UsageError("--profile chooses the GGUF types itself; drop --quant/--to")
+        result = convert_profile(args.src, args.dst, args.profile, **options)
+        for note in result["notes"]:
+            _say(f"note: {note}")
+        for out in result["outputs"]:
+            _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
+        return result, 0
+    result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant, **options)
     for note in result["notes"]:
         _say(f"note: {note}")
     _say(f"converted {result['source']} ({result['source_format']}) -> {result['destination']} "
