@@ -36,3 +36,28 @@ def test_half_precision_output_passes_its_threshold(llama, tmp_path):
     run = run_cli("convert", llama.path, tmp_path / "bf16", "--dtype", "bfloat16", "--verify", "--json")
     assert run.code == 0, run.stderr
     assert run.json()["verification"]["dtype"] == "bfloat16"
+
+
+def test_gguf_verify_runs_llama_cpp(llama, tmp_path):
+    run = run_cli("convert", llama.path, tmp_path / "m.gguf", "--quant", "f16", "--verify", "--json")
+    assert run.code == 0, run.stderr
+    report = run.json()["verification"]
+    assert report["runtime"]["converted"] == "llama.cpp" and report["dtype"] == "float16"
+    assert report["tokenization_agreement"] == 1.0 and report["metrics"]["max_abs_diff"] < 1e-2
+    assert (tmp_path / "m.gguf.verify.json").is_file()
+
+
+def test_gguf_with_wrong_rope_theta_fails(llama, tmp_path):
+    """A planted metadata fault: the GGUF says rope theta 1e6 instead of the model's 1e4."""
+    import json
+    import shutil
+    wrong = tmp_path / "wrong"
+    shutil.copytree(llama.path, wrong)
+    config = json.loads((wrong / "config.json").read_text())
+    config["rope_theta"] = 1e6
+    config.pop("rope_parameters", None)
+    (wrong / "config.json").write_text(json.dumps(config))
+    assert run_cli("convert", wrong, tmp_path / "m.gguf", "--quant", "f32").code == 0
+    run = run_cli("verify", llama.path, tmp_path / "m.gguf", "--json")
+    assert run.code == 1, run.stderr
+    assert run.json()["report"]["failures"]
