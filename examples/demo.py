@@ -1,4 +1,4 @@
-"""`make demo`: a training checkpoint becomes a verified Hugging Face model, with nothing from a hub.
+"""`make demo`: a training checkpoint becomes verified HF, DCP and GGUF models, with nothing from a hub.
 
 Each step runs the real `modelport` command, so what it prints is what a user would type.
 """
@@ -64,6 +64,11 @@ def main() -> None:
     steps.append(("convert DCP -> HF bfloat16, sharded, and verify",
                   modelport("convert", OUT / "dcp", OUT / "hf-bf16", "--dtype", "bfloat16",
                             "--max-shard-size", "200KB", "--verify")))
+    steps.append(("convert the checkpoint straight to GGUF f16 and verify in llama.cpp",
+                  modelport("convert", run_dir / "checkpoint-1000.pth", OUT / "model-f16.gguf",
+                            "--base-model", OUT / "base", "--quant", "f16", "--verify")))
+    steps.append(("write the cpu profile (q4_k_m, q8_0) in one command",
+                  modelport("convert", OUT / "hf", OUT / "cpu", "--profile", "cpu")))
 
     print("\nSummary")
     for what, seconds in steps:
