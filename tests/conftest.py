@@ -40,8 +40,9 @@ def _sample(tmp_path_factory, family: str) -> Sample:
 
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory):
-    """make(name) -> Sample; names are families, "llama-spm" for a SentencePiece tokenizer, or
-    "llama-quant" for a model wide enough (rows of 256) that K-quant blocks apply."""
+    """make(name) -> Sample; names are families, "llama-spm" for a SentencePiece tokenizer,
+    "llama-bfb" for a byte-fallback BPE tokenizer.json without tokenizer.model, or "llama-quant" for a
+    model wide enough (rows of 256) that K-quant blocks apply."""
     made: dict[str, Sample] = {}
 
     def make(name: str) -> Sample:
@@ -52,7 +53,8 @@ def samples(tmp_path_factory):
                 overrides = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=8,
                                  num_attention_heads=4, num_key_value_heads=2)
             path = tmp_path_factory.mktemp(name) / "model"
-            model, _ = save_model(path, family, tokenizer="spm" if variant == "spm" else None, **overrides)
+            tokenizer = {"spm": "spm", "bfb": "bpe-fallback"}.get(variant)
+            model, _ = save_model(path, family, tokenizer=tokenizer, **overrides)
             made[name] = Sample(path, model)
         return made[name]
     return make

@@ -10,7 +10,7 @@ from conftest import run_cli
 from modelport.verify.llama_cpp_runner import LlamaCppModel
 from modelport.verify.prompts import PROMPTS
 
-DECODERS = ["llama", "llama-spm", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt2"]
+DECODERS = ["llama", "llama-spm", "llama-bfb", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt2"]
 TOLERANCE = {"f32": 1e-3, "f16": 1e-2}
 
 
@@ -54,6 +54,22 @@ def test_byte_level_bpe_tokenization_equals_hf(samples, tmp_path):
     tok = _tokenizer(sample.path)
     runtime = LlamaCppModel(out)
     texts = _corpus() + [f"{tok.eos_token} after an eos, {tok.bos_token}and a bos<unk>"]
+    mismatches = [t for t in texts if runtime.tokenize(t) != tok(t)["input_ids"]]
+    assert not mismatches, mismatches[:3]
+
+
+def test_byte_fallback_bpe_tokenization_equals_hf(samples, tmp_path):
+    """A Metaspace + byte-fallback BPE tokenizer.json (no tokenizer.model) runs as llama.cpp's "llama" vocab.
+
+    Texts starting with whitespace, and special tokens inside text, are left out: tokenizers' Metaspace
+    adds no "▁" when one is already there or after a special token, llama.cpp always adds it, and GGUF
+    has no key for the difference (see README)."""
+    sample = samples("llama-bfb")
+    out = tmp_path / "t.gguf"
+    modelport.convert(sample.path, out, quant="f16")
+    tok = _tokenizer(sample.path)
+    runtime = LlamaCppModel(out)
+    texts = [t for t in _corpus() if not t[:1].isspace()] + ["emoji 🙂🚀 and 中文 via byte fallback"]
     mismatches = [t for t in texts if runtime.tokenize(t) != tok(t)["input_ids"]]
     assert not mismatches, mismatches[:3]
 

@@ -41,7 +41,8 @@ def train_tokenizer(kind: str = "bpe", vocab_size: int = 400, workdir: Path | No
     """A tokenizer trained on the bundled corpus, wrapped for transformers.
 
     kind: "bpe" (byte-level BPE, GPT-2 style), "spm" (SentencePiece BPE with byte fallback, Llama-2
-    style; needs `workdir` for its tokenizer.model) or "wordpiece" (BERT style).
+    style; needs `workdir` for its tokenizer.model), "bpe-fallback" (the same kind of tokenizer as
+    tokenizer.json only: Metaspace and byte fallback) or "wordpiece" (BERT style).
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -62,6 +63,18 @@ def train_tokenizer(kind: str = "bpe", vocab_size: int = 400, workdir: Path | No
                                                            special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
         return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                        sep_token="[SEP]", mask_token="[MASK]")
+    if kind == "bpe-fallback":
+        tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+        byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
+                                      show_progress=False)
+        tok.train_from_iterator(lines, trainer=trainer)
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+        return fast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -87,8 +87,48 @@ def build(bundle: ModelBundle, n_vocab: int, pre_override: str | None, default_p
         tokens, types = _from_json_vocab(tj, n_vocab, files["tokenizer.json"])
         pre = pre_override or pretokenizer.detect(tj, files["tokenizer.json"])
         return Vocab("gpt2", pre, tokens, types, merges=True)
-    raise ModelConversionError(f"tokenizer.json model {kind!r} (byte_fallback={tj['model'].get('byte_fallback')}) "
-                               "without a tokenizer.model is not supported yet", files["tokenizer.json"])
+    if kind == "BPE":
+        return _byte_fallback_bpe(tj, n_vocab, files["tokenizer.json"])
+    raise ModelConversionError(f"tokenizer.json model {kind!r} is not supported for GGUF", files["tokenizer.json"])
+
+
+def _byte_fallback_bpe(tj: dict, n_vocab: int, source: Path) -> Vocab:
+    """A SentencePiece-style BPE saved as tokenizer.json only (Llama-2/Mistral fast tokenizers).
+
+    llama.cpp runs these with its SentencePiece tokenizer, which merges the adjacent pair whose
+    result scores highest; scoring each token by minus the rank of the merge that makes it gives the
+    same priority as HF's BPE (lowest rank first).
+    """
+    tokens, types = _from_json_vocab(tj, n_vocab, source)
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(tj["model"].get("merges", [])):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, i)
+    unk = tj["model"].get("unk_token")
+    scores = []
+    for i, (token, kind) in enumerate(zip(tokens, types)):
+        if kind == TokenType.NORMAL and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            types[i] = TokenType.BYTE
+        elif token == unk:
+            types[i] = TokenType.UNKNOWN
+        scores.append(-float(rank[token]) if token in rank else (0.0 if kind == TokenType.NORMAL else -1000.0))
+    return Vocab("llama", "default", tokens, types, scores=scores,
+                 extra={"add_space_prefix": _prepends_space(tj)})
+
+
+def _prepends_space(tj: dict) -> bool:
+    """Whether the tokenizer adds a leading "▁" (SentencePiece's dummy prefix) to the text."""
+    def walk(node: dict | None) -> list[dict]:
+        if not node:
+            return []
+        inner = node.get("normalizers") or node.get("pretokenizers")
+        return [n for child in inner for n in walk(child)] if inner else [node]
+    for node in walk(tj.get("normalizer")) + walk(tj.get("pre_tokenizer")):
+        if node.get("type") == "Prepend" and node.get("prepend") == "\u2581":
+            return True
+        if node.get("type") == "Metaspace":
+            return node.get("prepend_scheme", "always" if node.get("add_prefix_space", True) else "never") != "never"
+    return False
 
 
 def _sentencepiece(folder: Path, n_vocab: int) -> Vocab:
