@@ -118,3 +118,19 @@ def test_bad_quant_and_unsupported_target(samples, tmp_path):
     run = run_cli("convert", samples("llama").path, tmp_path / "x", "--quant", "q8_0")
     assert run.code == 2 and "GGUF output only" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("quant", ["f16", "q4_k_m"])
+def test_row_chunked_streaming_changes_no_byte(f32_file, tmp_path, monkeypatch, quant):
+    """Tensors streamed in many small row chunks (whole heads for permuted Q/K) give the same file."""
+    from modelport.formats.gguf import writer
+    sample, _ = f32_file
+    modelport.convert(sample.path, tmp_path / "whole.gguf", quant=quant)
+    monkeypatch.setattr(writer, "CHUNK_BYTES", 8 * 1024)       # 8 rows of 256 floats per chunk
+    bundle = modelport.load(sample.path)
+    mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
+    by_name = {p.gguf_name: p for p in writer.plan(bundle, mapping, hp, quant)}
+    assert len(writer.pieces(by_name["blk.0.attn_q.weight"], mapping, hp)) == 4      # one 64-row head each
+    assert len(writer.pieces(by_name["blk.0.ffn_down.weight"], mapping, hp)) == 256 // 2  # 768-wide rows
+    modelport.convert(sample.path, tmp_path / "chunked.gguf", quant=quant)
+    assert _tensors(tmp_path / "whole.gguf") == _tensors(tmp_path / "chunked.gguf")

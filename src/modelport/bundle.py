@@ -38,6 +38,7 @@ class TensorRef:
     source: str = ""
     alias_of: str | None = None
     raw: RawRange | None = field(default=None, compare=False)
+    rows: Callable[[int, int], torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def numel(self) -> int:
@@ -61,6 +62,12 @@ class TensorRef:
                 self.source or None,
             )
         return tensor
+
+    def load_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the first dimension, read alone when the format allows it."""
+        if self.rows is not None:
+            return self.rows(start, stop)
+        return self.load()[start:stop]
 
     def renamed(self, name: str, alias_of: str | None = None) -> "TensorRef":
         return replace(self, name=name, alias_of=alias_of)

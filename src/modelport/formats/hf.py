@@ -64,7 +64,8 @@ def safetensors_refs(path: Path) -> dict[str, TensorRef]:
         raise CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {exc}", path) from exc
     ranges = data_ranges(path)
     return {k: TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
-                         raw=RawRange(path, *ranges[k])) for k, (shape, dtype) in shapes.items()}
+                         raw=RawRange(path, *ranges[k]), rows=_safetensors_rows(path, k))
+            for k, (shape, dtype) in shapes.items()}
 
 
 def _safetensors_loader(path: Path, name: str):
@@ -72,6 +73,13 @@ def _safetensors_loader(path: Path, name: str):
         with safe_open(path, framework="pt") as f:
             return f.get_tensor(name)
     return load
+
+
+def _safetensors_rows(path: Path, name: str):
+    def rows(start: int, stop: int) -> torch.Tensor:
+        with safe_open(path, framework="pt") as f:
+            return f.get_slice(name)[start:stop]
+    return rows
 
 
 def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:

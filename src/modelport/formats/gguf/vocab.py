@@ -164,24 +164,24 @@ def add_to_writer(writer: gguf.GGUFWriter, bundle: ModelBundle, vocab: Vocab, n_
     if "add_space_prefix" in vocab.extra:
         writer.add_add_space_prefix(vocab.extra["add_space_prefix"])
     special = gguf.SpecialVocab(_folder(bundle), load_merges=vocab.merges, n_vocab=n_vocab)
-    special.add_special_token.update(_observed_special_flags(bundle))
+    special.add_special_token.update(_observed_special_flags(bundle, special))
     special.add_to_gguf(writer, quiet=True)
 
 
-def _observed_special_flags(bundle: ModelBundle) -> dict[str, bool]:
-    """Whether the HF tokenizer itself adds BOS/EOS, asked of it rather than read from config keys."""
+def _observed_special_flags(bundle: ModelBundle, special: gguf.SpecialVocab) -> dict[str, bool]:
+    """Whether tokenizer.json's own post-processor adds BOS/EOS, asked of the tokenizers library
+    rather than read from config keys (which often disagree with what the tokenizer does)."""
+    path = bundle.tokenizer_files.get("tokenizer.json")
+    if path is None:
+        return {}
     try:
-        from transformers import AutoTokenizer
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tok = AutoTokenizer.from_pretrained(_folder(bundle))
-        ids = tok("a")["input_ids"]
-    except Exception:  # no loadable HF tokenizer: keep what the files say
+        from tokenizers import Tokenizer
+        ids = Tokenizer.from_file(str(path)).encode("a").ids
+    except Exception:  # unreadable by this tokenizers version: keep what the files say
         return {}
     flags = {}
-    if tok.bos_token_id is not None:
-        flags["bos"] = bool(ids) and ids[0] == tok.bos_token_id
-    if tok.eos_token_id is not None:
-        flags["eos"] = bool(ids) and ids[-1] == tok.eos_token_id
+    for kind in ("bos", "eos"):
+        token_id = special.special_token_ids.get(kind)
+        if token_id is not None and ids:
+            flags[kind] = ids[0 if kind == "bos" else -1] == token_id
     return flags

@@ -1,8 +1,10 @@
 """Any ModelBundle -> GGUF in one streaming pass, at any llama.cpp file type, optionally split.
 
 The whole file is planned from shapes first (names, per-tensor types, byte sizes, split points),
-so gguf-py can write the header; then tensors are loaded, transformed (Q/K permutation, transposes,
-norm offsets), cast or quantized and written one at a time with a small in-flight window.
+so gguf-py can write the header. Then each tensor is streamed in row chunks (whole attention heads
+when Q/K rows are permuted; every GGML type quantizes rows independently): worker threads read,
+transform, cast or quantize chunks while the main thread appends finished ones in order, so both
+cores stay busy and memory holds a few chunks, not a tensor.
 """
 from __future__ import annotations
 
@@ -30,12 +32,15 @@ from .quantize import to_type
 logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key at INFO and skips unused special types at WARNING
 
 
+CHUNK_BYTES = 16 * 2**20      # float32 working size of one chunk
+
+
 @dataclass
 class GGUFWriteOptions:
     quant: str = "f16"
     split_max_size: int = 0
     threads: int = 2
-    window_bytes: int = 256 * 2**20
+    window_bytes: int = 96 * 2**20
     pre_tokenizer: str | None = None
 
 
@@ -61,12 +66,21 @@ def mapping_for(bundle: ModelBundle) -> GGUFMapping:
     return spec.gguf
 
 
-def transform(name: str, tensor: torch.Tensor, mapping: GGUFMapping, hp: HParams) -> torch.Tensor:
+def _heads(name: str, mapping: GGUFMapping, hp: HParams) -> int | None:
+    """How many heads' rows a tensor holds, when its rows are permuted for llama.cpp's rope."""
     if mapping.permute_qk:
         if name.endswith(("q_proj.weight", "q_proj.bias")):
-            tensor = permute_rows(tensor, hp.n_head)
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
-            tensor = permute_rows(tensor, hp.n_head_kv)
+            return hp.n_head
+        if name.endswith(("k_proj.weight", "k_proj.bias")):
+            return hp.n_head_kv
+    return None
+
+
+def transform(name: str, tensor: torch.Tensor, mapping: GGUFMapping, hp: HParams, full_rows: int | None = None) -> torch.Tensor:
+    """GGUF's layout of `tensor` (or of a row chunk of it holding whole heads, given the full row count)."""
+    heads = _heads(name, mapping, hp)
+    if heads is not None:
+        tensor = permute_rows(tensor, heads * tensor.shape[0] // (full_rows or tensor.shape[0]))
     if tensor.ndim == 2 and name.endswith(mapping.transpose):
         tensor = tensor.t()
     if mapping.norm_offset and name.endswith("norm.weight"):
@@ -134,6 +148,53 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
     vocab_mod.add_to_writer(writer, bundle, vocab, hp.vocab_size)
 
 
+@dataclass(frozen=True)
+class Piece:
+    planned: Planned
+    start: int
+    stop: int
+
+    @property
+    def first(self) -> bool:
+        return self.start == 0
+
+    @property
+    def last(self) -> bool:
+        return self.stop == self.planned.shape[0] if self.planned.shape else True
+
+    @property
+    def nbytes(self) -> int:
+        rows = self.planned.shape[0] if self.planned.shape else 1
+        return self.planned.nbytes * (self.stop - self.start) // max(1, rows)
+
+
+def pieces(p: Planned, mapping: GGUFMapping, hp: HParams) -> list[Piece]:
+    """Row ranges to stream `p` in: whole heads for permuted Q/K, whole rows always."""
+    if len(p.shape) < 2 or p.ref is None or p.ref.name.endswith(mapping.transpose):
+        return [Piece(p, 0, p.shape[0] if p.shape else 1)]
+    rows = p.shape[0]
+    heads = _heads(p.ref.name, mapping, hp)
+    unit = rows // heads if heads else 1
+    row_bytes = 4 * (int(np.prod(p.shape)) // rows)
+    step = max(unit, CHUNK_BYTES // row_bytes // unit * unit)
+    return [Piece(p, start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
+def _begin_tensor(writer: gguf.GGUFWriter, name: str):
+    """Start the next planned tensor in gguf-py's writer (what its write_tensor_data does before
+    writing), so the tensor's data can then be appended in chunks."""
+    from gguf.gguf_writer import WriterState
+    file_id = next(i for i, tensors in enumerate(writer.tensors) if tensors)
+    fout = writer.fout[file_id]
+    planned_name = next(iter(writer.tensors[file_id]))
+    if planned_name != name:
+        raise ModelConversionError(f"writing {name} but the header planned {planned_name} next")
+    info = writer.tensors[file_id].pop(planned_name)
+    writer.write_padding(fout, fout.tell())
+    writer.state = WriterState.WEIGHTS
+    return fout, info
+
+
 def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteOptions) -> dict:
     """Write `bundle` as GGUF file(s) named after `file_name` inside `folder` (a fresh temp folder)."""
     mapping = mapping_for(bundle)
@@ -148,18 +209,35 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
 
-    def produce(p: Planned) -> np.ndarray:
-        tensor = p.computed if p.ref is None else transform(p.ref.name, p.ref.load(), mapping, hp)
-        return to_type(tensor, p.qtype, options.threads)
+    def produce(piece: Piece) -> np.ndarray:
+        p = piece.planned
+        if p.ref is None:
+            tensor = p.computed
+        else:
+            whole = piece.first and piece.last
+            chunk = p.ref.load() if whole else p.ref.load_rows(piece.start, piece.stop)
+            tensor = transform(p.ref.name, chunk, mapping, hp, full_rows=p.ref.shape[0] if p.ref.shape else None)
+        return to_type(tensor, p.qtype, threads=1)
 
+    work = [piece for p in planned for piece in pieces(p, mapping, hp)]
     total = sum(p.nbytes for p in planned)
+    threads = max(1, options.threads)
     with progress_bar(total, f"writing {file_name}") as bar:
-        for p, data in prefetch(planned, produce, window=2, threads=1, size=lambda p: p.nbytes,
-                                budget=options.window_bytes):
-            if data.nbytes != p.nbytes:
-                raise ModelConversionError(f"{p.gguf_name}: {data.nbytes} bytes, planned {p.nbytes}", bundle.source)
-            writer.write_tensor_data(data)
-            bar.update(p.nbytes)
+        fout = info = None
+        for piece, data in prefetch(work, produce, window=2 * threads, threads=threads, size=lambda w: w.nbytes,
+                                    budget=options.window_bytes):
+            if piece.first:
+                fout, info = _begin_tensor(writer, piece.planned.gguf_name)
+                written = 0
+            view = memoryview(np.ascontiguousarray(data)).cast("B")
+            fout.write(view)
+            written += len(view)
+            bar.update(len(view))
+            if piece.last:
+                if written != info.nbytes:
+                    raise ModelConversionError(f"{piece.planned.gguf_name}: wrote {written} bytes, planned "
+                                               f"{info.nbytes}", bundle.source)
+                writer.write_padding(fout, written)
     writer.close()
     files = sorted(f.name for f in folder.iterdir())
     return {"files": files, "bytes_written": sum((folder / f).stat().st_size for f in files),
