@@ -4,7 +4,8 @@ Generates bf16 Llama-shaped models with TinyLlama's widths (hidden 2048, ffn 563
 heads, vocab 32000): 22 layers (1.1B parameters) and 9 layers (0.5B), with a small SentencePiece
 tokenizer. llama.cpp's converter comes from llama-cpp-python's source distribution, fetched with pip
 into bench/out (never committed) and run with its own gguf-py. Everything starts from a warm page
-cache; wall time is the median of --repeat runs, peak RSS the largest (GNU time %M).
+cache and a synced disk (no run pays for the previous one's writeback); wall time is the median of
+--repeat runs, peak RSS the largest (GNU time %M).
 Run: `.venv/bin/python bench/bench_gguf.py` (about 10 minutes on 2 cores).
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def make_model(layers: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--layers", type=int, nargs="+", default=[22, 9])
     args = parser.parse_args()
     src = llama_cpp_source()

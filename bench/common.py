@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -44,6 +45,7 @@ def best_of(n: int, cmd: list[str], cleanup: Path | None = None, env: dict | Non
     for _ in range(n):
         if cleanup is not None:
             remove(cleanup)
+        os.sync()   # untimed: no run pays for the writeback of the one before it
         runs.append(measure(cmd, env))
     median = statistics.median(r.seconds for r in runs)
     return Measure(median, max(r.peak_rss_mb for r in runs), runs[-1].stdout)
