@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("converted")
     v.add_argument("--base-model")
     v.add_argument("--prompt", action="append", default=[], help="extra prompt (repeatable)")
+    v.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a bound: min_cosine, mean_kl, max_rel_diff, top1_agreement, tokenization_agreement")
+    v.add_argument("--generate", type=int, default=0, metavar="N", help="also generate N greedy tokens with both")
     _common(v)
 
     i = sub.add_parser("inspect", help="what a model path holds")
@@ -88,19 +91,23 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
          f"({result['format']}, {result['dtype']}): {result['tensors']} tensors, "
          f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
     if args.verify:
-        result["verification"] = _checked(result["source"], args.dst, args.base_model, [])
+        result["verification"] = _checked(result["source"], args.dst, args.base_model)
     return result, 0
 
 
 def _verify(args: argparse.Namespace) -> tuple[dict, int]:
-    return _checked(args.source, args.converted, args.base_model, args.prompt), 0
+    from .verify.thresholds import parse_overrides
+    return _checked(args.source, args.converted, args.base_model, args.prompt,
+                    parse_overrides(args.threshold), args.generate), 0
 
 
-def _checked(source: str, converted: str, base_model: str | None, prompts: list[str]) -> dict:
+def _checked(source: str, converted: str, base_model: str | None, prompts: list[str] | None = None,
+             thresholds: dict[str, float] | None = None, generate: int = 0) -> dict:
     """Run verification and print its one-line table whether it passes or not."""
     from .verify import verify
     try:
-        report = verify(source, converted, base_model=base_model, prompts=prompts)
+        report = verify(source, converted, base_model=base_model, prompts=prompts, thresholds=thresholds,
+                        generate=generate)
     except ModelVerificationError as exc:
         _print_verification(exc.report)
         raise
@@ -113,9 +120,17 @@ def _print_verification(report: dict | None) -> None:
         return
     m = report["metrics"]
     _say(f"verify {report['converted']} vs {report['source']} ({report['dtype']}, {m['positions']} positions): "
-         f"max|d|={m['max_abs_diff']:.3g} min cos={m['min_cosine']:.6f} top1={m['top1_agreement']:.3f} "
+         f"max|d|={m['max_abs_diff']:.3g} (rel {m['max_rel_diff']:.2g}) min cos={m['min_cosine']:.6f} top1={m['top1_agreement']:.3f} "
          f"KL={m['mean_kl']:.3g} tokens agree={report['tokenization_agreement']:.2f} -> "
          f"{'PASS' if report['ok'] else 'FAIL'}")
+    for failure in report.get("failures", []):
+        _say(f"  failed: {failure}")
+    gen = report.get("generation")
+    if gen:
+        _say(f"  greedy {len(gen['source_ids'])} tokens after {gen['prompt'][:40]!r} "
+             f"({'identical' if gen['same'] else 'DIFFERENT'}):")
+        _say(f"    source    | {gen['source']!r}")
+        _say(f"    converted | {gen['converted']!r}")
 
 
 def _inspect(args: argparse.Namespace) -> tuple[dict, int]:
@@ -163,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="modelport: %(message)s", stream=sys.stderr)
     _quiet_libraries()
+    from .memory import bound_heap
+    bound_heap()
     as_json = getattr(args, "json", False)
     try:
         payload, code = COMMANDS[args.command](args)

@@ -134,3 +134,48 @@ def save_model(out: Path, family: str = "llama", seed: int = 0, dtype: torch.dty
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return model, tok
+
+
+TRAINED_RECIPE = dict(family="llama", steps=300, seq=64, batch=8, lr=3e-3, seed=0,
+                      overrides=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+
+
+def trained_model(cache_root: Path | None = None) -> Path:
+    """A tiny Llama trained for a few hundred steps on the bundled text, cached on disk.
+
+    Random weights make every quantization look far worse than it is (no outliers, flat logits);
+    a model that has learned something gives verification thresholds a realistic footing.
+    """
+    import hashlib
+    import json
+    import os
+
+    import transformers
+
+    key = hashlib.sha256(json.dumps([TRAINED_RECIPE, transformers.__version__, torch.__version__],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    root = cache_root or Path(os.environ.get("MODELPORT_FIXTURE_CACHE", Path.home() / ".cache" / "modelport-fixtures"))
+    out = root / f"trained-llama-{key}"
+    if (out / "config.json").is_file():
+        return out
+    r = TRAINED_RECIPE
+    model, tok = make_model(r["family"], seed=r["seed"], **r["overrides"])
+    ids = torch.tensor(tok(corpus_text())["input_ids"])
+    torch.manual_seed(r["seed"])
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=r["lr"])
+    for _ in range(r["steps"]):
+        starts = torch.randint(0, len(ids) - r["seq"] - 1, (r["batch"],))
+        batch = torch.stack([ids[s: s + r["seq"]] for s in starts.tolist()])
+        loss = model(batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps({**r, "final_loss": float(loss.detach())}, indent=2))
+    os.replace(tmp, out)
+    return out

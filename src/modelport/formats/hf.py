@@ -64,7 +64,7 @@ def safetensors_refs(path: Path) -> dict[str, TensorRef]:
         raise CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {exc}", path) from exc
     ranges = data_ranges(path)
     return {k: TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
-                         raw=RawRange(path, *ranges[k]), rows=_pread_rows(RawRange(path, *ranges[k]), shape, dtype))
+                         raw=RawRange(path, *ranges[k]), rows=_safetensors_rows(path, k))
             for k, (shape, dtype) in shapes.items()}
 
 
@@ -75,21 +75,10 @@ def _safetensors_loader(path: Path, name: str):
     return load
 
 
-def _pread_rows(raw: RawRange, shape: tuple[int, ...], dtype: torch.dtype):
-    """Rows read with one pread of their byte range (in a file the library has validated): streaming a
-    tensor this way costs one copy from the page cache instead of a page fault per 4 KB."""
-    row_bytes = raw.nbytes // shape[0] if shape and shape[0] else 0
-
+def _safetensors_rows(path: Path, name: str):
     def rows(start: int, stop: int) -> torch.Tensor:
-        size = (stop - start) * row_bytes
-        buffer = bytearray(size)
-        with open(raw.path, "rb", buffering=0) as f:
-            got = f.readinto(memoryview(buffer)) if f.seek(raw.offset + start * row_bytes) >= 0 else 0
-        if got != size:
-            raise CorruptInputError(f"tensor data ends early ({got} of {size} bytes)", raw.path)
-        if size == 0:
-            return torch.empty((0, *shape[1:]), dtype=dtype)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(stop - start, *shape[1:])
+        with safe_open(path, framework="pt") as f:
+            return f.get_slice(name)[start:stop]
     return rows
 
 

@@ -15,23 +15,8 @@ from ..dtypes import config_dtype, dtype_name
 from ..errors import ModelVerificationError, UsageError
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
-from .transformers_runner import load_model, logits
-
-# Provisional bounds (issue 4 replaces them with ones measured on trained weights): a same-dtype
-# float32 conversion is exact up to kernel rounding; half precision allows its rounding of weights;
-# quantized GGUF files allow what their bit width costs.
-THRESHOLDS = {
-    "float32": {"min_cosine": 0.99999, "mean_kl": 1e-5},
-    "float16": {"min_cosine": 0.999, "mean_kl": 1e-3},
-    "bfloat16": {"min_cosine": 0.99, "mean_kl": 1e-2},
-    "q8_0": {"min_cosine": 0.99, "mean_kl": 1e-2},
-    "4-6 bit": {"min_cosine": 0.9, "mean_kl": 0.1},
-    "2-3 bit": {"min_cosine": 0.8, "mean_kl": 0.5},
-}
-GGUF_CLASSES = {"ALL_F32": "float32", "MOSTLY_F16": "float16", "MOSTLY_BF16": "bfloat16", "MOSTLY_Q8_0": "q8_0",
-                "MOSTLY_Q2_K": "2-3 bit", "MOSTLY_Q3_K_S": "2-3 bit", "MOSTLY_Q3_K_M": "2-3 bit",
-                "MOSTLY_Q3_K_L": "2-3 bit"}
-
+from .thresholds import THRESHOLDS, failures, gguf_class
+from .transformers_runner import load_model, logits, transformers_greedy
 
 def _tokenizer(path: Path, base_model: Path | None):
     from transformers import AutoTokenizer
@@ -59,16 +44,9 @@ def _dtype_key(bundle) -> str:
     return max(counts, key=counts.get)
 
 
-def _gguf_class(path: Path) -> str:
-    import gguf
-    from gguf import LlamaFileType
-    field = gguf.GGUFReader(path).fields.get("general.file_type")
-    name = LlamaFileType(int(field.contents())).name if field is not None else "ALL_F32"
-    return GGUF_CLASSES.get(name, "4-6 bit")
-
-
 def verify(source: str | Path, converted: str | Path, *, base_model: str | Path | None = None,
-           prompts: list[str] | None = None, write_sidecar: bool = True) -> dict:
+           prompts: list[str] | None = None, write_sidecar: bool = True, thresholds: dict[str, float] | None = None,
+           generate: int = 0) -> dict:
     """Compare `converted` against `source` on the built-in prompts; raises on failure."""
     started = time.perf_counter()
     src, dst = Path(source).expanduser(), Path(converted).expanduser()
@@ -77,29 +55,29 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
         if not p.exists():
             raise UsageError("no such file or folder", p)
     is_gguf = detect(dst) == GGUF
-    dtype_key = _gguf_class(dst) if is_gguf else _dtype_key(load(dst, base))
-    limits = THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"])
+    dtype_key = gguf_class(dst) if is_gguf else _dtype_key(load(dst, base))
+    limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
     ref_model, ref_tok = load_model(src, base), _tokenizer(src, base)
     vocab = int(getattr(ref_model.config, "vocab_size", 256))
     texts = list(PROMPTS) + list(prompts or [])
     if is_gguf:
         from .llama_cpp_runner import LlamaCppModel
         runtime = LlamaCppModel(dst, n_ctx=1024)
-        run, tokenize = runtime.logits, (lambda text: runtime.tokenize(text))
+        run, tokenize, greedy = runtime.logits, (lambda text: runtime.tokenize(text)), runtime.greedy
     else:
         cand_model, cand_tok = load_model(dst, base), _tokenizer(dst, base)
         run = lambda ids: logits(cand_model, ids)  # noqa: E731
         tokenize = (lambda text: _ids(cand_tok, text, vocab)) if cand_tok is not None else None
+        greedy = lambda ids, n: transformers_greedy(cand_model, ids, n)  # noqa: E731
     parts, same_tokens = [], 0
     for text in texts:
         ids = _ids(ref_tok, text, vocab)
         same_tokens += tokenize is None or ref_tok is None or list(tokenize(text)) == ids
         parts.append(compare(logits(ref_model, ids), torch.as_tensor(run(ids))))
-    summary = aggregate(parts)
-    failures = [f"{k} {summary[k]:.6g} {'<' if k == 'min_cosine' else '>'} {v:g}" for k, v in limits.items()
-                if (summary[k] < v if k == "min_cosine" else summary[k] > v)]
+    summary = {**aggregate(parts), "tokenization_agreement": same_tokens / len(texts)}
+    failed = failures(summary, limits)
     report = {
-        "ok": not failures,
+        "ok": not failed,
         "source": str(src),
         "converted": str(dst),
         "runtime": {"source": "transformers", "converted": "llama.cpp" if is_gguf else "transformers"},
@@ -107,14 +85,20 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
         "thresholds": limits,
         "metrics": summary,
         "prompts": len(texts),
-        "tokenization_agreement": same_tokens / len(texts),
-        "failures": failures,
+        "tokenization_agreement": summary["tokenization_agreement"],
+        "failures": failed,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if generate > 0:
+        ids = _ids(ref_tok, texts[0], vocab)
+        mine, theirs = transformers_greedy(ref_model, ids, generate), list(greedy(ids, generate))
+        decode = (lambda t: ref_tok.decode(t)) if ref_tok is not None else str
+        report["generation"] = {"prompt": texts[0], "source": decode(mine), "converted": decode(theirs),
+                                "source_ids": mine, "converted_ids": theirs, "same": mine == theirs}
     if write_sidecar:
         sidecar = dst.parent / f"{dst.name}.verify.json"
         sidecar.write_text(json.dumps(report, indent=2) + "\n")
         report["sidecar"] = str(sidecar)
-    if failures:
-        raise ModelVerificationError(f"verification failed: {'; '.join(failures)}", dst).with_report(report)
+    if failed:
+        raise ModelVerificationError(f"verification failed: {'; '.join(failed)}", dst).with_report(report)
     return report

@@ -53,6 +53,13 @@ class LlamaCppModel:
             self.llm.eval(ids)
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        """The next `n` tokens by argmax of llama.cpp's logits."""
+        tokens = list(ids)
+        for _ in range(n):
+            tokens.append(int(self.logits(tokens)[-1].argmax()))
+        return tokens[len(ids):]
+
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
 

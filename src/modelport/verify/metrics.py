@@ -14,6 +14,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float
     return {
         "positions": int(ref.shape[0]),
         "max_abs_diff": float((ref - cand).abs().max()),
+        "max_rel_diff": float((ref - cand).abs().max() / ref.abs().max().clamp_min(1e-12)),
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
         "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).double().mean()),
@@ -27,6 +28,7 @@ def aggregate(parts: list[dict[str, float]]) -> dict[str, float]:
     return {
         "positions": total,
         "max_abs_diff": max(p["max_abs_diff"] for p in parts),
+        "max_rel_diff": max(p["max_rel_diff"] for p in parts),
         "mean_cosine": weighted("mean_cosine"),
         "min_cosine": min(p["min_cosine"] for p in parts),
         "top1_agreement": weighted("top1_agreement"),

@@ -44,3 +44,12 @@ def logits(model, ids: list[int]) -> torch.Tensor:
     out = model(torch.tensor([ids]))
     values = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
     return values[0].float()
+
+
+@torch.no_grad()
+def transformers_greedy(model, ids: list[int], n: int) -> list[int]:
+    """The next `n` tokens by argmax, one forward pass each (no sampling, no cache tricks)."""
+    tokens = list(ids)
+    for _ in range(n):
+        tokens.append(int(logits(model, tokens)[-1].argmax()))
+    return tokens[len(ids):]

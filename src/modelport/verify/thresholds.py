@@ -1,0 +1,67 @@
+"""Pass/fail bounds per converted type, and `--threshold` overrides.
+
+Each class bounds: the smallest per-position cosine of the logits, the mean KL divergence
+(source ‖ converted), the largest logit difference relative to the largest logit (catches a
+localized fault a cosine averages away), and tokenization agreement (the converted runtime must turn
+the built-in prompts into the same ids). The values are documented, with the measurements behind
+them, in the README.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+
+# From `bench/measure_thresholds.py` on a tiny Llama trained 300 steps (worst type of each class):
+#   f32 KL 1.8e-10 rel 4.6e-5 | f16 KL 5.6e-7 rel 1.6e-3 | bf16 KL 7.1e-5 rel 1.3e-2 min cos 0.9998
+#   q8_0 KL 5.6e-4 min cos 0.997 | 4-6 bit (q4_0) KL 5.2e-2 min cos 0.89 | 2-3 bit (q2_k) KL 0.30 min cos 0.55
+# Bounds leave about 3x on KL and the relative difference, and a cosine floor below the worst seen.
+THRESHOLDS: dict[str, dict[str, float]] = {
+    "float32": {"min_cosine": 0.99999, "mean_kl": 1e-6, "max_rel_diff": 1e-3, "tokenization_agreement": 1.0},
+    "float16": {"min_cosine": 0.9999, "mean_kl": 1e-5, "max_rel_diff": 1e-2, "tokenization_agreement": 1.0},
+    "bfloat16": {"min_cosine": 0.999, "mean_kl": 5e-4, "max_rel_diff": 5e-2, "tokenization_agreement": 1.0},
+    "q8_0": {"min_cosine": 0.99, "mean_kl": 3e-3, "max_rel_diff": 0.1, "tokenization_agreement": 1.0},
+    "4-6 bit": {"min_cosine": 0.8, "mean_kl": 0.15, "tokenization_agreement": 1.0},
+    "2-3 bit": {"min_cosine": 0.4, "mean_kl": 0.6, "tokenization_agreement": 1.0},
+}
+LOWER_IS_BETTER = {"mean_kl", "max_rel_diff", "max_abs_diff"}
+GGUF_CLASSES = {"ALL_F32": "float32", "MOSTLY_F16": "float16", "MOSTLY_BF16": "bfloat16", "MOSTLY_Q8_0": "q8_0",
+                "MOSTLY_Q2_K": "2-3 bit", "MOSTLY_Q3_K_S": "2-3 bit", "MOSTLY_Q3_K_M": "2-3 bit",
+                "MOSTLY_Q3_K_L": "2-3 bit"}
+KNOWN = ("min_cosine", "mean_cosine", "mean_kl", "max_rel_diff", "max_abs_diff", "top1_agreement",
+         "tokenization_agreement")
+
+
+def gguf_class(path: Path) -> str:
+    import gguf
+    from gguf import LlamaFileType
+
+    field = gguf.GGUFReader(path).fields.get("general.file_type")
+    name = LlamaFileType(int(field.contents())).name if field is not None else "ALL_F32"
+    return GGUF_CLASSES.get(name, "4-6 bit")
+
+
+def parse_overrides(items: list[str]) -> dict[str, float]:
+    """`--threshold KEY=VALUE` (repeatable) -> {KEY: VALUE}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in KNOWN:
+            raise UsageError(f"--threshold {item!r}: use KEY=VALUE with KEY one of {', '.join(KNOWN)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--threshold {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def failures(measured: dict[str, float], limits: dict[str, float]) -> list[str]:
+    out = []
+    for key, bound in limits.items():
+        value = measured[key]
+        if key in LOWER_IS_BETTER and value > bound:
+            out.append(f"{key} {value:.6g} > {bound:g}")
+        elif key not in LOWER_IS_BETTER and value < bound:
+            out.append(f"{key} {value:.6g} < {bound:g}")
+    return out
