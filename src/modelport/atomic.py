@@ -73,15 +73,21 @@ def check_destination(dst: Path, overwrite: bool) -> None:
             break
 
 
-@contextmanager
-def atomic_output(dst: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path for the writer; publish it at `dst` only if the block succeeds."""
+def _prepared(dst: Path, overwrite: bool) -> Path:
+    """The absolute destination, checked, with its parent folder created."""
     dst = dst.absolute()
     check_destination(dst, overwrite)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create destination folder: {exc.strerror}", dst.parent) from exc
+    return dst
+
+
+@contextmanager
+def atomic_output(dst: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for the writer; publish it at `dst` only if the block succeeds."""
+    dst = _prepared(dst, overwrite)
     tmp = temp_sibling(dst)
     try:
         yield tmp
@@ -121,12 +127,7 @@ def atomic_files(dst: Path, overwrite: bool = False) -> Iterator[Path]:
     For outputs of several files (split GGUF shards named after `dst`): each file appears whole,
     the first shard (the one loaders open) last, and a failure publishes none of them.
     """
-    dst = dst.absolute()
-    check_destination(dst, overwrite)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create destination folder: {exc.strerror}", dst.parent) from exc
+    dst = _prepared(dst, overwrite)
     tmp = temp_sibling(dst)
     tmp.mkdir()
     try:
