@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,19 +181,20 @@ def pieces(p: Planned, mapping: GGUFMapping, hp: HParams) -> list[Piece]:
     return [Piece(p, start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
-def _begin_tensor(writer: gguf.GGUFWriter, name: str):
-    """Start the next planned tensor in gguf-py's writer (what its write_tensor_data does before
-    writing), so the tensor's data can then be appended in chunks."""
-    from gguf.gguf_writer import WriterState
-    file_id = next(i for i, tensors in enumerate(writer.tensors) if tensors)
-    fout = writer.fout[file_id]
-    planned_name = next(iter(writer.tensors[file_id]))
-    if planned_name != name:
-        raise ModelConversionError(f"writing {name} but the header planned {planned_name} next")
-    info = writer.tensors[file_id].pop(planned_name)
-    writer.write_padding(fout, fout.tell())
-    writer.state = WriterState.WEIGHTS
-    return fout, info
+def data_offsets(writer: gguf.GGUFWriter) -> tuple[dict[str, tuple[int, int]], list[int]]:
+    """Where each tensor's data starts ((file index, byte offset)) and each file's final size, once
+    gguf-py has written the header, metadata and tensor infos: the layout it would write sequentially."""
+    align = writer.data_alignment
+    offsets: dict[str, tuple[int, int]] = {}
+    sizes = []
+    for file_id, (fout, tensors) in enumerate(zip(writer.fout, writer.tensors)):
+        fout.flush()
+        offset = -(-fout.tell() // align) * align
+        for name, info in tensors.items():
+            offsets[name] = (file_id, offset)
+            offset += -(-info.nbytes // align) * align
+        sizes.append(offset)
+    return offsets, sizes
 
 
 def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteOptions) -> dict:
@@ -209,7 +211,12 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
 
-    def produce(piece: Piece) -> np.ndarray:
+    offsets, sizes = data_offsets(writer)
+    for fout, size in zip(writer.fout, sizes):
+        os.ftruncate(fout.fileno(), size)          # padding between tensors reads back as zeros
+
+    def produce(piece: Piece) -> int:
+        """Make one chunk and write it at its place: workers write in parallel, no copy waits on another."""
         p = piece.planned
         if p.ref is None:
             tensor = p.computed
@@ -217,27 +224,22 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
             whole = piece.first and piece.last
             chunk = p.ref.load() if whole else p.ref.load_rows(piece.start, piece.stop)
             tensor = transform(p.ref.name, chunk, mapping, hp, full_rows=p.ref.shape[0] if p.ref.shape else None)
-        return to_type(tensor, p.qtype, threads=1)
+        view = memoryview(np.ascontiguousarray(to_type(tensor, p.qtype, threads=1))).cast("B")
+        if len(view) != piece.nbytes:
+            raise ModelConversionError(f"{p.gguf_name}: {len(view)} bytes for rows {piece.start}-{piece.stop}, "
+                                       f"planned {piece.nbytes}", bundle.source)
+        file_id, start = offsets[p.gguf_name]
+        row_bytes = p.nbytes // (p.shape[0] if len(p.shape) else 1)
+        fd, at, done = writer.fout[file_id].fileno(), start + piece.start * row_bytes, 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], at + done)
+        return done
 
     work = [piece for p in planned for piece in pieces(p, mapping, hp)]
-    total = sum(p.nbytes for p in planned)
     threads = max(1, options.threads)
-    with progress_bar(total, f"writing {file_name}") as bar:
-        fout = info = None
-        for piece, data in prefetch(work, produce, window=2 * threads, threads=threads, size=lambda w: w.nbytes,
-                                    budget=options.window_bytes):
-            if piece.first:
-                fout, info = _begin_tensor(writer, piece.planned.gguf_name)
-                written = 0
-            view = memoryview(np.ascontiguousarray(data)).cast("B")
-            fout.write(view)
-            written += len(view)
-            bar.update(len(view))
-            if piece.last:
-                if written != info.nbytes:
-                    raise ModelConversionError(f"{piece.planned.gguf_name}: wrote {written} bytes, planned "
-                                               f"{info.nbytes}", bundle.source)
-                writer.write_padding(fout, written)
+    with progress_bar(sum(sizes), f"writing {file_name}") as bar:
+        for _piece, written in prefetch(work, produce, window=2 * threads, threads=threads):
+            bar.update(written)
     writer.close()
     files = sorted(f.name for f in folder.iterdir())
     return {"files": files, "bytes_written": sum((folder / f).stat().st_size for f in files),
