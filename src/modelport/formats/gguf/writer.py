@@ -1,10 +1,10 @@
 """Any ModelBundle -> GGUF in one streaming pass, at any llama.cpp file type, optionally split.
 
 The whole file is planned from shapes first (names, per-tensor types, byte sizes, split points),
-so gguf-py can write the header. Then each tensor is streamed in row chunks (whole attention heads
-when Q/K rows are permuted; every GGML type quantizes rows independently): worker threads read,
-transform, cast or quantize chunks while the main thread appends finished ones in order, so both
-cores stay busy and memory holds a few chunks, not a tensor.
+so gguf-py writes the header, metadata and tensor infos and every tensor's offset is known. Then each
+tensor is streamed in row chunks (whole attention heads when Q/K rows are permuted; every GGML type
+quantizes rows independently): worker threads read, transform, cast or quantize a chunk and write it
+at its own offset, so both cores stay busy and memory holds a few chunks, not a tensor.
 """
 from __future__ import annotations
 
