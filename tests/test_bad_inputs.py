@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import shutil
 
@@ -33,9 +34,22 @@ def test_truncated_safetensors(llama, tmp_path):
 
 def test_corrupt_pickle(llama, tmp_path):
     ckpt = tmp_path / "bad.pth"
-    ckpt.write_bytes(os.urandom(4096))
+    ckpt.write_bytes(random.Random(7).randbytes(4096))
     dst = tmp_path / "out"
     _assert_failed(run_cli("convert", ckpt, dst, "--base-model", llama.path), dst, 1, "bad.pth", "not a readable")
+
+
+def test_any_garbage_is_a_clean_corrupt_input_error(tmp_path):
+    """Random bytes make torch's loader fail in many ways; each must become CorruptInputError."""
+    from modelport.errors import CorruptInputError, UnsafeCheckpointError
+    from modelport.formats.torch_pickle import load_pickle
+    for seed in range(60):
+        blob = random.Random(seed).randbytes(random.Random(seed).randint(1, 8192))
+        path = tmp_path / f"g{seed}.pth"
+        path.write_bytes(blob)
+        with pytest.raises((CorruptInputError, UnsafeCheckpointError)) as err:
+            load_pickle(path)
+        assert str(path) in str(err.value)
 
 
 def test_truncated_zip_checkpoint(llama, tmp_path):

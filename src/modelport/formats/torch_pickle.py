@@ -8,7 +8,6 @@ finished with do not stay resident (a long-lived mapping would grow RSS to the f
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,14 +19,16 @@ from ..errors import CorruptInputError, UnsafeCheckpointError
 TRUST_HINT = "pass --trust-remote-code only if you trust where it came from"
 
 
+class _NotMappable(Exception):
+    """A pre-1.6 (non-zip) checkpoint: torch cannot mmap it, so it is read plainly instead."""
+
+
 def load_pickle(path: Path, trust_code: bool = False) -> Any:
-    """torch.load with errors turned into one clear line naming the file."""
+    """torch.load with every failure turned into one clear line naming the file."""
     try:
         return _torch_load(path, trust_code, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" in str(exc) and "zipfile" in str(exc):   # legacy (pre-1.6) format cannot be mapped
-            return _torch_load(path, trust_code, mmap=False)
-        raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
+    except _NotMappable:
+        return _torch_load(path, trust_code, mmap=False)
 
 
 def _torch_load(path: Path, trust_code: bool, mmap: bool) -> Any:
@@ -38,8 +39,13 @@ def _torch_load(path: Path, trust_code: bool, mmap: bool) -> Any:
         if detail is not None:
             raise UnsafeCheckpointError(f"refusing to load: its pickle would run code ({detail}); {TRUST_HINT}", path) from exc
         raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
-    except (EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, AttributeError, ImportError, TypeError) as exc:
+    except RuntimeError as exc:
+        if mmap and "mmap" in str(exc) and "zipfile" in str(exc):
+            raise _NotMappable from exc
         raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path) from exc
+    except Exception as exc:  # a damaged pickle can fail in any way (IndexError, KeyError, EOFError, ...)
+        raise CorruptInputError(f"not a readable PyTorch checkpoint (truncated or corrupt): "
+                                f"{type(exc).__name__}: {_first_line(exc)}", path) from exc
 
 
 UNSAFE_SIGNS = ("unsupported global", "trying to call reduce", "unsupported class", "blocked")
