@@ -75,19 +75,11 @@ def llama_config(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, 
             "bos_token_id": 1, "eos_token_id": 2, "dtype": "bfloat16"}
 
 
-def llama_shapes(c: dict) -> dict[str, tuple[int, ...]]:
-    h, f, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
-    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
-    shapes = {"model.embed_tokens.weight": (v, h)}
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        shapes.update({p + "input_layernorm.weight": (h,), p + "self_attn.q_proj.weight": (h, h),
-                       p + "self_attn.k_proj.weight": (kv, h), p + "self_attn.v_proj.weight": (kv, h),
-                       p + "self_attn.o_proj.weight": (h, h), p + "post_attention_layernorm.weight": (h,),
-                       p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
-                       p + "mlp.down_proj.weight": (h, f)})
-    shapes.update({"model.norm.weight": (h,), "lm_head.weight": (v, h)})
-    return shapes
+def llama_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes, in model order, as transformers itself defines them for the config."""
+    from modelport.architectures import spec_for
+    from modelport.architectures.expected import expected_tensors
+    return dict(expected_tensors(spec_for(config), config).shapes)
 
 
 def random_tensor(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:

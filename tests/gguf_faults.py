@@ -7,7 +7,6 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from modelport.architectures.gguf_mapping import permute_rows, unpermute_rows  # noqa: F401 (used by tests)
 
 
 def rewrite(src: Path, dst: Path, tensors: Callable[[dict[str, np.ndarray]], None] | None = None,

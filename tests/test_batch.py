@@ -93,6 +93,8 @@ convert:
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.gguf"))
     assert written == ["cpu/model-q4_k_m.gguf", "cpu/model-q8_0.gguf", "gpu/model-f16.gguf", "gpu/model-q8_0.gguf"]
     assert run.json()["succeeded"] == 4
+    for name in written:
+        assert _file_type(tmp_path / "out" / name) == name.split("model-")[1].removesuffix(".gguf")
 
 
 def test_convert_profile_flag(llama, tmp_path):
@@ -100,4 +102,13 @@ def test_convert_profile_flag(llama, tmp_path):
     assert run.code == 0, run.stderr
     assert sorted(p.name for p in (tmp_path / "edge").iterdir()) == ["model-q3_k_m.gguf", "model-q4_k_s.gguf"]
     assert [o["dtype"] for o in run.json()["outputs"]] == ["q3_k_m", "q4_k_s"]
+    assert [_file_type(tmp_path / "edge" / f"model-{q}.gguf") for q in ("q3_k_m", "q4_k_s")] == ["q3_k_m", "q4_k_s"]
     assert run_cli("convert", llama.path, tmp_path / "x", "--profile", "cpu", "--quant", "f16").code == 2
+
+
+def _file_type(path) -> str:
+    """The llama.cpp file type a GGUF declares, in --quant spelling."""
+    import gguf
+    from modelport.formats.gguf.quant_types import FILE_TYPES
+    value = int(gguf.GGUFReader(path).fields["general.file_type"].contents())
+    return next(name for name, ft in FILE_TYPES.items() if int(ft) == value)

@@ -16,22 +16,28 @@ from modelport.stream import prefetch
 
 
 def test_prefetch_keeps_order_and_respects_byte_budget():
-    live, peak, lock = [0], [0], threading.Lock()
+    """With threads to spare, only the byte budget limits how far ahead work starts."""
+    started, consumed, ahead, lock = [0], [0], [0], threading.Lock()
 
     def load(n: int) -> int:
         with lock:
-            live[0] += n
-            peak[0] = max(peak[0], live[0])
-        time.sleep(0.01)
+            started[0] += 1
+            ahead[0] = max(ahead[0], started[0] - consumed[0])
+        time.sleep(0.005)
         return n
 
     out = []
-    for item, value in prefetch(range(1, 21), load, window=8, threads=4, size=lambda n: 10, budget=30):
+    for _item, value in prefetch(range(1, 21), load, window=8, threads=8, size=lambda n: 10, budget=30):
         out.append(value)
         with lock:
-            live[0] -= value
+            consumed[0] += 1
     assert out == list(range(1, 21))
-    assert peak[0] <= 4 * 20   # the consumed item plus at most 3 (30 bytes / 10) in flight
+    assert ahead[0] == 3            # 30 bytes of budget: 3 items started and not yet consumed
+    ahead[0] = started[0] = consumed[0] = 0
+    for _ in prefetch(range(1, 21), load, window=8, threads=8):
+        with lock:
+            consumed[0] += 1
+    assert ahead[0] > 3             # without a budget the window (8) is the limit: the budget did the work
 
 
 def test_prefetch_propagates_errors():

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import modelport
 from conftest import run_cli
-from gguf_faults import rewrite, unpermute_rows
+from gguf_faults import rewrite
+from modelport.architectures.gguf_mapping import unpermute_rows
 from modelport.samples import trained_model
-
-import torch
 
 
 @pytest.fixture(scope="module")

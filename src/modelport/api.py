@@ -78,10 +78,10 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     if quant is not None:
         from .formats.gguf.quant_types import file_type
         file_type(quant)
-    check_destination(dst_path, overwrite)
-    bundle = load(src, base_model, checkpoint, trust_remote_code)
     if Path(src).expanduser().resolve() == dst_path.resolve():
         raise UsageError("destination is the source; a source is never modified", dst_path)
+    check_destination(dst_path, overwrite)
+    bundle = load(src, base_model, checkpoint, trust_remote_code)
     out_dtype = resolve_dtype(dtype, bundle.config, (t.dtype for t in bundle))
     read_done = time.perf_counter()
     try:

@@ -59,8 +59,16 @@ def _cached(hf_class: str, config_json: str) -> ExpectedTensors:
     return found
 
 
-def _from_transformers(hf_class: str, config: dict) -> ExpectedTensors:
+def model_class(hf_class: str, config: dict):
+    """The transformers class for a config: its `architectures` entry when transformers has it."""
     import transformers
+
+    names = [a for a in config.get("architectures") or [] if hasattr(transformers, a)]
+    return getattr(transformers, names[0] if names else hf_class)
+
+
+def build_model(hf_class: str, config: dict, device: str = "cpu"):
+    """A model of the config's class with no weights loaded (on "meta" it costs no memory)."""
     from transformers import AutoConfig
 
     with warnings.catch_warnings():
@@ -69,10 +77,14 @@ def _from_transformers(hf_class: str, config: dict) -> ExpectedTensors:
             hf_config = AutoConfig.for_model(**config)
         except (ValueError, KeyError) as exc:
             raise UnknownArchitectureError(f"transformers cannot build config: {exc}") from exc
-        names = [a for a in config.get("architectures") or [] if hasattr(transformers, a)]
-        cls = getattr(transformers, names[0] if names else hf_class)
-        with torch.device("meta"):
-            model = cls.from_config(hf_config) if hasattr(cls, "from_config") else cls(hf_config)
+        cls = model_class(hf_class, config)
+        with torch.device(device):
+            return cls.from_config(hf_config) if hasattr(cls, "from_config") else cls(hf_config)
+
+
+def _from_transformers(hf_class: str, config: dict) -> ExpectedTensors:
+    model = build_model(hf_class, config, "meta")
+    hf_config = model.config
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tied = dict(getattr(model, "all_tied_weights_keys", None) or {}) if _ties(hf_config) else {}
     return ExpectedTensors(shapes, tied, getattr(model, "base_model_prefix", ""))

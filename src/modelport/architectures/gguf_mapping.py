@@ -30,7 +30,38 @@ class GGUFMapping:
     norm_offset: float = 0.0                    # added to every "*norm.weight"
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
     extra_tensors: Callable[["HParams"], dict[str, torch.Tensor]] | None = None
-    default_pre: str = "default"
+
+    def permuted_heads(self, name: str, hp: "HParams") -> int | None:
+        """How many heads' rows an HF tensor holds, when its rows are permuted for llama.cpp's rope."""
+        if self.permute_qk:
+            if name.endswith(("q_proj.weight", "q_proj.bias")):
+                return hp.n_head
+            if name.endswith(("k_proj.weight", "k_proj.bias")):
+                return hp.n_head_kv
+        return None
+
+    def to_gguf(self, name: str, tensor: torch.Tensor, hp: "HParams", full_rows: int | None = None) -> torch.Tensor:
+        """GGUF's layout of an HF tensor, or of a row chunk of it holding whole heads (given the full row count)."""
+        heads = self.permuted_heads(name, hp)
+        if heads is not None:
+            tensor = permute_rows(tensor, heads * tensor.shape[0] // (full_rows or tensor.shape[0]))
+        if tensor.ndim == 2 and name.endswith(self.transpose):
+            tensor = tensor.t()
+        if self.norm_offset and name.endswith("norm.weight"):
+            tensor = tensor.float() + self.norm_offset
+        return tensor
+
+    def from_gguf(self, name: str, tensor: torch.Tensor, hp: "HParams") -> torch.Tensor:
+        """The inverse of to_gguf, for a whole tensor."""
+        if self.norm_offset and name.endswith("norm.weight"):
+            tensor = tensor.float() - self.norm_offset
+        if tensor.ndim == 2 and name.endswith(self.transpose):
+            tensor = tensor.t().contiguous()
+        heads = self.permuted_heads(name, hp)
+        return unpermute_rows(tensor, heads) if heads is not None else tensor
+
+    def gguf_shape(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(reversed(shape)) if len(shape) == 2 and name.endswith(self.transpose) else shape
 
 
 def core_metadata(w: "GGUFWriter", hp: "HParams") -> None:

@@ -10,7 +10,7 @@ def _metadata(w, hp) -> None:
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="gpt2",
-    gguf=GGUFMapping(arch="GPT2", metadata=_metadata, default_pre="gpt-2",
+    gguf=GGUFMapping(arch="GPT2", metadata=_metadata,
                      transpose=(".c_attn.weight", ".c_proj.weight", ".c_fc.weight"),
                      skip=(".attn.bias", ".attn.masked_bias")),
 ))

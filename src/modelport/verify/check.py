@@ -18,6 +18,7 @@ from .prompts import PROMPTS
 from .thresholds import THRESHOLDS, failures, gguf_class
 from .transformers_runner import load_model, logits, transformers_greedy
 
+
 def _tokenizer(path: Path, base_model: Path | None):
     from transformers import AutoTokenizer
 

@@ -32,14 +32,13 @@ def _quiet_stderr():
 
 
 class LlamaCppModel:
-    def __init__(self, path: Path, n_ctx: int = 1024, embedding: bool = False, f32_cache: bool = True,
-                 threads: int = 2, pooling: int | None = None) -> None:
+    def __init__(self, path: Path, n_ctx: int = 1024, embedding: bool = False, threads: int = 2,
+                 pooling: int | None = None) -> None:
         from llama_cpp import Llama
 
         kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=not embedding,
-                      embedding=embedding, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0)
-        if f32_cache:
-            kwargs.update(type_k=F32, type_v=F32)
+                      embedding=embedding, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0,
+                      type_k=F32, type_v=F32)
         if pooling is not None:
             kwargs["pooling_type"] = pooling
         with _quiet_stderr():
@@ -47,18 +46,21 @@ class LlamaCppModel:
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """[positions, vocab] logits for `ids`, evaluated from an empty cache."""
-        self.llm.reset()
-        self.llm._ctx.kv_cache_clear() if hasattr(self.llm._ctx, "kv_cache_clear") else None
+        self.llm.reset()                     # eval then drops every cached position from 0 on
         with _quiet_stderr():
             self.llm.eval(ids)
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
     def greedy(self, ids: list[int], n: int) -> list[int]:
-        """The next `n` tokens by argmax of llama.cpp's logits."""
-        tokens = list(ids)
+        """The next `n` tokens by argmax of llama.cpp's logits, each step evaluating only the new token."""
+        last = self.logits(ids)[-1]
+        out: list[int] = []
         for _ in range(n):
-            tokens.append(int(self.logits(tokens)[-1].argmax()))
-        return tokens[len(ids):]
+            out.append(int(last.argmax()))
+            with _quiet_stderr():
+                self.llm.eval(out[-1:])
+            last = np.asarray(self.llm.scores[self.llm.n_tokens - 1])
+        return out
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
@@ -66,6 +68,3 @@ class LlamaCppModel:
     def embed(self, text: str) -> np.ndarray:
         with _quiet_stderr():
             return np.array(self.llm.embed(text), dtype=np.float32)
-
-    def close(self) -> None:
-        self.llm.close() if hasattr(self.llm, "close") else None

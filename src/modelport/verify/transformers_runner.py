@@ -8,34 +8,31 @@ import torch
 
 from .. import detect as fmt
 from ..api import load, resolve_source
+from ..architectures import spec_for
+from ..architectures.expected import build_model, model_class
 
 
 def load_model(path: Path, base_model: Path | None = None):
-    """A float32 eval-mode transformers model for `path` (HF folder, .pth or DCP)."""
-    import transformers
+    """A float32 eval-mode transformers model for `path` (HF folder, .pth, DCP or GGUF).
 
+    HF folders load through transformers itself, so a fault in modelport's readers cannot hide on
+    both sides; other sources stream their tensors one at a time into a freshly built model.
+    """
     resolved, kind = resolve_source(path, None)
+    bundle = load(resolved, base_model)
+    spec = spec_for(bundle.config, resolved)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == fmt.HF and resolved.is_dir():
-            from transformers import AutoConfig
-            config = AutoConfig.from_pretrained(resolved)
-            cls = _model_class(transformers, config.to_dict())
-            return cls.from_pretrained(resolved, dtype=torch.float32).eval()
-        bundle = load(resolved, base_model)
-        from transformers import AutoConfig
-        config = AutoConfig.for_model(**bundle.config)
-        cls = _model_class(transformers, bundle.config)
-        model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
-        state = {ref.name: ref.load().float() for ref in bundle}
-        model.load_state_dict(state, strict=False)
-        model.tie_weights()
-        return model.float().eval()
-
-
-def _model_class(transformers, config: dict):
-    names = [a for a in config.get("architectures") or [] if hasattr(transformers, a)]
-    return getattr(transformers, names[0]) if names else transformers.AutoModelForCausalLM
+            return model_class(spec.hf_class, bundle.config).from_pretrained(resolved, dtype=torch.float32).eval()
+        model = build_model(spec.hf_class, bundle.config).float()
+    targets = model.state_dict()            # views of the parameters: copying into them loads the model
+    with torch.no_grad():
+        for ref in bundle:
+            if ref.alias_of is None:
+                targets[ref.name].copy_(ref.load())
+    model.tie_weights()
+    return model.eval()
 
 
 @torch.no_grad()
@@ -48,8 +45,7 @@ def logits(model, ids: list[int]) -> torch.Tensor:
 
 @torch.no_grad()
 def transformers_greedy(model, ids: list[int], n: int) -> list[int]:
-    """The next `n` tokens by argmax, one forward pass each (no sampling, no cache tricks)."""
-    tokens = list(ids)
-    for _ in range(n):
-        tokens.append(int(logits(model, tokens)[-1].argmax()))
-    return tokens[len(ids):]
+    """The next `n` tokens by argmax (transformers' own greedy search; EOS does not stop it early)."""
+    out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                         pad_token_id=model.config.eos_token_id)
+    return out[0, len(ids):].tolist()

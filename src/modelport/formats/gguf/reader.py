@@ -15,7 +15,7 @@ from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
 from ...architectures.expected import expected_tensors
-from ...architectures.gguf_mapping import GGUFMapping, unpermute_rows
+from ...architectures.gguf_mapping import GGUFMapping
 from ...bundle import ModelBundle, TensorRef
 from ...checkpoint_keys import align
 from ...companions import find_companions
@@ -37,10 +37,7 @@ def _open(path: Path) -> gguf.GGUFReader:
 
 def _field(reader: gguf.GGUFReader, key: str, default=None):
     field = reader.fields.get(key)
-    if field is None:
-        return default
-    value = field.contents()
-    return value
+    return default if field is None else field.contents()
 
 
 def rebuilt_config(reader: gguf.GGUFReader, path: Path) -> dict:
@@ -83,21 +80,8 @@ def _loader(path: Path, t: gguf.ReaderTensor, hf_name: str, mapping: GGUFMapping
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(raw.reshape(shape[0], -1), qtype)))
             tensor = tensor.reshape(shape)
-        return _reverse(hf_name, tensor, mapping, hp)
+        return mapping.from_gguf(hf_name, tensor, hp)
     return load
-
-
-def _reverse(name: str, tensor: torch.Tensor, mapping: GGUFMapping, hp) -> torch.Tensor:
-    if mapping.norm_offset and name.endswith("norm.weight"):
-        tensor = tensor.float() - mapping.norm_offset
-    if tensor.ndim == 2 and name.endswith(mapping.transpose):
-        tensor = tensor.t().contiguous()
-    if mapping.permute_qk:
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
-            tensor = unpermute_rows(tensor, hp.n_head)
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
-            tensor = unpermute_rows(tensor, hp.n_head_kv)
-    return tensor
 
 
 def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:
@@ -126,8 +110,7 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
         if hf_name is None:
             notes.append(f"ignored GGUF tensor {t.name} (computed from the config in HF)")
             continue
-        ne = tuple(int(d) for d in reversed(t.shape))
-        shape = tuple(reversed(ne)) if len(ne) == 2 and hf_name.endswith(mapping.transpose) else ne
+        shape = mapping.gguf_shape(hf_name, tuple(int(d) for d in reversed(t.shape)))   # transposing is its own inverse
         dtype = TORCH_TYPES.get(t.tensor_type, torch.float32)
         if mapping.norm_offset and hf_name.endswith("norm.weight"):
             dtype = torch.float32

@@ -69,7 +69,7 @@ def _from_json_vocab(tj: dict, n_vocab: int, source: Path) -> tuple[list[str], l
     return tokens, types
 
 
-def build(bundle: ModelBundle, n_vocab: int, pre_override: str | None, default_pre: str) -> Vocab:
+def build(bundle: ModelBundle, n_vocab: int, pre_override: str | None) -> Vocab:
     folder = _folder(bundle)
     files = bundle.tokenizer_files
     tj = json.loads(files["tokenizer.json"].read_text(encoding="utf-8")) if "tokenizer.json" in files else None

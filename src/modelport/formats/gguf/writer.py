@@ -20,7 +20,7 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
-from ...architectures.gguf_mapping import GGUFMapping, permute_rows
+from ...architectures.gguf_mapping import GGUFMapping
 from ...bundle import ModelBundle, TensorRef
 from ...errors import ModelConversionError, UsageError
 from ...progress import progress_bar
@@ -67,28 +67,6 @@ def mapping_for(bundle: ModelBundle) -> GGUFMapping:
     return spec.gguf
 
 
-def _heads(name: str, mapping: GGUFMapping, hp: HParams) -> int | None:
-    """How many heads' rows a tensor holds, when its rows are permuted for llama.cpp's rope."""
-    if mapping.permute_qk:
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
-            return hp.n_head
-        if name.endswith(("k_proj.weight", "k_proj.bias")):
-            return hp.n_head_kv
-    return None
-
-
-def transform(name: str, tensor: torch.Tensor, mapping: GGUFMapping, hp: HParams, full_rows: int | None = None) -> torch.Tensor:
-    """GGUF's layout of `tensor` (or of a row chunk of it holding whole heads, given the full row count)."""
-    heads = _heads(name, mapping, hp)
-    if heads is not None:
-        tensor = permute_rows(tensor, heads * tensor.shape[0] // (full_rows or tensor.shape[0]))
-    if tensor.ndim == 2 and name.endswith(mapping.transpose):
-        tensor = tensor.t()
-    if mapping.norm_offset and name.endswith("norm.weight"):
-        tensor = tensor.float() + mapping.norm_offset
-    return tensor
-
-
 def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> list[Planned]:
     arch = gguf.MODEL_ARCH[mapping.arch]
     names = gguf.get_tensor_name_map(arch, hp.n_layer)
@@ -101,8 +79,7 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
         if target is None:
             unmapped.append(ref.name)
             continue
-        shape = tuple(reversed(ref.shape)) if len(ref.shape) == 2 and ref.name.endswith(mapping.transpose) else ref.shape
-        planned.append(Planned(target, shape, Q.F32, ref))
+        planned.append(Planned(target, mapping.gguf_shape(ref.name, ref.shape), Q.F32, ref))
     if unmapped:
         raise ModelConversionError(f"no GGUF name for {len(unmapped)} tensor(s) of {mapping.arch}: "
                                    f"{', '.join(unmapped[:5])}", bundle.source)
@@ -145,7 +122,7 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
     pooling = _pooling(bundle)
     if pooling is not None:
         writer.add_pooling_type(pooling)
-    vocab = vocab_mod.build(bundle, hp.vocab_size, options.pre_tokenizer, mapping.default_pre)
+    vocab = vocab_mod.build(bundle, hp.vocab_size, options.pre_tokenizer)
     vocab_mod.add_to_writer(writer, bundle, vocab, hp.vocab_size)
 
 
@@ -174,7 +151,7 @@ def pieces(p: Planned, mapping: GGUFMapping, hp: HParams) -> list[Piece]:
     if len(p.shape) < 2 or p.ref is None or p.ref.name.endswith(mapping.transpose):
         return [Piece(p, 0, p.shape[0] if p.shape else 1)]
     rows = p.shape[0]
-    heads = _heads(p.ref.name, mapping, hp)
+    heads = mapping.permuted_heads(p.ref.name, hp)
     unit = rows // heads if heads else 1
     row_bytes = 4 * (int(np.prod(p.shape)) // rows)
     step = max(unit, CHUNK_BYTES // row_bytes // unit * unit)
@@ -223,7 +200,7 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
         else:
             whole = piece.first and piece.last
             chunk = p.ref.load() if whole else p.ref.load_rows(piece.start, piece.stop)
-            tensor = transform(p.ref.name, chunk, mapping, hp, full_rows=p.ref.shape[0] if p.ref.shape else None)
+            tensor = mapping.to_gguf(p.ref.name, chunk, hp, full_rows=p.ref.shape[0] if p.ref.shape else None)
         view = memoryview(np.ascontiguousarray(to_type(tensor, p.qtype, threads=1))).cast("B")
         if len(view) != piece.nbytes:
             raise ModelConversionError(f"{p.gguf_name}: {len(view)} bytes for rows {piece.start}-{piece.stop}, "
