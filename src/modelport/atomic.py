@@ -26,6 +26,13 @@ def is_temp_name(name: str) -> bool:
     return TEMP_MARKER in name
 
 
+def temp_owner(name: str) -> int | None:
+    """The pid of the process that made a temporary sibling (its name carries it)."""
+    _, marker, rest = name.partition(TEMP_MARKER)
+    pid = rest.split("-", 1)[0]
+    return int(pid) if marker and pid.isdigit() else None
+
+
 def fsync_tree(path: Path) -> None:
     """fsync every file under `path` and every directory, so the rename publishes durable data."""
     if path.is_file():
@@ -34,7 +41,7 @@ def fsync_tree(path: Path) -> None:
     for root, _dirs, files in os.walk(path):
         for name in files:
             _fsync(Path(root) / name)
-        _fsync_dir(Path(root))
+        fsync_dir(Path(root))
 
 
 def _fsync(path: Path) -> None:
@@ -45,7 +52,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -115,7 +122,7 @@ def _publish(tmp: Path, dst: Path) -> None:
         if old is not None:
             os.rename(old, dst)
         raise
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     if old is not None:
         remove_path(old)
 
@@ -141,7 +148,7 @@ def atomic_files(dst: Path, overwrite: bool = False) -> Iterator[Path]:
         fsync_tree(tmp)
         for name in names[1:] + names[:1]:
             os.replace(tmp / name, dst.parent / name)
-        _fsync_dir(dst.parent)
+        fsync_dir(dst.parent)
     except OSError as exc:
         raise ModelConversionError(f"write failed: {exc.strerror or exc}", dst) from exc
     finally:

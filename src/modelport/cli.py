@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -67,6 +68,35 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="run the conversions a YAML config lists")
     b.add_argument("config")
     _common(b)
+
+    w = sub.add_parser("watch", help="publish every new checkpoint of a training run as a verified version")
+    w.add_argument("checkpoint_dir", nargs="?", help="the training run's checkpoint folder")
+    w.add_argument("--output", help="folder that receives OUTPUT/{version}-alpha+{step}/, latest, latest.json")
+    w.add_argument("--config", help="YAML file of watch settings (flags override it)")
+    w.add_argument("--to", choices=["hf", "gguf"], help="hf: HF files only; gguf (default): HF files and one GGUF per --quant")
+    w.add_argument("--quant", nargs="+", help="GGUF types to publish (default f16)")
+    w.add_argument("--base-model", help="config and tokenizer for bare checkpoints")
+    w.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    w.add_argument("--interval", type=float, help="seconds between checks when no file event arrives (default 600)")
+    w.add_argument("--settle", type=float, help="seconds a checkpoint must stay unchanged before it is read (default 10)")
+    w.add_argument("--keep", type=int, help="published versions to keep (default 1)")
+    w.add_argument("--version", dest="model_version", metavar="X.Y.Z", help="version to publish under (default 0.1.0)")
+    w.add_argument("--max-attempts", type=int, help="attempts per checkpoint before giving up on it (default 3)")
+    w.add_argument("--backoff", type=float, help="seconds before retrying a failed checkpoint; doubles (default 60)")
+    w.add_argument("--no-verify", dest="verify", action="store_const", const=False, help="publish without verifying")
+    w.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    w.add_argument("--metrics-host", help="address the metrics endpoint binds to (default 127.0.0.1)")
+    w.add_argument("--registry", help="SQLite registry file (default $MODELPORT_REGISTRY or ~/.local/share/modelport)")
+    w.add_argument("--event-log", help="JSON-lines event log (default OUTPUT/events.jsonl)")
+    w.add_argument("--threads", type=int)
+    w.add_argument("--once", action="store_const", const=True, help="run one cycle and exit")
+    _common(w)
+
+    h = sub.add_parser("history", help="every recorded conversion attempt, newest first")
+    h.add_argument("--registry", help="SQLite registry file")
+    h.add_argument("--command", dest="only", choices=["watch", "batch", "ensure"], help="only this command's attempts")
+    h.add_argument("--limit", type=int, default=50)
+    _common(h)
     return parser
 
 
@@ -154,8 +184,44 @@ def _batch(args: argparse.Namespace) -> tuple[dict, int]:
     return summary, 0 if summary["ok"] else 1
 
 
+def _watch(args: argparse.Namespace) -> tuple[dict, int]:
+    from pathlib import Path
+
+    from .service import config
+    from .service.watch import run
+    overrides = dict(checkpoint_dir=args.checkpoint_dir, output=args.output, to=args.to, quant=args.quant,
+                     base_model=args.base_model, dtype=args.dtype, interval=args.interval, settle=args.settle,
+                     keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
+                     verify=args.verify, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                     registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once)
+    if args.config is None and (args.checkpoint_dir is None or args.output is None):
+        raise UsageError("watch needs CHECKPOINT_DIR and --output (or --config FILE naming them)")
+    summary = run(config.load(Path(args.config) if args.config else None, overrides))
+    for name in summary["published"]:
+        _say(f"published {name}")
+    for item in summary["failed"]:
+        _say(f"FAILED {item['path']} ({item['stage']}): {item['error']}")
+    for item in summary["pending"]:
+        _say(f"pending {item['path']}: {item['reason']}")
+    return summary, 0 if summary["ok"] else 1
+
+
+def _history(args: argparse.Namespace) -> tuple[dict, int]:
+    from .registry import Registry
+    registry = Registry.open(args.registry)
+    rows = registry.rows(args.only, limit=args.limit)
+    if not args.json:
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
+            seconds = f"{r['seconds']:.1f}s" if r["seconds"] is not None else "-"
+            print(f"{r['id']:>5} {when} {r['command']:7} {r['status']:9} {seconds:>8} {r['source']} -> "
+                  f"{r['destination'] or '-'}{'  ' + r['error'] if r['error'] else ''}")
+    return {"ok": True, "registry": str(registry.path), "attempts": rows}, 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], tuple[dict, int]]] = {
-    "convert": _convert, "verify": _verify, "inspect": _inspect, "batch": _batch,
+    "convert": _convert, "verify": _verify, "inspect": _inspect, "batch": _batch, "watch": _watch,
+    "history": _history,
 }
 
 

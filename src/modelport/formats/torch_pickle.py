@@ -61,8 +61,9 @@ def _unsafe_detail(text: str) -> str | None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of torch's message: its later ones are advice about weights_only, not this file."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
 
 
 def _walk(obj: Any, keys: tuple[str, ...]) -> Any:

@@ -1,0 +1,141 @@
+"""The record of every conversion attempt (watch, batch, ensure), in one SQLite file.
+
+SQLite because it is embedded, transactional and readable by any tool; WAL mode so `modelport
+history` can read while a service writes. The default file is shared by every command so one
+`history` shows everything; `MODELPORT_REGISTRY` or `--registry` points elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    source TEXT NOT NULL,
+    signature TEXT,
+    step INTEGER,
+    window INTEGER,
+    destination TEXT,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    started REAL NOT NULL,
+    finished REAL,
+    seconds REAL,
+    bytes_written INTEGER,
+    pid INTEGER,
+    details TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_source ON attempts (command, source);
+"""
+
+# abandoned: stopped on purpose (a signal); killed: the process died mid-attempt, found at the next start.
+RUNNING, PUBLISHED, FAILED, ABANDONED, KILLED = "running", "published", "failed", "abandoned", "killed"
+
+
+def default_path() -> Path:
+    if os.environ.get("MODELPORT_REGISTRY"):
+        return Path(os.environ["MODELPORT_REGISTRY"]).expanduser()
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "modelport" / "registry.sqlite"
+
+
+@dataclass
+class Registry:
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path | None = None) -> "Registry":
+        registry = cls(Path(path).expanduser() if path else default_path())
+        registry.path.parent.mkdir(parents=True, exist_ok=True)
+        with registry._connect() as db:
+            db.executescript(SCHEMA)
+        return registry
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def start(self, command: str, source: str | Path, *, signature: str | None = None, step: int | None = None,
+              window: int | None = None, destination: str | Path | None = None, attempt: int = 1) -> int:
+        with closing(self._connect()) as db:
+            cur = db.execute(
+                "INSERT INTO attempts (command, source, signature, step, window, destination, status, attempt,"
+                " started, pid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (command, str(source), signature, step, window, _str(destination), RUNNING, attempt, time.time(),
+                 os.getpid()))
+            return int(cur.lastrowid)
+
+    def finish(self, row: int, status: str, *, error: str | None = None, destination: str | Path | None = None,
+               bytes_written: int | None = None, details: dict | None = None) -> None:
+        now = time.time()
+        with closing(self._connect()) as db:
+            db.execute(
+                "UPDATE attempts SET status=?, error=?, finished=?, seconds=? - started,"
+                " destination=COALESCE(?, destination), bytes_written=?, details=? WHERE id=?",
+                (status, error, now, now, _str(destination), bytes_written,
+                 json.dumps(details, default=str) if details else None, row))
+
+    def record(self, command: str, source: str | Path, status: str, **fields: Any) -> int:
+        """One finished attempt in a single call (for work that is not long-running)."""
+        finish = {k: fields.pop(k) for k in ("error", "bytes_written", "details") if k in fields}
+        row = self.start(command, source, **fields)
+        self.finish(row, status, **finish)
+        return row
+
+    def mark_killed(self, command: str) -> int:
+        """Mark `running` rows whose process is gone as killed (it died mid-attempt)."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT id, pid FROM attempts WHERE command=? AND status=?", (command, RUNNING)).fetchall()
+            dead = [r["id"] for r in rows if not process_alive(r["pid"])]
+            for row in dead:
+                db.execute("UPDATE attempts SET status=?, error=?, finished=? WHERE id=?",
+                           (KILLED, "the process ended before the attempt finished", time.time(), row))
+        return len(dead)
+
+    def rows(self, command: str | None = None, source_prefix: str | None = None, limit: int | None = None) -> list[dict]:
+        query, args = "SELECT * FROM attempts WHERE 1=1", []
+        if command:
+            query += " AND command=?"
+            args.append(command)
+        if source_prefix:
+            query += " AND (source=? OR source LIKE ?)"
+            args += [source_prefix, source_prefix.rstrip("/") + "/%"]
+        query += " ORDER BY id DESC"
+        if limit:
+            query += f" LIMIT {int(limit)}"
+        with closing(self._connect()) as db:
+            return [_row(r) for r in db.execute(query, args)]
+
+
+def _row(r: sqlite3.Row) -> dict:
+    out = dict(r)
+    if out.get("details"):
+        out["details"] = json.loads(out["details"])
+    return out
+
+
+def _str(value: str | Path | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

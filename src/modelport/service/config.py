@@ -1,0 +1,90 @@
+"""The watch service's settings: one pydantic model filled from a YAML file, then from flags.
+
+Unknown YAML keys are errors (a typo must not silently change a long-running service).
+Relative paths in the YAML are taken from the YAML's folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import UsageError
+from .versioning import check_version
+
+DEFAULT_VERSION = "0.1.0"
+
+
+class WatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_dir: Path
+    output: Path
+    to: Literal["hf", "gguf"] = "gguf"
+    quant: list[str] = Field(default_factory=lambda: ["f16"])
+    base_model: Path | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    interval: float = Field(600.0, gt=0)
+    settle: float = Field(10.0, ge=0)        # seconds a checkpoint must stay unchanged before it is read
+    keep: int = Field(1, ge=1)
+    version: str = DEFAULT_VERSION
+    verify: bool = True
+    max_attempts: int = Field(3, ge=1)       # per checkpoint (and per rewrite of it)
+    backoff: float = Field(60.0, ge=0)       # seconds before the 2nd attempt; doubles after each failure
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    registry: Path | None = None
+    event_log: Path | None = None            # default OUTPUT/events.jsonl
+    once: bool = False
+    threads: int | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        return check_version(value)
+
+    @field_validator("quant")
+    @classmethod
+    def _quants(cls, value: list[str]) -> list[str]:
+        from ..formats.gguf.quant_types import file_type
+        for quant in value:
+            file_type(quant)
+        return [q.lower() for q in value]
+
+    @property
+    def quants(self) -> list[str]:
+        return self.quant if self.to == "gguf" else []
+
+    @property
+    def events_path(self) -> Path:
+        return self.event_log or self.output / "events.jsonl"
+
+
+PATH_KEYS = ("checkpoint_dir", "output", "base_model", "registry", "event_log")
+
+
+def load(yaml_path: Path | None, overrides: dict) -> WatchConfig:
+    """Settings from `yaml_path` (if any) with every non-None entry of `overrides` on top."""
+    data: dict = {}
+    if yaml_path is not None:
+        if not yaml_path.is_file():
+            raise UsageError("no such config file", yaml_path)
+        try:
+            data = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"not valid YAML: {str(exc).splitlines()[0]}", yaml_path) from exc
+        if not isinstance(data, dict):
+            raise UsageError("expected a mapping of watch settings", yaml_path)
+        data = data.get("watch", data)
+        for key in PATH_KEYS:
+            if data.get(key) is not None and not Path(data[key]).expanduser().is_absolute():
+                data[key] = yaml_path.parent / Path(data[key]).expanduser()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return WatchConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "watch"
+        raise UsageError(f"{where}: {first['msg']}", yaml_path) from exc

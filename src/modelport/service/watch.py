@@ -1,0 +1,271 @@
+"""`modelport watch`: every new checkpoint of a training run becomes a verified, published version.
+
+Each cycle publishes the newest complete checkpoint whose step is beyond the newest published one
+(older unpublished checkpoints are skipped: downstream wants the newest model, not every one).
+A failing checkpoint is recorded and retried with exponential backoff up to `max_attempts`; the
+service keeps going. State lives in the registry, so a restart redoes nothing.
+
+Signals: SIGTERM/SIGINT while idle stop at once; during a job they abandon it (its temporaries are
+removed, the registry row says `abandoned`), and the service exits 0. After a SIGKILL the next
+start removes what the dead process left and marks its row killed (it counts as an attempt).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from ..atomic import remove_path, temp_sibling
+from ..errors import ModelportError, UsageError
+from ..registry import ABANDONED, FAILED, KILLED, PUBLISHED, Registry
+from .config import WatchConfig
+from .discovery import Found, find, signature, unfinished
+from .metrics import EventLog, ServiceMetrics
+from .publish import LATEST_JSON, Build, BuildOptions, build_version, clean_temporaries, point_latest, publish, retire, \
+    write_manifest
+from .versioning import newest_first, version_name
+
+log = logging.getLogger("modelport")
+COMMAND = "watch"
+
+
+class ServiceStopped(BaseException):
+    """Raised inside a running job by SIGTERM/SIGINT; BaseException so no `except Exception` swallows it."""
+
+
+class WatchService:
+    def __init__(self, config: WatchConfig) -> None:
+        self.cfg = config
+        self.registry = Registry.open(config.registry)
+        self.metrics = ServiceMetrics()
+        self.events = EventLog(config.events_path)
+        self.wake = threading.Event()
+        self.stopping = False
+        self.busy = False
+        self.summary: dict = {"published": [], "failed": [], "pending": [], "retired": []}
+
+    # ----- state kept in the registry -------------------------------------------------------------
+    def _rows(self) -> list[dict]:
+        return [r for r in self.registry.rows(COMMAND) if r["destination"]
+                and Path(r["destination"]).parent == self.cfg.output.absolute()]
+
+    def _published(self) -> list[dict]:
+        return [r for r in self._rows() if r["status"] == PUBLISHED]
+
+    def _attempts(self, found: Found, sig: str) -> list[dict]:
+        """Attempts that count against a checkpoint: failures and deaths (an OOM kill must not loop forever),
+        not jobs stopped on purpose."""
+        return [r for r in self._rows() if r["source"] == str(found.path) and r["signature"] == sig
+                and r["status"] in (FAILED, KILLED)]
+
+    # ----- one cycle ------------------------------------------------------------------------------
+    def cycle(self) -> float | None:
+        """Publish at most one checkpoint; returns seconds until something becomes due (None: nothing)."""
+        published = self._published()
+        newest = max((r["step"] for r in published if r["step"] is not None), default=None)
+        due: list[float] = []
+        now = time.time()
+        for found in reversed(find(self.cfg.checkpoint_dir)):
+            if newest is not None and found.version_step <= newest:
+                break
+            sig = signature(found.path)
+            failed = self._attempts(found, sig)
+            if len(failed) >= self.cfg.max_attempts:
+                continue
+            if failed:
+                ready_at = failed[0]["finished"] + self.cfg.backoff * 2 ** (len(failed) - 1)
+                if ready_at > now:
+                    due.append(ready_at - now)
+                    self._note_pending(found, f"retry {len(failed) + 1} in {ready_at - now:.0f} s")
+                    continue
+            why = unfinished(found.path, self.cfg.settle, now)
+            if why:
+                due.append(max(self.cfg.settle, 1.0))
+                self._note_pending(found, why)
+                continue
+            ok = self.process(found, sig, attempt=len(failed) + 1)
+            if not ok:
+                due.append(0.0 if len(failed) + 1 >= self.cfg.max_attempts else self.cfg.backoff)
+            return min(due) if due else None
+        return min(due) if due else None
+
+    def _note_pending(self, found: Found, why: str) -> None:
+        if all(p["path"] != str(found.path) for p in self.summary["pending"]):
+            self.summary["pending"].append({"path": str(found.path), "reason": why})
+            self.events.emit("pending", source=str(found.path), reason=why)
+
+    # ----- one job --------------------------------------------------------------------------------
+    def process(self, found: Found, sig: str, attempt: int) -> bool:
+        cfg = self.cfg
+        name = version_name(cfg.version, found.version_step)
+        final = cfg.output.absolute() / name
+        if final.exists():
+            raise UsageError(f"{name} already exists in the output folder but the registry has no record "
+                             "of publishing it; move it away or use another --registry", cfg.output)
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        staging = temp_sibling(final)
+        row = self.registry.start(COMMAND, found.path, signature=sig, step=found.version_step, window=found.window,
+                                  destination=final, attempt=attempt)
+        self.events.emit("started", source=str(found.path), version=name, step=found.step, window=found.window,
+                         attempt=attempt)
+        log.info("watch: building %s from %s (attempt %d)", name, found.path, attempt)
+        started = time.perf_counter()
+        build = Build()
+        self.busy = True
+        try:
+            options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads)
+            build_version(found, staging, options, build)
+            manifest = write_manifest(staging, {
+                "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,
+                "source": {"path": str(found.path), "signature": sig},
+                "conversion": {"to": ["hf"] + [f"gguf:{q}" for q in cfg.quants], "dtype": cfg.dtype,
+                               "base_model": cfg.base_model, "verify": cfg.verify},
+                "verification": build.verification or None,
+                "timings": {**build.timings, "total": round(time.perf_counter() - started, 3)},
+            })
+            publish(staging, final)
+        except ServiceStopped:
+            self.busy = False
+            remove_path(staging)
+            self.registry.finish(row, ABANDONED, error="stopped by signal")
+            self.metrics.conversions.labels("abandoned").inc()
+            self.events.emit("abandoned", source=str(found.path), version=name)
+            raise
+        except ModelportError as exc:
+            self.busy = False
+            remove_path(staging)
+            self.registry.finish(row, FAILED, error=str(exc), details={"stage": build.stage})
+            self.metrics.conversions.labels("failed").inc()
+            self.metrics.failures.labels(build.stage).inc()
+            self.events.emit("failed", source=str(found.path), version=name, stage=build.stage, error=str(exc),
+                             attempt=attempt)
+            self.summary["failed"].append({"path": str(found.path), "stage": build.stage, "error": str(exc)})
+            log.error("watch: %s failed at %s: %s", found.path, build.stage, exc)
+            return False
+        self.busy = False
+        seconds = time.perf_counter() - started
+        size = sum(f["size"] for f in manifest["files"])
+        self.registry.finish(row, PUBLISHED, bytes_written=size,
+                             details={"timings": manifest["timings"], "files": len(manifest["files"])})
+        self._after_publish(name, found, manifest, seconds, size)
+        return True
+
+    def _after_publish(self, name: str, found: Found, manifest: dict, seconds: float, size: int) -> None:
+        output = self.cfg.output.absolute()
+        ours = {Path(r["destination"]).name for r in self._published()}
+        newest = newest_first(sorted(n for n in ours if (output / n).is_dir()))[0]
+        point_latest(output, newest, {"version": self.cfg.version, "global_step": found.step, "window": found.window,
+                                      "created": manifest["created"]} if newest == name else _summary_of(output / newest))
+        retired = retire(output, ours, self.cfg.keep)
+        m = self.metrics
+        m.conversions.labels("published").inc()
+        m.duration.observe(seconds)
+        m.bytes_written.inc(size)
+        m.last_success.set_to_current_time()
+        self._set_version_gauges(found.step, found.window)
+        for artifact, report in (manifest["verification"] or {}).items():
+            m.verify_cosine.labels(artifact).set(report["metrics"]["min_cosine"])
+            m.verify_max_diff.labels(artifact).set(report["metrics"]["max_abs_diff"])
+        self.summary["published"].append(name)
+        self.summary["retired"].extend(retired)
+        self.events.emit("published", version=name, source=str(found.path), step=found.step, window=found.window,
+                         seconds=round(seconds, 3), bytes=size, retired=retired)
+        for old in retired:
+            self.events.emit("retired", version=old)
+        log.info("watch: published %s (%.1f s, %.1f MB)%s", name, seconds, size / 1e6,
+                 f"; retired {', '.join(retired)}" if retired else "")
+
+    def _set_version_gauges(self, step: int | None, window: int | None) -> None:
+        if step is not None:
+            self.metrics.global_step.set(step)
+        if window is not None:
+            self.metrics.window.set(window)
+
+    # ----- the service ----------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        if not cfg.checkpoint_dir.is_dir():
+            raise UsageError("no such checkpoint folder", cfg.checkpoint_dir)
+        if cfg.output.exists() and not cfg.output.is_dir():
+            raise UsageError("--output must be a folder", cfg.output)
+        removed = clean_temporaries(cfg.output)
+        killed = self.registry.mark_killed(COMMAND)
+        if removed or killed:
+            self.events.emit("recovered", removed=removed, killed_attempts=killed)
+            log.info("watch: removed %d temporaries of a previous run; %d attempt(s) marked killed",
+                     len(removed), killed)
+        latest = cfg.output / LATEST_JSON
+        if latest.is_file():
+            import json
+            info = json.loads(latest.read_text(encoding="utf-8"))
+            self._set_version_gauges(info.get("global_step"), info.get("window"))
+            self.metrics.last_success.set(latest.stat().st_mtime)
+        if cfg.metrics_port is not None:
+            self.metrics.serve(cfg.metrics_port, cfg.metrics_host)
+            log.info("watch: metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+        self.events.emit("started_service", checkpoint_dir=str(cfg.checkpoint_dir), output=str(cfg.output),
+                         version=cfg.version, quants=cfg.quants)
+
+    def run(self) -> dict:
+        self.start()
+        observer = None if self.cfg.once else self._observe()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not self.stopping:
+                self.summary["pending"] = []
+                due = self.cycle()
+                if self.cfg.once:
+                    break
+                self.wake.clear()
+                self.wake.wait(self.cfg.interval if due is None else min(self.cfg.interval, max(due, 0.2)))
+        except ServiceStopped:
+            log.info("watch: stopped during a job; it was abandoned and nothing was published")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if observer is not None:
+                observer.stop()
+        self.events.emit("stopped_service")
+        latest = self.cfg.output / LATEST_JSON
+        # A long-running service that stops cleanly succeeded even if some checkpoints failed (they are
+        # recorded); a single --once cycle reports its own attempt's failure as exit 1.
+        return {"ok": not (self.cfg.once and self.summary["failed"]), **self.summary,
+                "latest": _summary_of(self.cfg.output / "latest") if latest.exists() else None}
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.stopping = True
+        self.wake.set()
+        log.info("watch: %s received; stopping", signal.Signals(signum).name)
+        if self.busy:
+            self.busy = False
+            raise ServiceStopped()
+
+    def _observe(self):
+        """Filesystem events wake the loop early; the interval stays the fallback."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        wake = self.wake
+
+        class Waker(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                if event.event_type not in ("opened", "closed_no_write"):   # our own reads must not wake us
+                    wake.set()
+
+        observer = Observer()
+        observer.schedule(Waker(), str(self.cfg.checkpoint_dir), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+
+def _summary_of(version_dir: Path) -> dict:
+    import json
+    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    return {k: manifest.get(k) for k in ("name", "version", "global_step", "window", "created")}
+
+
+def run(config: WatchConfig) -> dict:
+    return WatchService(config).run()
