@@ -27,9 +27,10 @@ class Sample:
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
-    """Each run starts with an empty modelport cache (the CLI subprocesses inherit it)."""
+    """Each run starts with an empty modelport cache and registry (the CLI subprocesses inherit them)."""
     import os
     os.environ["MODELPORT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["MODELPORT_REGISTRY"] = str(tmp_path_factory.mktemp("registry") / "registry.sqlite")
 
 
 def _sample(tmp_path_factory, family: str) -> Sample:

@@ -1,6 +1,8 @@
 """`modelport batch`: LMTK-shaped YAML, one output folder per checkpoint, failures don't stop the rest."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from conftest import hf_logits, leftovers, run_cli
@@ -43,6 +45,11 @@ convert:
     assert not (tmp_path / "converted" / "epoch-003-final-ckpt").exists()
     assert leftovers(tmp_path / "converted") == []
     assert "2 of 3 succeeded" in run.stderr
+    rows = [r for r in run_cli("history", "--json").json()["attempts"] if r["source"].startswith(str(tmp_path))]
+    assert sorted((Path(r["source"]).name, r["status"], r["command"]) for r in rows) == [
+        ("epoch-001-final-ckpt.pth", "published", "batch"), ("epoch-002-final-ckpt.pth", "published", "batch"),
+        ("epoch-003-final-ckpt.pth", "failed", "batch")]
+    assert [r["error"] is None for r in sorted(rows, key=lambda r: r["source"])] == [True, True, False]
 
 
 def test_batch_jobs_list_all_ok(llama, tmp_path):

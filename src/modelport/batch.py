@@ -122,9 +122,13 @@ def _convert_targets(job: str, item: Path, folder: Path, spec: ConvertSpec, base
 
 
 def _convert_one(job: str, item: Path, dst: Path, spec: ConvertSpec, base: Path, quant: str | None = None) -> dict:
+    from .registry import FAILED, PUBLISHED, Registry
+
     stem = dst.name
     log.info("[%s] converting %s -> %s", job, item, dst)
     started = time.perf_counter()
+    registry = Registry.open()
+    row = registry.start("batch", item, destination=dst)
     try:
         expected = INITIAL[spec.initial_format]
         found = fmt.detect_or_fail(item)
@@ -136,8 +140,10 @@ def _convert_one(job: str, item: Path, dst: Path, spec: ConvertSpec, base: Path,
                          base_model=_under(base, spec.base_model), max_shard_size=spec.max_shard_size,
                          overwrite=spec.overwrite)
         entry = {"ok": True, "output": str(dst), "error": None, "notes": result["notes"]}
+        registry.finish(row, PUBLISHED, bytes_written=result["bytes_written"], details={"job": job, "quant": gguf_quant})
     except ModelportError as exc:
         entry = {"ok": False, "output": None, "error": str(exc)}
+        registry.finish(row, FAILED, error=str(exc), details={"job": job})
     seconds = round(time.perf_counter() - started, 3)
     log.info("[%s] %s %s (%.1f s)", job, "ok" if entry["ok"] else "FAILED", stem, seconds)
     return {"job": job, "checkpoint": str(item), "seconds": seconds, **entry}
