@@ -15,7 +15,7 @@ from .sizes import parse_size
 
 log = logging.getLogger("modelport")
 
-WRITABLE = (fmt.HF, fmt.DCP, fmt.GGUF)
+WRITABLE = (fmt.HF, fmt.DCP, fmt.GGUF, fmt.ONNX)
 DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 TARGET_ALIASES = {"huggingface": fmt.HF, "hf": fmt.HF, "dcp": fmt.DCP, "gguf": fmt.GGUF, "onnx": fmt.ONNX}
 
@@ -61,7 +61,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
             base_model: str | Path | None = None, max_shard_size: str | int = "5GB",
             checkpoint: str | None = None, overwrite: bool = False, trust_remote_code: bool = False,
             threads: int | None = None, quant: str | None = None, split_max_size: str | int | None = None,
-            pre_tokenizer: str | None = None) -> dict:
+            pre_tokenizer: str | None = None, with_past: bool = False, opset: int = 18) -> dict:
     """Convert `src` (any supported format) to `dst`; returns a summary of what was done.
 
     The destination appears only once it is complete; on any failure nothing is left there.
@@ -73,8 +73,13 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         raise UsageError(f"--to {to or target}: writing this format is not supported yet "
                          f"(supported: {', '.join(WRITABLE)})")
     shard_bytes = parse_size(max_shard_size)
+    if target == fmt.ONNX:
+        return _convert_onnx(Path(src).expanduser(), dst_path, quant=quant, base_model=_path(base_model),
+                             overwrite=overwrite, trust_remote_code=trust_remote_code, with_past=with_past, opset=opset)
+    if with_past:
+        raise UsageError("--with-past applies to ONNX output only")
     if target != fmt.GGUF and (quant or split_max_size or pre_tokenizer):
-        raise UsageError("--quant, --split-max-size and --pre-tokenizer apply to GGUF output only")
+        raise UsageError("--quant, --split-max-size and --pre-tokenizer apply to GGUF (and --quant to ONNX) output only")
     if quant is not None:
         from .formats.gguf.quant_types import file_type
         file_type(quant)
@@ -120,6 +125,28 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         "notes": bundle.notes,
         **({"tensor_types": written["types"]} if "types" in written else {}),
     }
+
+
+def _convert_onnx(src: Path, dst: Path, *, quant: str | None, base_model: Path | None, overwrite: bool,
+                  trust_remote_code: bool, with_past: bool, opset: int) -> dict:
+    """Export with torch.onnx and validate every graph in onnxruntime before anything is published."""
+    from .formats.onnx.export import ONNXOptions, onnx_quant, write
+
+    started = time.perf_counter()
+    options = ONNXOptions(onnx_quant(quant), opset, with_past)
+    if opset < 18:
+        raise UsageError("--opset: the exporter needs opset 18 or newer")
+    fmt.detect_or_fail(src)
+    if src.resolve() == dst.resolve():
+        raise UsageError("destination is the source; a source is never modified", dst)
+    with atomic_files(dst, overwrite) as tmp:
+        written = write(src, tmp, dst.name, options, base_model, trust_remote_code)
+    return {"ok": True, "source": str(src), "source_format": fmt.detect(src), "destination": str(dst),
+            "format": fmt.ONNX, "architecture": written["architecture"], "dtype": options.quant,
+            "tensors": written["tensors"], "parameters": written["parameters"],
+            "files": [str(dst.parent / name) for name in written["files"]], "bytes_written": written["bytes_written"],
+            "seconds": round(time.perf_counter() - started, 3), "validation": written["validation"],
+            "export_seconds": written["export_seconds"], "notes": []}
 
 
 def convert_profile(src: str | Path, dst: str | Path, profile: str, **options) -> dict:

@@ -42,11 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trust-remote-code", action="store_true",
                    help="allow pickles that run code (never for checkpoints you did not make)")
     c.add_argument("--quant", help="GGUF type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l "
-                   "q4_k_s q4_k_m q5_k_s q5_k_m q6_k (default from --dtype, else f16/bf16 like the source)")
+                   "q4_k_s q4_k_m q5_k_s q5_k_m q6_k (default from --dtype, else f16/bf16 like the source); "
+                   "ONNX: fp32 (default), fp16, int8")
     c.add_argument("--profile", choices=["cpu", "gpu", "arm", "edge"],
                    help="write DST/model-{quant}.gguf for each GGUF type of this deployment profile")
     c.add_argument("--split-max-size", help="split GGUF output into shards of at most this size (e.g. 2G)")
     c.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when it cannot be told from tokenizer.json")
+    c.add_argument("--with-past", action="store_true",
+                   help="ONNX decoders: also write DST_with_past.onnx, which takes and returns the KV cache")
+    c.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     c.add_argument("--verify", action="store_true", help="verify the result against the source")
     _common(c)
 
@@ -114,7 +118,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
         for out in result["outputs"]:
             _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
         return result, 0
-    result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant, **options)
+    result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant,
+                     with_past=args.with_past, opset=args.opset, **options)
     for note in result["notes"]:
         _say(f"note: {note}")
     _say(f"converted {result['source']} ({result['source_format']}) -> {result['destination']} "
@@ -242,7 +247,8 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="modelport: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="modelport: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)          # our own progress; libraries (onnxscript, onnxruntime, ...) only warn
     _quiet_libraries()
     from .memory import bound_heap
     bound_heap()

@@ -136,6 +136,49 @@ def save_model(out: Path, family: str = "llama", seed: int = 0, dtype: torch.dty
     return model, tok
 
 
+# Models with no tokenizer to train (ONNX export covers them): config and transformers class.
+_TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+_TINY_VISION = dict(_TINY_TEXT, image_size=32, patch_size=8, num_channels=3)
+TINY_OTHER: dict[str, tuple[str, dict]] = {
+    "bert-cls": ("BertForSequenceClassification", dict(_TINY_TEXT, model_type="bert", vocab_size=120, num_labels=3,
+                                                        max_position_embeddings=64)),
+    "t5": ("T5ForConditionalGeneration", dict(model_type="t5", vocab_size=120, d_model=32, d_ff=64, d_kv=8, num_layers=2,
+                                              num_decoder_layers=2, num_heads=4, decoder_start_token_id=0)),
+    "whisper": ("WhisperForConditionalGeneration", dict(model_type="whisper", vocab_size=120, d_model=32,
+                                                        encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                                                        decoder_attention_heads=4, encoder_ffn_dim=64,
+                                                        decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=24,
+                                                        max_target_positions=32, decoder_start_token_id=1,
+                                                        pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    "clip": ("CLIPModel", dict(model_type="clip", projection_dim=16,
+                               text_config=dict(_TINY_TEXT, vocab_size=120, max_position_embeddings=32),
+                               vision_config=_TINY_VISION)),
+    "vit": ("ViTForImageClassification", dict(_TINY_VISION, model_type="vit", num_labels=5)),
+    "wav2vec2": ("Wav2Vec2ForCTC", dict(_TINY_TEXT, model_type="wav2vec2", vocab_size=20, conv_dim=(16, 16),
+                                        conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
+                                        num_conv_pos_embedding_groups=4, feat_extract_norm="layer",
+                                        do_stable_layer_norm=True, pad_token_id=0)),
+}
+
+
+def save_other(out: Path, name: str, seed: int = 0):
+    """Save one of TINY_OTHER as an HF folder (config and weights, no tokenizer); returns the model."""
+    import transformers
+    from transformers import AutoConfig
+
+    cls_name, settings = TINY_OTHER[name]
+    settings = dict(settings)
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls_name)(config).eval()
+    with torch.no_grad():               # random init leaves norms at 1/0; vary them so a wrong mapping shows
+        for pname, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(out)
+    return model
+
+
 TRAINED_RECIPE = dict(family="llama", steps=300, seq=64, batch=8, lr=3e-3, seed=0,
                       overrides=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))

@@ -10,13 +10,17 @@ import torch
 
 from ..api import load
 from ..companions import find_companions
-from ..detect import GGUF, detect
+from ..detect import GGUF, ONNX, detect
+
 from ..dtypes import config_dtype, dtype_name
 from ..errors import ModelVerificationError, UsageError
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
 from .thresholds import THRESHOLDS, failures, gguf_class
 from .transformers_runner import load_model, logits, transformers_greedy
+
+
+RUNTIMES = {GGUF: "llama.cpp", ONNX: "onnxruntime"}
 
 
 def _tokenizer(path: Path, base_model: Path | None):
@@ -55,8 +59,13 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
     for p in (src, dst):
         if not p.exists():
             raise UsageError("no such file or folder", p)
-    is_gguf = detect(dst) == GGUF
-    dtype_key = gguf_class(dst) if is_gguf else _dtype_key(load(dst, base))
+    kind = detect(dst)
+    is_gguf = kind == GGUF
+    if kind == ONNX:
+        from .onnxruntime_runner import onnx_class
+        dtype_key = onnx_class(dst)
+    else:
+        dtype_key = gguf_class(dst) if is_gguf else _dtype_key(load(dst, base))
     limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
     ref_model, ref_tok = load_model(src, base), _tokenizer(src, base)
     vocab = int(getattr(ref_model.config, "vocab_size", 256))
@@ -65,6 +74,10 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
         from .llama_cpp_runner import LlamaCppModel
         runtime = LlamaCppModel(dst, n_ctx=1024)
         run, tokenize, greedy = runtime.logits, (lambda text: runtime.tokenize(text)), runtime.greedy
+    elif kind == ONNX:
+        from .onnxruntime_runner import OnnxModel
+        onnx_model = OnnxModel(dst)
+        run, tokenize, greedy = onnx_model.logits, None, onnx_model.greedy
     else:
         cand_model, cand_tok = load_model(dst, base), _tokenizer(dst, base)
         run = lambda ids: logits(cand_model, ids)  # noqa: E731
@@ -81,7 +94,7 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
         "ok": not failed,
         "source": str(src),
         "converted": str(dst),
-        "runtime": {"source": "transformers", "converted": "llama.cpp" if is_gguf else "transformers"},
+        "runtime": {"source": "transformers", "converted": RUNTIMES.get(kind, "transformers")},
         "dtype": dtype_key,
         "thresholds": limits,
         "metrics": summary,

@@ -23,6 +23,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "q8_0": {"min_cosine": 0.99, "mean_kl": 3e-3, "max_rel_diff": 0.1, "tokenization_agreement": 1.0},
     "4-6 bit": {"min_cosine": 0.8, "mean_kl": 0.15, "tokenization_agreement": 1.0},
     "2-3 bit": {"min_cosine": 0.4, "mean_kl": 0.6, "tokenization_agreement": 1.0},
+    "int8": {"min_cosine": 0.95, "tokenization_agreement": 1.0},   # onnxruntime dynamic int8 (see README)
 }
 LOWER_IS_BETTER = {"mean_kl", "max_rel_diff", "max_abs_diff"}
 GGUF_CLASSES = {"ALL_F32": "float32", "MOSTLY_F16": "float16", "MOSTLY_BF16": "bfloat16", "MOSTLY_Q8_0": "q8_0",
