@@ -94,9 +94,12 @@ class Run:
         return json.loads(self.stdout)
 
 
-def run_cli(*args: object, preexec_fn=None, cwd: Path | None = None) -> Run:
+def run_cli(*args: object, preexec_fn=None, cwd: Path | None = None, env: dict | None = None) -> Run:
+    """The CLI in a subprocess; `env` entries are added to this process's environment."""
+    import os
     proc = subprocess.run([sys.executable, "-m", "modelport.cli", *map(str, args)], capture_output=True,
-                          text=True, preexec_fn=preexec_fn, cwd=cwd, timeout=600)
+                          text=True, preexec_fn=preexec_fn, cwd=cwd, timeout=600,
+                          env={**os.environ, **env} if env else None)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 

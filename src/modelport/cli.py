@@ -96,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_const", const=True, help="run one cycle and exit")
     _common(w)
 
+    e = sub.add_parser("ensure", help="make sure a model file (e.g. model.onnx) exists: find it, or convert and cache it")
+    e.add_argument("model", nargs="?", help="Hub model id or local folder")
+    e.add_argument("--file", default="model.onnx", help="the file wanted, inside the model (default model.onnx)")
+    e.add_argument("--cache-dir", help="artifact cache (default $MODELPORT_CACHE_DIR or ~/.cache/modelport)")
+    e.add_argument("--retries", type=int, default=3, help="download retries after the first attempt (default 3)")
+    e.add_argument("--retry-delay", type=float, default=2.0, help="seconds before the first retry; doubles (default 2)")
+    e.add_argument("--token", help="Hub token for private models (default $HF_TOKEN)")
+    e.add_argument("--model-type", help="what you expect the model to be (checked against its config, noted if not)")
+    e.add_argument("--check-exists", action="store_true", help="only answer whether the file exists (exit 1 if not)")
+    e.add_argument("--metadata", action="store_true", help="print architecture, parameters, dtype, files and sizes")
+    e.add_argument("--batch", help="JSON list of {model_id, file_path, model_type}, or a text file of model ids")
+    _common(e)
+
+    k = sub.add_parser("cache", help="list or clean the artifact cache")
+    k.add_argument("action", choices=["ls", "clean"])
+    k.add_argument("--cache-dir")
+    k.add_argument("--max-size-gb", type=float, help="clean down to this size (default $MODELPORT_CACHE_MAX_GB or 50)")
+    k.add_argument("--min-age-days", type=float,
+                   help="never remove entries younger than this (default $MODELPORT_CACHE_MIN_AGE_DAYS or 7)")
+    _common(k)
+
     h = sub.add_parser("history", help="every recorded conversion attempt, newest first")
     h.add_argument("--registry", help="SQLite registry file")
     h.add_argument("--command", dest="only", choices=["watch", "batch", "ensure"], help="only this command's attempts")
@@ -224,9 +245,62 @@ def _history(args: argparse.Namespace) -> tuple[dict, int]:
     return {"ok": True, "registry": str(registry.path), "attempts": rows}, 0
 
 
+def _ensure(args: argparse.Namespace) -> tuple[dict, int]:
+    from pathlib import Path
+
+    from .ensure import ensure, ensure_batch, metadata, read_batch
+    from .hub import RetryPolicy
+    if args.retries < 0 or args.retry_delay < 0:
+        raise UsageError("--retries and --retry-delay cannot be negative")
+    policy = RetryPolicy(args.retries, args.retry_delay)
+    if args.batch:
+        summary = ensure_batch(read_batch(Path(args.batch)), args.file, cache_dir=args.cache_dir, policy=policy,
+                               token=args.token, check_exists=args.check_exists)
+        for r in summary["results"]:
+            _say(f"{'ok    ' if r['ok'] else 'FAILED'} {r['model']} {r.get('path') or r.get('error')}")
+        return summary, 0 if summary["ok"] else 1
+    if not args.model:
+        raise UsageError("ensure needs MODEL (or --batch FILE)")
+    if args.metadata:
+        info = metadata(args.model, policy, args.token)
+        if not args.json:
+            for key, value in info.items():
+                print(f"{key:20} {value}")
+        return info, 0
+    result = ensure(args.model, args.file, cache_dir=args.cache_dir, policy=policy, token=args.token,
+                    check_exists=args.check_exists, model_type=args.model_type)
+    for note in result.get("notes", []):
+        _say(f"note: {note}")
+    if args.check_exists:
+        _say(f"{args.file} {'exists' if result['exists'] else 'does not exist'} for {args.model}"
+             f"{' (' + result['source'] + ')' if result['exists'] else ''}")
+        return result, 0 if result["exists"] else 1
+    if not args.json:
+        print(result["path"])
+    _say(f"{result['source']}: {result['path']} ({result['seconds']:.2f} s)")
+    return result, 0
+
+
+def _cache(args: argparse.Namespace) -> tuple[dict, int]:
+    from . import cache
+    if args.action == "ls":
+        found = [e.as_dict() for e in cache.entries(args.cache_dir)]
+        if not args.json:
+            for e in found:
+                print(f"{e['size'] / 1e6:10.1f} MB  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(e['last_used']))}"
+                      f"  {e['path']}")
+        return {"ok": True, "cache": str(cache.artifacts(args.cache_dir)), "entries": found,
+                "size": sum(e["size"] for e in found)}, 0
+    result = cache.clean(args.cache_dir, args.max_size_gb * 1e9 if args.max_size_gb is not None else None,
+                         args.min_age_days * 86400 if args.min_age_days is not None else None)
+    _say(f"removed {len(result['removed'])} entr{'y' if len(result['removed']) == 1 else 'ies'}; "
+         f"cache now {result['size'] / 1e6:.1f} MB")
+    return {"ok": True, **result}, 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], tuple[dict, int]]] = {
     "convert": _convert, "verify": _verify, "inspect": _inspect, "batch": _batch, "watch": _watch,
-    "history": _history,
+    "history": _history, "ensure": _ensure, "cache": _cache,
 }
 
 

@@ -29,8 +29,8 @@ class ExpectedTensors:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MODELPORT_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelport"
-    return Path(root) / "expected-tensors"
+    from ..cache import root
+    return root() / "expected-tensors"
 
 
 def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
