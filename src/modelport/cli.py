@@ -21,6 +21,8 @@ log = logging.getLogger("modelport")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--plugin-path", action="append", default=[], metavar="DIR",
+                   help="load architecture plugins (every *.py) from DIR (repeatable; see docs/architectures.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     bound_heap()
     as_json = getattr(args, "json", False)
     try:
+        if args.plugin_path:
+            from .architectures import add_plugin_path
+            for folder in args.plugin_path:
+                add_plugin_path(folder)
         payload, code = COMMANDS[args.command](args)
     except ModelportError as exc:
         _say(f"modelport: error: {exc}")

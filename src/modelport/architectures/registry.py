@@ -6,15 +6,23 @@ the meta device), so a spec never restates what transformers already knows.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import UnknownArchitectureError
+from ..errors import UnknownArchitectureError, UsageError
 
 if TYPE_CHECKING:
     from .gguf_mapping import GGUFMapping
 
 PLUGIN_DOC = "docs/architectures.md"
+ENTRY_POINT_GROUP = "modelport.architectures"
+PLUGIN_PATH_ENV = "MODELPORT_PLUGIN_PATH"       # --plugin-path sets it, so child processes see the same plugins
+log = logging.getLogger("modelport")
 
 
 @dataclass(frozen=True)
@@ -37,19 +45,80 @@ class ArchitectureSpec:
 _REGISTRY: dict[str, ArchitectureSpec] = {}
 
 
-def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
-    """Add (or replace) a family; returns the spec so modules can keep a name for it."""
+def register_architecture(spec: ArchitectureSpec | Callable[[], ArchitectureSpec] | None = None) -> Any:
+    """Add (or replace) a family. Three spellings, one meaning:
+
+        register_architecture(ArchitectureSpec(...))      # returns the spec
+        @register_architecture                            # on a function returning the spec
+        @register_architecture()                          # the same, with parentheses
+    """
+    if spec is None:
+        return register_architecture
+    if not isinstance(spec, ArchitectureSpec):
+        made = spec()
+        if not isinstance(made, ArchitectureSpec):
+            raise TypeError(f"{getattr(spec, '__name__', spec)} must return an ArchitectureSpec, not {type(made).__name__}")
+        spec = made
     for name in (spec.model_type, *spec.aliases):
         _REGISTRY[name] = spec
     return spec
 
 
+_plugins_loaded: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Register the specs of installed plugins (entry point group `modelport.architectures`) and of
+    every `*.py` in the folders of $MODELPORT_PLUGIN_PATH; each source is loaded once per process."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        key = f"ep:{ep.value}"
+        if key not in _plugins_loaded:
+            _plugins_loaded.add(key)
+            loaded = ep.load()
+            if isinstance(loaded, ArchitectureSpec) or callable(loaded):   # a module registers on import
+                register_architecture(loaded)
+    for folder in filter(None, os.environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep)):
+        for path in sorted(Path(folder).glob("*.py")):
+            key = f"file:{path.resolve()}"
+            if key not in _plugins_loaded:
+                _plugins_loaded.add(key)
+                _import_file(path)
+
+
+def _import_file(path: Path) -> None:
+    """Importing a plugin file runs its `register_architecture` calls."""
+    name = f"modelport_plugin_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # a plugin's own bug: name the file
+        raise UsageError(f"plugin failed to load: {type(exc).__name__}: {exc}", path) from exc
+    log.debug("loaded plugin %s", path)
+
+
+def add_plugin_path(folder: str | Path) -> None:
+    """--plugin-path DIR: load DIR's plugins now, and let child processes find them too."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise UsageError("--plugin-path: no such folder", folder)
+    paths = [p for p in os.environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep) if p]
+    os.environ[PLUGIN_PATH_ENV] = os.pathsep.join([*paths, str(folder)])
+    load_plugins()
+
+
 def supported_model_types() -> list[str]:
+    load_plugins()
     return sorted({spec.model_type for spec in _REGISTRY.values()})
 
 
 def spec_for(config: dict, source: object = None) -> ArchitectureSpec:
     model_type = config.get("model_type")
+    if model_type not in _REGISTRY:
+        load_plugins()
     if model_type in _REGISTRY:
         return _REGISTRY[model_type]
     raise UnknownArchitectureError(
