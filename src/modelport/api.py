@@ -10,7 +10,7 @@ from .atomic import atomic_files, atomic_output, check_destination
 from .bundle import ModelBundle
 from .checkpoints import pick
 from .dtypes import dtype_name, resolve_dtype
-from .errors import ModelConversionError, UsageError
+from .errors import KeyMismatchError, ModelConversionError, UsageError
 from .sizes import parse_size
 
 log = logging.getLogger("modelport")
@@ -61,7 +61,8 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
             base_model: str | Path | None = None, max_shard_size: str | int = "5GB",
             checkpoint: str | None = None, overwrite: bool = False, trust_remote_code: bool = False,
             threads: int | None = None, quant: str | None = None, split_max_size: str | int | None = None,
-            pre_tokenizer: str | None = None, with_past: bool = False, opset: int = 18) -> dict:
+            pre_tokenizer: str | None = None, with_past: bool = False, opset: int = 18,
+            allow_unused: bool = False, debug_params: bool = False) -> dict:
     """Convert `src` (any supported format) to `dst`; returns a summary of what was done.
 
     The destination appears only once it is complete; on any failure nothing is left there.
@@ -88,11 +89,21 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     check_destination(dst_path, overwrite)
     bundle = load(src, base_model, checkpoint, trust_remote_code)
     out_dtype = resolve_dtype(dtype, bundle.config, (t.dtype for t in bundle))
+    if target == fmt.GGUF:
+        quant = quant or DTYPE_QUANT.get(dtype or "") or ("bf16" if dtype_name(out_dtype) == "bfloat16" else "f16")
+    params = None
+    if debug_params:
+        from .debug_params import param_table, render
+        params = param_table(bundle, target, out_dtype, quant)
+        log.info("tensors (source -> target, shape, dtype -> target type):\n%s", render(params, bundle.unused))
+    if bundle.unused and not allow_unused:
+        from .checkpoint_keys import summarize
+        raise KeyMismatchError(f"{summarize(bundle.unused)} source tensor(s) that nothing uses; pass --allow-unused "
+                               "to drop them (--debug-params shows where every tensor goes)", bundle.source)
     read_done = time.perf_counter()
     try:
         if target == fmt.GGUF:
             from .formats.gguf import writer as gguf_writer
-            quant = quant or DTYPE_QUANT.get(dtype or "") or ("bf16" if dtype_name(out_dtype) == "bfloat16" else "f16")
             options = gguf_writer.GGUFWriteOptions(quant.lower(), parse_size(split_max_size) if split_max_size else 0,
                                                    threads or 2, pre_tokenizer=pre_tokenizer)
             with atomic_files(dst_path, overwrite) as tmp:
@@ -124,6 +135,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         "read_seconds": round(read_done - started, 3),
         "notes": bundle.notes,
         **({"tensor_types": written["types"]} if "types" in written else {}),
+        **({"params": params, "unused": bundle.unused} if params is not None else {}),
     }
 
 

@@ -41,6 +41,7 @@ class ConvertSpec(_Strict):
     targets: list[Literal["cpu", "gpu", "arm", "edge"]] = []   # GGUF per profile: OUTPUT/{TARGET}/model-{quant}.gguf
     max_shard_size: str = "5GB"
     overwrite: bool = False
+    allow_unused: bool = False               # drop source tensors no target takes (else the job fails)
 
 
 class Job(_Strict):
@@ -138,7 +139,7 @@ def _convert_one(job: str, item: Path, dst: Path, spec: ConvertSpec, base: Path,
         gguf_quant = quant or (spec.quant if to == fmt.GGUF else None)
         result = convert(item, dst, to=to, dtype=spec.dtype, quant=gguf_quant,
                          base_model=_under(base, spec.base_model), max_shard_size=spec.max_shard_size,
-                         overwrite=spec.overwrite)
+                         overwrite=spec.overwrite, allow_unused=spec.allow_unused)
         entry = {"ok": True, "output": str(dst), "error": None, "notes": result["notes"]}
         registry.finish(row, PUBLISHED, bytes_written=result["bytes_written"], details={"job": job, "quant": gguf_quant})
     except ModelportError as exc:

@@ -99,6 +99,8 @@ class ModelBundle:
     tokenizer_files: dict[str, Path] = field(default_factory=dict)
     generation_config: dict | None = None
     notes: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)    # tensor name -> its name in the source file
+    unused: list[str] = field(default_factory=list)          # source tensors no target name takes
 
     def __iter__(self) -> Iterator[TensorRef]:
         return iter(self.tensors.values())

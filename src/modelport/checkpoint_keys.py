@@ -15,6 +15,9 @@ from .errors import KeyMismatchError
 from .architectures.expected import ExpectedTensors
 
 WRAPPER_TOKENS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+# Buffers older checkpoints carry that transformers recomputes from the config: never weights, so never
+# "unused" (rotary inverse frequencies, GPT-2's causal mask, BERT's position id range).
+DERIVED_BUFFERS = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias", "embeddings.position_ids")
 SHOWN = 5
 
 
@@ -23,7 +26,9 @@ class KeyReport:
     stripped_prefix: str = ""
     added_prefix: str = ""
     retied: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)      # source names nothing uses
+    derived: list[str] = field(default_factory=list)         # recomputable buffers, dropped
+    origins: dict[str, str] = field(default_factory=dict)    # architecture name -> name in the source
 
     def notes(self) -> list[str]:
         out = []
@@ -33,6 +38,8 @@ class KeyReport:
             out.append(f"added name prefix {self.added_prefix!r}")
         if self.retied:
             out.append(f"re-tied {', '.join(self.retied)}")
+        if self.derived:
+            out.append(f"dropped {summarize(self.derived)} buffer(s) transformers recomputes")
         if self.unexpected:
             out.append(f"ignored {summarize(self.unexpected)} unexpected tensor(s)")
         return out
@@ -77,24 +84,26 @@ def _best_mapping(names: list[str], expected: ExpectedTensors) -> tuple[str, str
 def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object) -> tuple[dict[str, TensorRef], KeyReport]:
     """Rename `refs` to the architecture's names; fail on missing keys or wrong shapes."""
     cleaned: dict[str, TensorRef] = {}
+    original: dict[str, str] = {}
     for name, ref in refs.items():
         clean = strip_wrappers(name)
         if clean in cleaned:
             raise KeyMismatchError(f"two tensors map to the same name {clean!r}", source)
         cleaned[clean] = ref
+        original[clean] = name
     strip, add, _ = _best_mapping(list(cleaned), expected)
     report = KeyReport(stripped_prefix=strip, added_prefix=add)
 
     out: dict[str, TensorRef] = {}
     for name, ref in cleaned.items():
-        if not name.startswith(strip):
-            report.unexpected.append(name)
-            continue
-        target = add + name[len(strip):]
+        target = add + name[len(strip):] if name.startswith(strip) else None
         if target in expected.shapes:
             out[target] = ref.renamed(target)
+            report.origins[target] = original[name]
+        elif name.endswith(DERIVED_BUFFERS):
+            report.derived.append(original[name])
         else:
-            report.unexpected.append(name)
+            report.unexpected.append(original[name])
 
     for alias, target in expected.tied.items():
         if target not in out:

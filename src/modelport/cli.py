@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX decoders: also write DST_with_past.onnx, which takes and returns the KV cache")
     c.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     c.add_argument("--verify", action="store_true", help="verify the result against the source")
+    c.add_argument("--debug-params", action="store_true",
+                   help="print every source tensor -> target name, shape, dtype and target type (and --json 'params')")
+    c.add_argument("--allow-unused", action="store_true",
+                   help="drop source tensors no target name takes, instead of failing")
     _common(c)
 
     v = sub.add_parser("verify", help="prove a converted model computes what its source computes")
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-attempts", type=int, help="attempts per checkpoint before giving up on it (default 3)")
     w.add_argument("--backoff", type=float, help="seconds before retrying a failed checkpoint; doubles (default 60)")
     w.add_argument("--no-verify", dest="verify", action="store_const", const=False, help="publish without verifying")
+    w.add_argument("--allow-unused", action="store_const", const=True,
+                   help="drop checkpoint tensors no target takes, instead of failing the checkpoint")
     w.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     w.add_argument("--metrics-host", help="address the metrics endpoint binds to (default 127.0.0.1)")
     w.add_argument("--registry", help="SQLite registry file (default $MODELPORT_REGISTRY or ~/.local/share/modelport)")
@@ -131,7 +137,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     from .api import convert, convert_profile
     options = dict(dtype=args.dtype, base_model=args.base_model, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, threads=args.threads,
-                   split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer)
+                   split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer,
+                   allow_unused=args.allow_unused, debug_params=args.debug_params)
     if args.profile:
         if args.quant or args.to not in (None, "gguf"):
             raise UsageError("--profile chooses the GGUF types itself; drop --quant/--to")
@@ -220,7 +227,7 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
     overrides = dict(checkpoint_dir=args.checkpoint_dir, output=args.output, to=args.to, quant=args.quant,
                      base_model=args.base_model, dtype=args.dtype, interval=args.interval, settle=args.settle,
                      keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
-                     verify=args.verify, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                     verify=args.verify, allow_unused=args.allow_unused, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                      registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once)
     if args.config is None and (args.checkpoint_dir is None or args.output is None):
         raise UsageError("watch needs CHECKPOINT_DIR and --output (or --config FILE naming them)")

@@ -27,4 +27,6 @@ def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_mod
         tokenizer_files=companions.tokenizer_files,
         generation_config=companions.generation_config,
         notes=all_notes,
+        origins=report.origins,
+        unused=report.unexpected,
     )

@@ -31,6 +31,7 @@ class WatchConfig(BaseModel):
     keep: int = Field(1, ge=1)
     version: str = DEFAULT_VERSION
     verify: bool = True
+    allow_unused: bool = False               # drop source tensors no target takes (else the checkpoint fails)
     max_attempts: int = Field(3, ge=1)       # per checkpoint (and per rewrite of it)
     backoff: float = Field(60.0, ge=0)       # seconds before the 2nd attempt; doubles after each failure
     metrics_port: int | None = None

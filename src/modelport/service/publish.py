@@ -31,6 +31,7 @@ class BuildOptions:
     dtype: str = "auto"
     verify: bool = True
     threads: int | None = None
+    allow_unused: bool = False
 
 
 @dataclass
@@ -56,7 +57,8 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     from ..verify import verify
 
     started = time.perf_counter()
-    convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model, threads=options.threads)
+    convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model, threads=options.threads,
+            allow_unused=options.allow_unused)
     build.timings["hf"] = round(time.perf_counter() - started, 3)
     if options.verify:
         build.stage = "verify"

@@ -115,7 +115,7 @@ class WatchService:
         build = Build()
         self.busy = True
         try:
-            options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads)
+            options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused)
             build_version(found, staging, options, build)
             manifest = write_manifest(staging, {
                 "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,

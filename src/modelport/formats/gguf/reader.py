@@ -105,6 +105,7 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
         if gguf_name is not None:
             to_hf.setdefault(gguf_name, hf_name)
     refs: dict[str, TensorRef] = {}
+    gguf_names: dict[str, str] = {}
     for t in reader.tensors:
         hf_name = to_hf.get(t.name)
         if hf_name is None:
@@ -115,6 +116,9 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
         if mapping.norm_offset and hf_name.endswith("norm.weight"):
             dtype = torch.float32
         refs[hf_name] = TensorRef(hf_name, shape, dtype, _loader(path, t, hf_name, mapping, hp), str(path))
+        gguf_names[hf_name] = t.name
     aligned, report = align(refs, expected, path)
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,
-                       generation_config=generation, notes=notes + report.notes())
+                       generation_config=generation, notes=notes + report.notes(),
+                       origins={hf: gguf_names.get(src, src) for hf, src in report.origins.items()},
+                       unused=[gguf_names.get(n, n) for n in report.unexpected])
