@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from .atomic import atomic_files, atomic_output, check_destination
 from .bundle import ModelBundle
 from .checkpoints import pick
 from .dtypes import dtype_name, resolve_dtype
+from .edits import Edits
 from .errors import KeyMismatchError, ModelConversionError, UsageError
 from .sizes import parse_size
 
@@ -62,7 +64,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
             checkpoint: str | None = None, overwrite: bool = False, trust_remote_code: bool = False,
             threads: int | None = None, quant: str | None = None, split_max_size: str | int | None = None,
             pre_tokenizer: str | None = None, with_past: bool = False, opset: int = 18,
-            allow_unused: bool = False, debug_params: bool = False) -> dict:
+            allow_unused: bool = False, debug_params: bool = False, edits: Edits | None = None) -> dict:
     """Convert `src` (any supported format) to `dst`; returns a summary of what was done.
 
     The destination appears only once it is complete; on any failure nothing is left there.
@@ -74,6 +76,10 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         raise UsageError(f"--to {to or target}: writing this format is not supported yet "
                          f"(supported: {', '.join(WRITABLE)})")
     shard_bytes = parse_size(max_shard_size)
+    if target == fmt.ONNX and edits:
+        return _edited_onnx(src, dst_path, edits, quant=quant, base_model=base_model, checkpoint=checkpoint,
+                            overwrite=overwrite, trust_remote_code=trust_remote_code, with_past=with_past, opset=opset,
+                            allow_unused=allow_unused)
     if target == fmt.ONNX:
         return _convert_onnx(Path(src).expanduser(), dst_path, quant=quant, base_model=_path(base_model),
                              overwrite=overwrite, trust_remote_code=trust_remote_code, with_past=with_past, opset=opset)
@@ -87,7 +93,19 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     if Path(src).expanduser().resolve() == dst_path.resolve():
         raise UsageError("destination is the source; a source is never modified", dst_path)
     check_destination(dst_path, overwrite)
-    bundle = load(src, base_model, checkpoint, trust_remote_code)
+    with tempfile.TemporaryDirectory(prefix="modelport-edits-") as workdir:
+        bundle = load(src, base_model, checkpoint, trust_remote_code)
+        if edits:
+            from .edits import apply
+            bundle = apply(bundle, edits, Path(workdir))
+        return _write(bundle, target, dst_path, started, dtype=dtype, quant=quant, shard_bytes=shard_bytes,
+                      overwrite=overwrite, threads=threads, split_max_size=split_max_size,
+                      pre_tokenizer=pre_tokenizer, allow_unused=allow_unused, debug_params=debug_params)
+
+
+def _write(bundle: ModelBundle, target: str, dst_path: Path, started: float, *, dtype: str | None, quant: str | None,
+           shard_bytes: int, overwrite: bool, threads: int | None, split_max_size: str | int | None,
+           pre_tokenizer: str | None, allow_unused: bool, debug_params: bool) -> dict:
     out_dtype = resolve_dtype(dtype, bundle.config, (t.dtype for t in bundle))
     if target == fmt.GGUF:
         quant = quant or DTYPE_QUANT.get(dtype or "") or ("bf16" if dtype_name(out_dtype) == "bfloat16" else "f16")
@@ -137,6 +155,20 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
         **({"tensor_types": written["types"]} if "types" in written else {}),
         **({"params": params, "unused": bundle.unused} if params is not None else {}),
     }
+
+
+def _edited_onnx(src: str | Path, dst: Path, edits: Edits, *, quant: str | None, base_model, checkpoint: str | None,
+                 overwrite: bool, trust_remote_code: bool, with_past: bool, opset: int, allow_unused: bool) -> dict:
+    """ONNX export traces a transformers model, so edits go through an HF folder beside DST first."""
+    check_destination(dst, overwrite)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".modelport-edited-", dir=dst.parent) as work:
+        edited = convert(src, Path(work) / "hf", to=fmt.HF, dtype="float32", base_model=base_model,
+                         checkpoint=checkpoint, trust_remote_code=trust_remote_code, edits=edits,
+                         allow_unused=allow_unused)
+        result = _convert_onnx(Path(work) / "hf", dst, quant=quant, base_model=None, overwrite=overwrite,
+                               trust_remote_code=trust_remote_code, with_past=with_past, opset=opset)
+    return {**result, "source": str(src), "notes": edited["notes"]}
 
 
 def _convert_onnx(src: Path, dst: Path, *, quant: str | None, base_model: Path | None, overwrite: bool,

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX decoders: also write DST_with_past.onnx, which takes and returns the KV cache")
     c.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     c.add_argument("--verify", action="store_true", help="verify the result against the source")
+    c.add_argument("--add-tokens", metavar="YAML", help="add tokens / set BOS, EOS, PAD, UNK (see README)")
+    c.add_argument("--chat-template", metavar="FILE", help="Jinja2 chat template for the tokenizer and GGUF metadata")
+    c.add_argument("--max-length", type=int, metavar="N", help="set the model's maximum positions")
     c.add_argument("--debug-params", action="store_true",
                    help="print every source tensor -> target name, shape, dtype and target type (and --json 'params')")
     c.add_argument("--allow-unused", action="store_true",
@@ -138,7 +141,7 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     options = dict(dtype=args.dtype, base_model=args.base_model, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, threads=args.threads,
                    split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer,
-                   allow_unused=args.allow_unused, debug_params=args.debug_params)
+                   allow_unused=args.allow_unused, debug_params=args.debug_params, edits=_edits(args))
     if args.profile:
         if args.quant or args.to not in (None, "gguf"):
             raise UsageError("--profile chooses the GGUF types itself; drop --quant/--to")
@@ -158,6 +161,14 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     if args.verify:
         result["verification"] = _checked(result["source"], args.dst, args.base_model)
     return result, 0
+
+
+def _edits(args: argparse.Namespace):
+    from pathlib import Path
+
+    from .edits import Edits
+    return Edits(Path(args.add_tokens) if args.add_tokens else None,
+                 Path(args.chat_template) if args.chat_template else None, args.max_length)
 
 
 def _verify(args: argparse.Namespace) -> tuple[dict, int]:

@@ -5,8 +5,10 @@ import torch
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
+    """Per-position logit agreement. A candidate with more vocabulary columns (tokens were added) is
+    compared on the source's columns: the old tokens' logits must not change."""
     ref = reference.double()
-    cand = candidate.double()
+    cand = candidate.double()[..., :ref.shape[-1]]
     cos = torch.nn.functional.cosine_similarity(ref, cand, dim=-1)
     log_p = torch.log_softmax(ref, dim=-1)
     log_q = torch.log_softmax(cand, dim=-1)

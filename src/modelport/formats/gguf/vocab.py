@@ -75,7 +75,7 @@ def build(bundle: ModelBundle, n_vocab: int, pre_override: str | None) -> Vocab:
     tj = json.loads(files["tokenizer.json"].read_text(encoding="utf-8")) if "tokenizer.json" in files else None
     kind = (tj or {}).get("model", {}).get("type")
     if "tokenizer.model" in files and (tj is None or kind != "WordPiece"):
-        return _sentencepiece(folder, n_vocab)
+        return _sentencepiece(folder, n_vocab, tj)
     if tj is None:
         raise ModelFileNotFoundError("no tokenizer.json or tokenizer.model to build a GGUF vocabulary from", folder)
     if kind == "WordPiece":
@@ -131,13 +131,22 @@ def _prepends_space(tj: dict) -> bool:
     return False
 
 
-def _sentencepiece(folder: Path, n_vocab: int) -> Vocab:
+def _sentencepiece(folder: Path, n_vocab: int, tj: dict | None) -> Vocab:
+    """tokenizer.model's pieces, plus the tokens added beyond them that tokenizer.json records
+    (transformers 5 keeps added tokens there, not in added_tokens.json)."""
     spm = gguf.vocab.SentencePieceVocab(folder)
     tokens, scores, types = [], [], []
     for text, score, toktype in spm.all_tokens():
         tokens.append(text.decode("utf-8") if isinstance(text, bytes) else text)
         scores.append(score)
         types.append(int(toktype))
+    pieces = len(tokens)
+    for added in sorted((tj or {}).get("added_tokens", []), key=lambda a: a["id"]):
+        if added["id"] >= pieces and added["id"] < n_vocab:
+            _pad(tokens, types, scores, added["id"])
+            tokens.append(added["content"])
+            types.append(TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED)
+            scores.append(0.0)
     if len(tokens) > n_vocab:
         raise ModelConversionError(f"tokenizer.model has {len(tokens)} pieces but the model has only {n_vocab} "
                                    "embedding rows", folder / "tokenizer.model")
