@@ -150,7 +150,7 @@ def test_dcp_without_metadata(llama, tmp_path):
     ["convert", "/nonexistent/model", "{tmp}/out"],
     ["convert", "{model}", "{tmp}/out", "--dtype", "float8"],
     ["convert", "{model}", "{tmp}/out", "--max-shard-size", "lots"],
-    ["convert", "{model}", "{tmp}/out.onnx"],
+    ["convert", "{model}", "{tmp}/out.onnx", "--quant", "q4_k_m"],
     ["convert", "{model}", "{tmp}/out", "--to", "gguf", "--quant", "q9_k"],
     ["convert", "{model}", "{tmp}/out", "--bogus-flag"],
 ])
