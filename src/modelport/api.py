@@ -86,7 +86,8 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     if with_past:
         raise UsageError("--with-past applies to ONNX output only")
     if target != fmt.GGUF and (quant or split_max_size or pre_tokenizer):
-        raise UsageError("--quant, --split-max-size and --pre-tokenizer apply to GGUF (and --quant to ONNX) output only")
+        raise UsageError("--quant, --split-max-size and --pre-tokenizer apply to GGUF output only "
+                         "(--quant also to ONNX: fp32, fp16, int8)")
     if quant is not None:
         from .formats.gguf.quant_types import file_type
         file_type(quant)
