@@ -33,6 +33,30 @@ def temp_owner(name: str) -> int | None:
     return int(pid) if marker and pid.isdigit() else None
 
 
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: Path, name: str = "") -> list[str]:
+    """Temporaries in `folder` (of `name` only, if given) whose maker is gone: what a killed run left.
+    A temporary of a live process (another conversion into the same folder) is left alone."""
+    if not folder.is_dir():
+        return []
+    pattern = f".{name}{TEMP_MARKER}*" if name else f"*{TEMP_MARKER}*"
+    dead = [p for p in folder.glob(pattern) if not process_alive(temp_owner(p.name))]
+    for path in dead:
+        remove_path(path)
+    return [p.name for p in dead]
+
+
 def fsync_tree(path: Path) -> None:
     """fsync every file under `path` and every directory, so the rename publishes durable data."""
     if path.is_file():

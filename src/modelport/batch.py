@@ -87,9 +87,11 @@ def checkpoints_of(source: Path) -> list[Path]:
     return [c.path for c in discover(source)] if kind == fmt.CHECKPOINTS else [source]
 
 
-def run(path: Path) -> dict:
+def plan(path: Path) -> tuple[list[dict], list[dict]]:
+    """(jobs to run, results already known): one job per checkpoint (and per profile quant), each a
+    plain dict of its settings, so any executor can ship it to any worker."""
     base = path.parent
-    results = []
+    jobs, known = [], []
     for job in load_config(path):
         spec = job.convert
         source = _under(base, spec.checkpoint_path)
@@ -98,53 +100,74 @@ def run(path: Path) -> dict:
         try:
             items = checkpoints_of(source)
         except ModelportError as exc:
-            results.append({"job": name, "checkpoint": str(source), "ok": False, "output": None,
-                            "seconds": 0.0, "error": str(exc)})
+            known.append({"job": name, "checkpoint": str(source), "ok": False, "output": None, "seconds": 0.0,
+                          "error": str(exc)})
             continue
+        settings = {"job": name, "initial_format": spec.initial_format, "dtype": spec.dtype,
+                    "base_model": str(_under(base, spec.base_model)) if spec.base_model else None,
+                    "max_shard_size": spec.max_shard_size, "overwrite": spec.overwrite,
+                    "allow_unused": spec.allow_unused}
         for item in items:
-            folder = output / _stem(item) if len(items) > 1 else output
             if spec.targets:
-                results.extend(_convert_targets(name, item, folder, spec, base))
+                from .profiles import file_name, quants_for
+                folder = output / _stem(item) if len(items) > 1 else output
+                jobs += [{**settings, "checkpoint": str(item), "output": str(folder / target / file_name(quant)),
+                          "to": fmt.GGUF, "quant": quant} for target in spec.targets for quant in quants_for(target)]
             else:
-                results.append(_convert_one(name, item, output / _stem(item), spec, base))
+                to = FINAL[spec.final_format]
+                jobs.append({**settings, "checkpoint": str(item), "output": str(output / _stem(item)), "to": to,
+                             "quant": spec.quant if to == fmt.GGUF else None})
+    return jobs, known
+
+
+def run(path: Path, executor: str = "local", workers: int = 1, address: str | None = None) -> dict:
+    from . import executors
+
+    jobs, results = plan(path)
+    if executor == "ray":
+        results += executors.run_ray(jobs, address=address, workers=workers)
+    else:
+        results += executors.run_local(jobs, workers=workers)
     failed = sum(not r["ok"] for r in results)
     return {"ok": failed == 0, "total": len(results), "succeeded": len(results) - failed,
-            "failed": failed, "results": results}
+            "failed": failed, "executor": executor, "results": results}
 
 
 def _stem(item: Path) -> str:
     return item.stem if item.is_file() else item.name
 
 
-def _convert_targets(job: str, item: Path, folder: Path, spec: ConvertSpec, base: Path) -> list[dict]:
-    from .profiles import file_name, quants_for
-    return [_convert_one(job, item, folder / target / file_name(quant), spec, base, quant)
-            for target in spec.targets for quant in quants_for(target)]
+def run_job(job: dict) -> dict:
+    """One conversion, a plain function of its settings: the local pool and Ray workers both call it.
 
-
-def _convert_one(job: str, item: Path, dst: Path, spec: ConvertSpec, base: Path, quant: str | None = None) -> dict:
+    A previous attempt killed mid-write (a lost Ray worker) left only a hidden temporary beside the
+    output; it is removed first, and that attempt's registry row is marked killed.
+    """
+    from .atomic import remove_dead_temporaries
     from .registry import FAILED, PUBLISHED, Registry
 
-    stem = dst.name
-    log.info("[%s] converting %s -> %s", job, item, dst)
+    item, dst = Path(job["checkpoint"]), Path(job["output"])
+    log.info("[%s] converting %s -> %s", job["job"], item, dst)
     started = time.perf_counter()
     registry = Registry.open()
+    registry.mark_killed("batch")
+    remove_dead_temporaries(dst.parent, dst.name)
     row = registry.start("batch", item, destination=dst)
     try:
-        expected = INITIAL[spec.initial_format]
+        expected = INITIAL[job["initial_format"]]
         found = fmt.detect_or_fail(item)
         if expected is not None and found != expected:
-            raise UsageError(f"initial_format {spec.initial_format!r} does not match what this is ({found})", item)
-        to = fmt.GGUF if quant else FINAL[spec.final_format]
-        gguf_quant = quant or (spec.quant if to == fmt.GGUF else None)
-        result = convert(item, dst, to=to, dtype=spec.dtype, quant=gguf_quant,
-                         base_model=_under(base, spec.base_model), max_shard_size=spec.max_shard_size,
-                         overwrite=spec.overwrite, allow_unused=spec.allow_unused)
+            raise UsageError(f"initial_format {job['initial_format']!r} does not match what this is ({found})", item)
+        result = convert(item, dst, to=job["to"], dtype=job["dtype"], quant=job["quant"], base_model=job["base_model"],
+                         max_shard_size=job["max_shard_size"], overwrite=job["overwrite"],
+                         allow_unused=job["allow_unused"])
         entry = {"ok": True, "output": str(dst), "error": None, "notes": result["notes"]}
-        registry.finish(row, PUBLISHED, bytes_written=result["bytes_written"], details={"job": job, "quant": gguf_quant})
+        registry.finish(row, PUBLISHED, bytes_written=result["bytes_written"],
+                        details={"job": job["job"], "quant": job["quant"]})
     except ModelportError as exc:
         entry = {"ok": False, "output": None, "error": str(exc)}
-        registry.finish(row, FAILED, error=str(exc), details={"job": job})
+        registry.finish(row, FAILED, error=str(exc), details={"job": job["job"]})
     seconds = round(time.perf_counter() - started, 3)
-    log.info("[%s] %s %s (%.1f s)", job, "ok" if entry["ok"] else "FAILED", stem, seconds)
-    return {"job": job, "checkpoint": str(item), "seconds": seconds, **entry}
+    log.info("[%s] %s %s (%.1f s)", job["job"], "ok" if entry["ok"] else "FAILED", dst.name, seconds)
+    return {"job": job["job"], "checkpoint": str(item), "seconds": seconds, **entry}
+

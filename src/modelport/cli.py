@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("batch", help="run the conversions a YAML config lists")
     b.add_argument("config")
+    b.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: this machine, a process pool of --workers (default); ray: one Ray task per job")
+    b.add_argument("--address", help="Ray cluster to use (e.g. auto, ray://head:10001); default: start a local one")
+    b.add_argument("--workers", type=int, default=1, help="local pool size, or CPUs of a local Ray instance")
     _common(b)
 
     w = sub.add_parser("watch", help="publish every new checkpoint of a training run as a verified version")
@@ -222,7 +226,9 @@ def _batch(args: argparse.Namespace) -> tuple[dict, int]:
     from pathlib import Path
 
     from .batch import run
-    summary = run(Path(args.config))
+    if args.address and args.executor != "ray":
+        raise UsageError("--address needs --executor ray")
+    summary = run(Path(args.config), executor=args.executor, workers=args.workers, address=args.address)
     for r in summary["results"]:
         _say(f"{'ok    ' if r['ok'] else 'FAILED'} {r['checkpoint']} -> {r['output'] or '-'} "
              f"{r['seconds']:.1f}s{'  ' + r['error'] if r['error'] else ''}")

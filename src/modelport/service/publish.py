@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..atomic import fsync_dir, fsync_tree, is_temp_name, remove_path, temp_owner, temp_sibling
-from ..registry import process_alive
+from ..atomic import fsync_dir, fsync_tree, remove_path, temp_sibling
 from .discovery import Found
 from .versioning import newest_first
 
@@ -130,15 +129,3 @@ def retire(output: Path, ours: set[str], keep: int) -> list[str]:
         remove_path(aside)
     return retired
 
-
-def clean_temporaries(output: Path) -> list[str]:
-    """Temporaries a killed run left in OUTPUT: recognisable by name, and their maker is gone.
-
-    A temporary of a process still running (another service on the same folder) is left alone.
-    """
-    if not output.is_dir():
-        return []
-    leftovers = [p for p in output.iterdir() if is_temp_name(p.name) and not process_alive(temp_owner(p.name))]
-    for path in leftovers:
-        remove_path(path)
-    return [p.name for p in leftovers]

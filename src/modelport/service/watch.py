@@ -17,14 +17,13 @@ import threading
 import time
 from pathlib import Path
 
-from ..atomic import remove_path, temp_sibling
+from ..atomic import remove_dead_temporaries, remove_path, temp_sibling
 from ..errors import ModelportError, UsageError
 from ..registry import ABANDONED, FAILED, KILLED, PUBLISHED, Registry
 from .config import WatchConfig
 from .discovery import Found, find, signature, unfinished
 from .metrics import EventLog, ServiceMetrics
-from .publish import LATEST_JSON, Build, BuildOptions, build_version, clean_temporaries, point_latest, publish, retire, \
-    write_manifest
+from .publish import LATEST_JSON, Build, BuildOptions, build_version, point_latest, publish, retire, write_manifest
 from .versioning import newest_first, version_name
 
 log = logging.getLogger("modelport")
@@ -190,7 +189,7 @@ class WatchService:
             raise UsageError("no such checkpoint folder", cfg.checkpoint_dir)
         if cfg.output.exists() and not cfg.output.is_dir():
             raise UsageError("--output must be a folder", cfg.output)
-        removed = clean_temporaries(cfg.output)
+        removed = remove_dead_temporaries(cfg.output)
         killed = self.registry.mark_killed(COMMAND)
         if removed or killed:
             self.events.emit("recovered", removed=removed, killed_attempts=killed)
