@@ -69,6 +69,14 @@ class TensorRef:
             return self.rows(start, stop)
         return self.load()[start:stop]
 
+    def row_chunks(self, dtype: torch.dtype, chunk_bytes: int) -> Iterator[torch.Tensor]:
+        """The tensor as consecutive blocks of whole rows, each cast to `dtype`: never held whole."""
+        rows = self.shape[0] if self.shape else 1
+        row_bytes = max(1, self.nbytes // max(rows, 1))
+        step = max(1, chunk_bytes // row_bytes)
+        for start in range(0, rows, step):
+            yield self.load_rows(start, min(rows, start + step)).to(dtype)
+
     def renamed(self, name: str, alias_of: str | None = None) -> "TensorRef":
         return replace(self, name=name, alias_of=alias_of)
 

@@ -20,7 +20,7 @@ from ..errors import CorruptInputError, IncompleteCheckpointError, ModelFileNotF
 from ..progress import progress_bar
 from ..stream import prefetch
 from .assemble import assemble_bundle
-from .safetensors_io import PlannedTensor, SafetensorsStreamWriter, data_ranges
+from .safetensors_io import PlannedTensor, RowBlocks, SafetensorsStreamWriter, data_ranges
 from .torch_pickle import load_pickle, pickle_refs
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -119,10 +119,16 @@ def plan_shards(refs: list[TensorRef], dtype: torch.dtype, max_bytes: int) -> li
     return shards
 
 
-def _payload(ref: TensorRef, dtype: torch.dtype) -> torch.Tensor | RawRange:
-    """The bytes to write: a kernel-side copy when nothing changes, else the loaded, cast tensor."""
+CAST_CHUNK_BYTES = 16 * 2**20
+
+
+def _payload(ref: TensorRef, dtype: torch.dtype) -> torch.Tensor | RawRange | RowBlocks:
+    """The bytes to write: a kernel-side copy when nothing changes; row blocks cast one at a time when
+    the source reads rows alone; else the loaded, cast tensor."""
     if ref.raw is not None and ref.dtype == dtype:
         return ref.raw
+    if ref.rows is not None and ref.nbytes > CAST_CHUNK_BYTES and len(ref.shape) >= 1:
+        return RowBlocks(ref.shape, dtype, ref.row_chunks(dtype, CAST_CHUNK_BYTES))
     return ref.load().to(dtype)
 
 

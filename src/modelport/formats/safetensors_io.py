@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
@@ -68,6 +68,15 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
+@dataclass(frozen=True)
+class RowBlocks:
+    """A tensor given as consecutive row blocks (already cast), so the writer never holds it whole."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    blocks: Iterator[torch.Tensor]
+
+
 class SafetensorsStreamWriter:
     """Write a planned file: header now, then `write(name, tensor)` in plan order."""
 
@@ -78,8 +87,8 @@ class SafetensorsStreamWriter:
         self._file = open(path, "wb", buffering=0)   # unbuffered: kernel copies share the fd's offset
         self._write_all(memoryview(header_bytes(plan, metadata)))
 
-    def write(self, name: str, data: torch.Tensor | RawRange) -> int:
-        """Append the next planned tensor, given as a tensor or as a byte range of another file."""
+    def write(self, name: str, data: torch.Tensor | RawRange | RowBlocks) -> int:
+        """Append the next planned tensor, given as a tensor, row blocks, or a byte range of another file."""
         expected = self.plan[self._next]
         if isinstance(data, RawRange):
             ok = name == expected.name and data.nbytes == expected.nbytes
@@ -87,7 +96,14 @@ class SafetensorsStreamWriter:
             ok = name == expected.name and tuple(data.shape) == expected.shape and data.dtype == expected.dtype
         if not ok:
             raise ValueError(f"{self.path}: got {name} {data}, planned {expected}")
-        written = self._copy(data) if isinstance(data, RawRange) else self._write_all(tensor_bytes(data))
+        if isinstance(data, RawRange):
+            written = self._copy(data)
+        elif isinstance(data, RowBlocks):
+            written = sum(self._write_all(tensor_bytes(block)) for block in data.blocks)
+            if written != expected.nbytes:
+                raise ValueError(f"{self.path}: {name} gave {written} bytes in row blocks, planned {expected.nbytes}")
+        else:
+            written = self._write_all(tensor_bytes(data))
         self._next += 1
         return written
 

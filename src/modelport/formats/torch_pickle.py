@@ -77,9 +77,17 @@ def pickle_refs(path: Path, state_dict: dict, keys: tuple[str, ...], trust_code:
     refs = {}
     for name, value in state_dict.items():
         if isinstance(value, torch.Tensor):
-            refs[name] = TensorRef(name=name, shape=tuple(value.shape), dtype=value.dtype,
-                                   loader=_loader(path, keys, name, trust_code), source=str(path))
+            loader = _loader(path, keys, name, trust_code)
+            refs[name] = TensorRef(name=name, shape=tuple(value.shape), dtype=value.dtype, loader=loader,
+                                   source=str(path), rows=_rows(loader))
     return refs
+
+
+def _rows(loader: Callable[[], torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
+    """Rows of a memory-mapped tensor: slicing the mapping touches only their pages."""
+    def rows(start: int, stop: int) -> torch.Tensor:
+        return loader()[start:stop].clone()
+    return rows
 
 
 def _loader(path: Path, keys: tuple[str, ...], name: str, trust_code: bool) -> Callable[[], torch.Tensor]:

@@ -147,8 +147,9 @@ class Piece:
 
 
 def pieces(p: Planned, mapping: GGUFMapping, hp: HParams) -> list[Piece]:
-    """Row ranges to stream `p` in: whole heads for permuted Q/K, whole rows always."""
-    if len(p.shape) < 2 or p.ref is None or p.ref.name.endswith(mapping.transpose):
+    """Row ranges to stream `p` in: whole heads for permuted Q/K, whole rows always. A source that cannot
+    read rows alone (DCP, GGUF) gives its tensors whole: chunking would read them once per chunk."""
+    if len(p.shape) < 2 or p.ref is None or p.ref.rows is None or p.ref.name.endswith(mapping.transpose):
         return [Piece(p, 0, p.shape[0] if p.shape else 1)]
     rows = p.shape[0]
     heads = mapping.permuted_heads(p.ref.name, hp)

@@ -1,0 +1,72 @@
+"""Issue 8 benchmark: Llama-3-70B's tensor shapes with only a few layers, on this small machine.
+
+    cd bench && ../.venv/bin/python bench_scale.py [--layers 4]
+
+hidden 8192, ffn 28672, 64 heads, 8 kv heads, vocab 128256; 4 layers is ~11 GB of bf16, whose
+largest tensors (the 128256x8192 embedding and head) are 4.2 GB each as float32. Each path is one
+`modelport convert` (peak RSS by GNU time), then the full 80-layer model is extrapolated from the
+per-layer and fixed parts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import MODELPORT, folder_bytes, llama_config, measure, remove, write_hf_model
+
+OUT = Path(__file__).resolve().parent / "out" / "scale"
+SHAPE = dict(hidden=8192, ffn=28672, heads=64, kv_heads=8, vocab=128256)
+FULL_LAYERS = 80
+
+
+def make_model(layers: int) -> Path:
+    path = OUT / f"llama70b-shape-{layers}l"
+    if not (path / "config.json").exists():
+        from modelport.samples import train_tokenizer
+        train_tokenizer("spm", workdir=path)
+        config = llama_config(SHAPE["hidden"], SHAPE["ffn"], layers, SHAPE["heads"], SHAPE["kv_heads"], SHAPE["vocab"])
+        write_hf_model(path, {**config, "max_position_embeddings": 8192, "rope_theta": 500000.0},
+                       shard_bytes=5_000_000_000)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--paths", nargs="+", default=["f16", "q8_0", "q4_k_m", "hf", "gguf-to-hf"])
+    args = parser.parse_args()
+    model = make_model(args.layers)
+    size = folder_bytes(model)
+    print(f"model: {args.layers} layers of Llama-3-70B's shapes, {size / 1e9:.2f} GB bf16")
+    rows = []
+    for path in args.paths:
+        if path == "hf":
+            dst, cmd = OUT / "out-hf", [str(model), str(OUT / "out-hf"), "--max-shard-size", "2GB"]
+        elif path == "gguf-to-hf":
+            src = OUT / "out-f16.gguf"
+            if not src.exists():
+                continue
+            dst, cmd = OUT / "out-from-gguf", [str(src), str(OUT / "out-from-gguf"), "--base-model", str(model)]
+        else:
+            dst = OUT / f"out-{path}.gguf"
+            cmd = [str(model), str(dst), "--quant", path]
+        remove(dst)
+        m = measure([*MODELPORT, "convert", *cmd, "--json"])
+        written = json.loads(m.stdout)["bytes_written"]
+        rows.append((path, m.seconds, m.peak_rss_mb, written))
+        if path not in ("f16",):
+            remove(dst)
+    print("| path | wall s | peak RSS MB | written GB | GB/s |")
+    print("|---|---|---|---|---|")
+    for path, seconds, rss, written in rows:
+        print(f"| {path} | {seconds:.1f} | {rss:.0f} | {written / 1e9:.2f} | {written / 1e9 / seconds:.2f} |")
+    remove(OUT / "out-f16.gguf")
+    per_layer = (size - 2 * SHAPE["vocab"] * SHAPE["hidden"] * 2) / args.layers
+    full = 2 * SHAPE["vocab"] * SHAPE["hidden"] * 2 + FULL_LAYERS * per_layer
+    print(f"\nfull {FULL_LAYERS}-layer model: {full / 1e9:.0f} GB bf16 ({per_layer / 1e9:.2f} GB per layer); "
+          f"time scales with bytes: x{full / size:.1f} of the figures above")
+
+
+if __name__ == "__main__":
+    main()
