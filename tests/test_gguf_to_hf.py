@@ -50,3 +50,24 @@ def test_corrupt_gguf_fails_cleanly(samples, tmp_path):
         assert run.code == 1, run.stderr
         assert bad in run.stderr.strip().splitlines()[-1]
         assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_k_m"])
+def test_row_blocks_from_gguf_give_the_same_model(samples, tmp_path, monkeypatch, quant):
+    """Rows of a GGUF tensor are read and dequantized alone (the 70B-sized embedding never whole),
+    except permuted Q/K, which must be rearranged whole: the output is the same either way."""
+    from safetensors.torch import load_file
+
+    from modelport.formats import hf
+    sample = samples("llama-quant")
+    modelport.convert(sample.path, tmp_path / "m.gguf", quant=quant)
+    modelport.convert(tmp_path / "m.gguf", tmp_path / "whole", base_model=sample.path, dtype="float32")
+    bundle = modelport.load(tmp_path / "m.gguf", base_model=sample.path)
+    refs = {t.name: t for t in bundle}
+    assert refs["model.embed_tokens.weight"].rows is not None and refs["model.layers.0.mlp.down_proj.weight"].rows
+    assert refs["model.layers.0.self_attn.q_proj.weight"].rows is None
+    monkeypatch.setattr(hf, "CAST_CHUNK_BYTES", 4096)
+    modelport.convert(tmp_path / "m.gguf", tmp_path / "blocks", base_model=sample.path, dtype="float32")
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    blocks = load_file(tmp_path / "blocks" / "model.safetensors")
+    assert whole.keys() == blocks.keys() and all(torch.equal(whole[k], blocks[k]) for k in whole)

@@ -67,21 +67,33 @@ def rebuilt_config(reader: gguf.GGUFReader, path: Path) -> dict:
     return {key: value for key, value in config.items() if value is not None}
 
 
-def _loader(path: Path, t: gguf.ReaderTensor, hf_name: str, mapping: GGUFMapping, hp) -> callable:
+def _loader(path: Path, t: gguf.ReaderTensor, hf_name: str, mapping: GGUFMapping, hp) -> tuple[callable, callable | None]:
+    """(load, rows) for one tensor. Rows are read and dequantized alone (every GGML type stores whole
+    rows of blocks) unless the tensor must be rearranged whole: permuted Q/K heads, transposed weights."""
     shape = tuple(int(d) for d in reversed(t.shape))       # GGUF lists ne (fastest first)
     qtype, offset, size = t.tensor_type, int(t.data_offset), int(t.n_bytes)
+    n_rows = shape[0] if shape else 1
+    row_bytes = size // max(n_rows, 1)
+
+    def decode(start: int, stop: int) -> torch.Tensor:
+        count = (stop - start) * row_bytes
+        raw = np.fromfile(path, dtype=np.uint8, count=count, offset=offset + start * row_bytes)
+        if raw.size != count:
+            raise CorruptInputError(f"tensor {t.name} is cut short", path)
+        part = (stop - start, *shape[1:]) if shape else shape
+        if qtype in TORCH_TYPES:
+            return torch.frombuffer(bytearray(raw), dtype=TORCH_TYPES[qtype]).reshape(part)
+        rows = raw.reshape(stop - start, -1)
+        return torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(rows, qtype))).reshape(part)
 
     def load() -> torch.Tensor:
-        raw = np.fromfile(path, dtype=np.uint8, count=size, offset=offset)
-        if raw.size != size:
-            raise CorruptInputError(f"tensor {t.name} is cut short", path)
-        if qtype in TORCH_TYPES:
-            tensor = torch.frombuffer(bytearray(raw), dtype=TORCH_TYPES[qtype]).reshape(shape)
-        else:
-            tensor = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(raw.reshape(shape[0], -1), qtype)))
-            tensor = tensor.reshape(shape)
-        return mapping.from_gguf(hf_name, tensor, hp)
-    return load
+        return mapping.from_gguf(hf_name, decode(0, n_rows), hp)
+
+    def rows(start: int, stop: int) -> torch.Tensor:
+        return mapping.from_gguf(hf_name, decode(start, stop), hp)
+
+    whole_only = len(shape) < 2 or mapping.permuted_heads(hf_name, hp) is not None or hf_name.endswith(mapping.transpose)
+    return load, (None if whole_only else rows)
 
 
 def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:
@@ -115,7 +127,8 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
         dtype = TORCH_TYPES.get(t.tensor_type, torch.float32)
         if mapping.norm_offset and hf_name.endswith("norm.weight"):
             dtype = torch.float32
-        refs[hf_name] = TensorRef(hf_name, shape, dtype, _loader(path, t, hf_name, mapping, hp), str(path))
+        load, rows = _loader(path, t, hf_name, mapping, hp)
+        refs[hf_name] = TensorRef(hf_name, shape, dtype, load, str(path), rows=rows)
         gguf_names[hf_name] = t.name
     aligned, report = align(refs, expected, path)
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,
