@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bench_hf import fsdp_pth
 from common import MODELPORT, folder_bytes, llama_config, measure, remove, write_hf_model
 
 OUT = Path(__file__).resolve().parent / "out" / "scale"
@@ -34,7 +35,8 @@ def make_model(layers: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--paths", nargs="+", default=["f16", "q8_0", "q4_k_m", "hf", "gguf-to-hf"])
+    parser.add_argument("--paths", nargs="+",
+                        default=["f16", "q8_0", "q4_k_m", "hf", "gguf-to-hf", "dcp", "dcp-to-gguf", "pth-to-gguf"])
     args = parser.parse_args()
     model = make_model(args.layers)
     size = folder_bytes(model)
@@ -43,6 +45,20 @@ def main() -> None:
     for path in args.paths:
         if path == "hf":
             dst, cmd = OUT / "out-hf", [str(model), str(OUT / "out-hf"), "--max-shard-size", "2GB"]
+        elif path == "dcp":
+            dst, cmd = OUT / "out-dcp", [str(model), str(OUT / "out-dcp"), "--to", "dcp"]
+        elif path == "dcp-to-gguf":
+            if not (OUT / "out-dcp").exists():
+                continue
+            dst = OUT / "out-dcp.gguf"
+            cmd = [str(OUT / "out-dcp"), str(dst), "--base-model", str(model), "--quant", "f16"]
+        elif path == "pth-to-gguf":
+            pth = OUT / "fsdp" / "checkpoint-1.pth"
+            if not pth.exists():
+                pth.parent.mkdir(parents=True, exist_ok=True)
+                fsdp_pth(model, pth)
+            dst = OUT / "out-pth.gguf"
+            cmd = [str(pth), str(dst), "--base-model", str(model), "--quant", "f16"]
         elif path == "gguf-to-hf":
             src = OUT / "out-f16.gguf"
             if not src.exists():
@@ -55,13 +71,14 @@ def main() -> None:
         m = measure([*MODELPORT, "convert", *cmd, "--json"])
         written = json.loads(m.stdout)["bytes_written"]
         rows.append((path, m.seconds, m.peak_rss_mb, written))
-        if path not in ("f16",):
+        if path not in ("f16", "dcp"):
             remove(dst)
     print("| path | wall s | peak RSS MB | written GB | GB/s |")
     print("|---|---|---|---|---|")
     for path, seconds, rss, written in rows:
         print(f"| {path} | {seconds:.1f} | {rss:.0f} | {written / 1e9:.2f} | {written / 1e9 / seconds:.2f} |")
     remove(OUT / "out-f16.gguf")
+    remove(OUT / "out-dcp")
     per_layer = (size - 2 * SHAPE["vocab"] * SHAPE["hidden"] * 2) / args.layers
     full = 2 * SHAPE["vocab"] * SHAPE["hidden"] * 2 + FULL_LAYERS * per_layer
     print(f"\nfull {FULL_LAYERS}-layer model: {full / 1e9:.0f} GB bf16 ({per_layer / 1e9:.2f} GB per layer); "

@@ -202,15 +202,22 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
             whole = piece.first and piece.last
             chunk = p.ref.load() if whole else p.ref.load_rows(piece.start, piece.stop)
             tensor = mapping.to_gguf(p.ref.name, chunk, hp, full_rows=p.ref.shape[0] if p.ref.shape else None)
-        view = memoryview(np.ascontiguousarray(to_type(tensor, p.qtype, threads=1))).cast("B")
-        if len(view) != piece.nbytes:
-            raise ModelConversionError(f"{p.gguf_name}: {len(view)} bytes for rows {piece.start}-{piece.stop}, "
-                                       f"planned {piece.nbytes}", bundle.source)
         file_id, start = offsets[p.gguf_name]
         row_bytes = p.nbytes // (p.shape[0] if len(p.shape) else 1)
-        fd, at, done = writer.fout[file_id].fileno(), start + piece.start * row_bytes, 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], at + done)
+        fd, at = writer.fout[file_id].fileno(), start + piece.start * row_bytes
+        # a tensor a source could only give whole is still converted a row block at a time (rows are
+        # independent in every GGML type), so only the source tensor is ever held whole
+        step = max(1, CHUNK_BYTES // max(1, 4 * int(np.prod(tensor.shape[1:])))) if tensor.ndim >= 2 else None
+        done = 0
+        for block in (tensor.split(step) if step else [tensor]):
+            view = memoryview(np.ascontiguousarray(to_type(block, p.qtype, threads=1))).cast("B")
+            offset = 0
+            while offset < len(view):
+                offset += os.pwrite(fd, view[offset:], at + done + offset)
+            done += len(view)
+        if done != piece.nbytes:
+            raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop}, "
+                                       f"planned {piece.nbytes}", bundle.source)
         return done
 
     work = [piece for p in planned for piece in pieces(p, mapping, hp)]
