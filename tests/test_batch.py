@@ -119,3 +119,28 @@ def _file_type(path) -> str:
     from modelport.formats.gguf.quant_types import FILE_TYPES
     value = int(gguf.GGUFReader(path).fields["general.file_type"].contents())
     return next(name for name, ft in FILE_TYPES.items() if int(ft) == value)
+
+
+def test_fsspec_url_output_is_staged_then_moved_into_place(llama, tmp_path):
+    config = tmp_path / "url.yaml"
+    remote = tmp_path / "remote"
+    config.write_text(f"""
+jobs:
+  - convert:
+      checkpoint_path: {llama.path}
+      output_dir: file://{remote}
+  - convert:
+      checkpoint_path: {llama.path}
+      output_dir: file://{remote}/gguf
+      final_format: gguf
+      quant: q8_0
+""")
+    run = run_cli("batch", config, "--workers", "2", "--json")
+    assert run.code == 0, run.stderr
+    results = run.json()["results"]
+    assert [r["output"] for r in results] == [f"file://{remote}/model", f"file://{remote}/gguf/model"]
+    assert torch.equal(hf_logits(remote / "model"), llama.logits())
+    assert (remote / "gguf" / "model").read_bytes()[:4] == b"GGUF"
+    assert not [p for p in remote.rglob("*") if ".modelport-tmp-" in p.name]
+    again = run_cli("batch", config, "--json")
+    assert again.code == 1 and "already exists" in again.json()["results"][0]["error"]

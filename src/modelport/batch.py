@@ -7,6 +7,7 @@ Relative paths are taken from the config file's folder.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Literal, Union
@@ -95,7 +96,7 @@ def plan(path: Path) -> tuple[list[dict], list[dict]]:
     for job in load_config(path):
         spec = job.convert
         source = _under(base, spec.checkpoint_path)
-        output = _under(base, spec.output_dir)
+        output = spec.output_dir if is_url(spec.output_dir) else str(_under(base, spec.output_dir))
         name = job.experiment_name or source.name
         try:
             items = checkpoints_of(source)
@@ -110,12 +111,12 @@ def plan(path: Path) -> tuple[list[dict], list[dict]]:
         for item in items:
             if spec.targets:
                 from .profiles import file_name, quants_for
-                folder = output / _stem(item) if len(items) > 1 else output
-                jobs += [{**settings, "checkpoint": str(item), "output": str(folder / target / file_name(quant)),
+                folder = join(output, _stem(item)) if len(items) > 1 else output
+                jobs += [{**settings, "checkpoint": str(item), "output": join(folder, target, file_name(quant)),
                           "to": fmt.GGUF, "quant": quant} for target in spec.targets for quant in quants_for(target)]
             else:
                 to = FINAL[spec.final_format]
-                jobs.append({**settings, "checkpoint": str(item), "output": str(output / _stem(item)), "to": to,
+                jobs.append({**settings, "checkpoint": str(item), "output": join(output, _stem(item)), "to": to,
                              "quant": spec.quant if to == fmt.GGUF else None})
     return jobs, known
 
@@ -133,6 +134,15 @@ def run(path: Path, executor: str = "local", workers: int = 1, address: str | No
             "failed": failed, "executor": executor, "results": results}
 
 
+def is_url(value: str) -> bool:
+    """An fsspec URL (s3://, gs://, file://, ...): outputs there are staged locally, then uploaded."""
+    return "://" in value
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if is_url(base) else str(Path(base, *parts))
+
+
 def _stem(item: Path) -> str:
     return item.stem if item.is_file() else item.name
 
@@ -146,28 +156,62 @@ def run_job(job: dict) -> dict:
     from .atomic import remove_dead_temporaries
     from .registry import FAILED, PUBLISHED, Registry
 
-    item, dst = Path(job["checkpoint"]), Path(job["output"])
+    item, dst = Path(job["checkpoint"]), job["output"]
     log.info("[%s] converting %s -> %s", job["job"], item, dst)
     started = time.perf_counter()
     registry = Registry.open()
     registry.mark_killed("batch")
-    remove_dead_temporaries(dst.parent, dst.name)
     row = registry.start("batch", item, destination=dst)
     try:
         expected = INITIAL[job["initial_format"]]
         found = fmt.detect_or_fail(item)
         if expected is not None and found != expected:
             raise UsageError(f"initial_format {job['initial_format']!r} does not match what this is ({found})", item)
-        result = convert(item, dst, to=job["to"], dtype=job["dtype"], quant=job["quant"], base_model=job["base_model"],
-                         max_shard_size=job["max_shard_size"], overwrite=job["overwrite"],
-                         allow_unused=job["allow_unused"])
-        entry = {"ok": True, "output": str(dst), "error": None, "notes": result["notes"]}
+        options = dict(to=job["to"], dtype=job["dtype"], quant=job["quant"], base_model=job["base_model"],
+                       max_shard_size=job["max_shard_size"], overwrite=job["overwrite"], allow_unused=job["allow_unused"])
+        if is_url(dst):
+            result = _convert_to_url(item, dst, options)
+        else:
+            remove_dead_temporaries(Path(dst).parent, Path(dst).name)
+            result = convert(item, dst, **options)
+        entry = {"ok": True, "output": dst, "error": None, "notes": result["notes"]}
         registry.finish(row, PUBLISHED, bytes_written=result["bytes_written"],
                         details={"job": job["job"], "quant": job["quant"]})
     except ModelportError as exc:
         entry = {"ok": False, "output": None, "error": str(exc)}
         registry.finish(row, FAILED, error=str(exc), details={"job": job["job"]})
     seconds = round(time.perf_counter() - started, 3)
-    log.info("[%s] %s %s (%.1f s)", job["job"], "ok" if entry["ok"] else "FAILED", dst.name, seconds)
+    log.info("[%s] %s %s (%.1f s)", job["job"], "ok" if entry["ok"] else "FAILED", dst, seconds)
     return {"job": job["job"], "checkpoint": str(item), "seconds": seconds, **entry}
 
+
+def _convert_to_url(item: Path, url: str, options: dict) -> dict:
+    """Convert into a local staging folder, upload under a hidden temporary name, then move it into
+    place: readers of the URL see the output whole or not at all (on object stores the move is a copy,
+    so the final name appears only once the upload has completed)."""
+    import secrets
+    import tempfile
+
+    import fsspec
+
+    from .atomic import TEMP_MARKER
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path) and not options["overwrite"]:
+        raise UsageError("already exists (set overwrite: true to replace it)", url)
+    parent, _, name = path.rstrip("/").rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="modelport-stage-") as stage:
+        local = Path(stage) / name
+        result = convert(item, local, **options)
+        hidden = f"{parent}/.{name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(3)}"
+        try:
+            fs.makedirs(parent, exist_ok=True)
+            fs.put(str(local), hidden, recursive=local.is_dir())
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            fs.mv(hidden, path, recursive=True)
+        except BaseException:
+            if fs.exists(hidden):
+                fs.rm(hidden, recursive=True)
+            raise
+    return result
