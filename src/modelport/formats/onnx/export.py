@@ -102,13 +102,13 @@ def _inputs(model, family: Family, component: Component, shape: tuple[int, int])
                                              attention_mask=example["attention_mask"]).last_hidden_state
         example["encoder_hidden_states"] = hidden
     if component.suffix == "_with_past":      # continue from the cache of a `sequence`-token prefix
-        from .families import _present, past_names
+        from .families import cache_tensors, past_names
         prefix = example["input_ids"]
         with torch.no_grad():
             cache = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True).past_key_values
         new = prefix[:, :2] if shape == EXPORT_SHAPE else prefix[:, :1]
         example = {"input_ids": new, "attention_mask": torch.ones(shape[0], shape[1] + new.shape[1], dtype=torch.long),
-                   **dict(zip(past_names(model.config.num_hidden_layers), _present(cache)))}
+                   **dict(zip(past_names(model.config.num_hidden_layers), cache_tensors(cache)))}
     return {name: example[name] for name in component.inputs}
 
 

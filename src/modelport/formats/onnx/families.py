@@ -91,7 +91,7 @@ def _first(out, *names: str) -> torch.Tensor:
     raise AttributeError(f"model output has none of {names}")
 
 
-def _present(cache) -> list[torch.Tensor]:
+def cache_tensors(cache) -> list[torch.Tensor]:
     flat = []
     for layer in cache.layers:
         flat += [layer.keys, layer.values]
@@ -132,14 +132,14 @@ def decoder_components(config, with_past: bool = False) -> list[Component]:
 
     def prefill(m, input_ids, attention_mask):
         out = m(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
-        return (out.logits, *_present(out.past_key_values))
+        return (out.logits, *cache_tensors(out.past_key_values))
 
     def step(m, input_ids, attention_mask, *past):
         cache = DynamicCache(config=m.config)
         for i in range(layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         out = m(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
-        return (out.logits, *_present(out.past_key_values))
+        return (out.logits, *cache_tensors(out.past_key_values))
 
     main = Component("", ("input_ids", "attention_mask"), ("logits", *present), prefill, TEXT_AXES)
     if not with_past:
