@@ -20,6 +20,7 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
+from ...atomic import start_writeback
 from ...architectures.gguf_mapping import GGUFMapping
 from ...bundle import ModelBundle, TensorRef
 from ...errors import ModelConversionError, UsageError
@@ -215,6 +216,7 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
             while offset < len(view):
                 offset += os.pwrite(fd, view[offset:], at + done + offset)
             done += len(view)
+        start_writeback(fd, at, done)
         if done != piece.nbytes:
             raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop}, "
                                        f"planned {piece.nbytes}", bundle.source)
