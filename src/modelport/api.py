@@ -1,6 +1,7 @@
 """The Python API behind every command: convert() and inspect(); the CLI only parses and prints."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -94,7 +95,8 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     if Path(src).expanduser().resolve() == dst_path.resolve():
         raise UsageError("destination is the source; a source is never modified", dst_path)
     check_destination(dst_path, overwrite)
-    with tempfile.TemporaryDirectory(prefix="modelport-edits-") as workdir:
+    # edited tokenizer files live in a work folder until the writer has copied them
+    with (tempfile.TemporaryDirectory(prefix="modelport-edits-") if edits else contextlib.nullcontext()) as workdir:
         bundle = load(src, base_model, checkpoint, trust_remote_code)
         if edits:
             from .edits import apply

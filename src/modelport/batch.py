@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from . import detect as fmt
 from .api import convert
 from .checkpoints import discover
 from .errors import ModelportError, UsageError
+from .settings_file import read_mapping, validated
 
 log = logging.getLogger("modelport")
 
@@ -57,21 +57,8 @@ class JobList(_Strict):
 
 
 def load_config(path: Path) -> list[Job]:
-    if not path.is_file():
-        raise UsageError("no such config file", path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"not valid YAML: {str(exc).splitlines()[0]}", path) from exc
-    if not isinstance(data, dict):
-        raise UsageError("expected a mapping with `task: convert` or `jobs:`", path)
-    model: type[BaseModel] = JobList if "jobs" in data else Job
-    try:
-        parsed: Union[Job, JobList] = model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"{where}: {first['msg']} ({exc.error_count()} problem(s) in all)", path) from exc
+    data = read_mapping(path, "with `task: convert` or `jobs:`")
+    parsed: Union[Job, JobList] = validated(JobList if "jobs" in data else Job, data, path)
     return parsed.jobs if isinstance(parsed, JobList) else [parsed]
 
 

@@ -6,13 +6,13 @@ onnxruntime, and cached. Every answer is recorded in the registry.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 
 from . import cache, hub
 from .errors import ModelFileNotFoundError, ModelportError, UsageError
+from .fingerprint import files_under, fingerprint
 from .registry import FAILED, Registry
 
 FOUND, CONVERTED = "found", "converted"
@@ -46,9 +46,7 @@ def _cache_name(model: str, local: Path | None) -> str:
     mtimes (a retrained model in the same folder is a new entry, never a stale hit)."""
     if local is None:
         return model
-    files = sorted(p for p in (local.rglob("*") if local.is_dir() else [local]) if p.is_file())
-    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    return f"{local.resolve()}@{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
+    return f"{local.resolve()}@{fingerprint(files_under(local), local.parent)}"
 
 
 def _found(model: str, file: str, path: Path, how: str) -> dict:
@@ -127,17 +125,14 @@ def metadata(model: str, policy: hub.RetryPolicy = hub.RetryPolicy(), token: str
 
 
 def _safetensors_parameters(paths: list[Path]) -> dict[str, int] | None:
+    """Parameters per safetensors dtype code (as the Hub reports them), from the files' headers."""
     if not paths:
         return None
-    from math import prod
-
-    from safetensors import safe_open
+    from .dtypes import SAFETENSORS_CODES
+    from .formats.hf import safetensors_refs
     counts: dict[str, int] = {}
-    for path in paths:
-        with safe_open(str(path), framework="numpy") as f:
-            for name in f.keys():
-                piece = f.get_slice(name)
-                counts[piece.get_dtype()] = counts.get(piece.get_dtype(), 0) + prod(piece.get_shape())
+    for ref in (r for path in paths for r in safetensors_refs(path).values()):
+        counts[SAFETENSORS_CODES[ref.dtype]] = counts.get(SAFETENSORS_CODES[ref.dtype], 0) + ref.numel
     return counts
 
 

@@ -78,15 +78,14 @@ class Registry:
                  os.getpid()))
             return int(cur.lastrowid)
 
-    def finish(self, row: int, status: str, *, error: str | None = None, destination: str | Path | None = None,
-               bytes_written: int | None = None, details: dict | None = None) -> None:
+    def finish(self, row: int, status: str, *, error: str | None = None, bytes_written: int | None = None,
+               details: dict | None = None) -> None:
         now = time.time()
         with closing(self._connect()) as db:
             db.execute(
-                "UPDATE attempts SET status=?, error=?, finished=?, seconds=? - started,"
-                " destination=COALESCE(?, destination), bytes_written=?, details=? WHERE id=?",
-                (status, error, now, now, _str(destination), bytes_written,
-                 json.dumps(details, default=str) if details else None, row))
+                "UPDATE attempts SET status=?, error=?, finished=?, seconds=? - started, bytes_written=?, details=?"
+                " WHERE id=?",
+                (status, error, now, now, bytes_written, json.dumps(details, default=str) if details else None, row))
 
     def record(self, command: str, source: str | Path, status: str, **fields: Any) -> int:
         """One finished attempt in a single call (for work that is not long-running)."""
@@ -105,14 +104,17 @@ class Registry:
                            (KILLED, "the process ended before the attempt finished", time.time(), row))
         return len(dead)
 
-    def rows(self, command: str | None = None, source_prefix: str | None = None, limit: int | None = None) -> list[dict]:
+    def rows(self, command: str | None = None, destination_in: Path | None = None,
+             limit: int | None = None) -> list[dict]:
+        """Attempts, newest first; `destination_in` keeps those whose destination is directly in that folder."""
         query, args = "SELECT * FROM attempts WHERE 1=1", []
         if command:
             query += " AND command=?"
             args.append(command)
-        if source_prefix:
-            query += " AND (source=? OR source LIKE ?)"
-            args += [source_prefix, source_prefix.rstrip("/") + "/%"]
+        if destination_in is not None:
+            prefix = str(destination_in).rstrip("/") + "/"
+            query += " AND substr(destination, 1, ?) = ? AND instr(substr(destination, ?), '/') = 0"
+            args += [len(prefix), prefix, len(prefix) + 1]
         query += " ORDER BY id DESC"
         if limit:
             query += f" LIMIT {int(limit)}"

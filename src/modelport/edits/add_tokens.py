@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Literal, Union
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from ..bundle import ModelBundle, TensorRef
 from ..errors import UsageError
+from ..settings_file import read_mapping, validated
 from .tokenizer_files import read_config, write_config
 
 Init = Literal["mean", "zero"]
@@ -52,16 +52,7 @@ class AddTokens(BaseModel):
 
 
 def load_spec(path: Path) -> AddTokens:
-    if not path.is_file():
-        raise UsageError("--add-tokens: no such file", path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return AddTokens.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"not valid YAML: {str(exc).splitlines()[0]}", path) from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}", path) from exc
+    return validated(AddTokens, read_mapping(path, "of tokens to add"), path)
 
 
 def apply(bundle: ModelBundle, spec: AddTokens) -> None:

@@ -127,7 +127,7 @@ def _payload(ref: TensorRef, dtype: torch.dtype) -> torch.Tensor | RawRange | Ro
     the source reads rows alone; else the loaded, cast tensor."""
     if ref.raw is not None and ref.dtype == dtype:
         return ref.raw
-    if ref.rows is not None and ref.nbytes > CAST_CHUNK_BYTES and len(ref.shape) >= 1:
+    if ref.rows is not None and ref.nbytes > CAST_CHUNK_BYTES:
         return RowBlocks(ref.shape, dtype, ref.row_chunks(dtype, CAST_CHUNK_BYTES))
     return ref.load().to(dtype)
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import UsageError
+from ..settings_file import read_mapping, validated
 from .versioning import check_version
 
 DEFAULT_VERSION = "0.1.0"
@@ -70,22 +69,10 @@ def load(yaml_path: Path | None, overrides: dict) -> WatchConfig:
     """Settings from `yaml_path` (if any) with every non-None entry of `overrides` on top."""
     data: dict = {}
     if yaml_path is not None:
-        if not yaml_path.is_file():
-            raise UsageError("no such config file", yaml_path)
-        try:
-            data = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"not valid YAML: {str(exc).splitlines()[0]}", yaml_path) from exc
-        if not isinstance(data, dict):
-            raise UsageError("expected a mapping of watch settings", yaml_path)
+        data = read_mapping(yaml_path, "of watch settings")
         data = data.get("watch", data)
         for key in PATH_KEYS:
             if data.get(key) is not None and not Path(data[key]).expanduser().is_absolute():
                 data[key] = yaml_path.parent / Path(data[key]).expanduser()
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return WatchConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "watch"
-        raise UsageError(f"{where}: {first['msg']}", yaml_path) from exc
+    return validated(WatchConfig, data, yaml_path)

@@ -6,13 +6,12 @@ every shard) and, for every file, from time: nothing in it changed for `settle` 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import is_temp_name
+from ..fingerprint import files_under, fingerprint
 from ..checkpoints import TEMP_SUFFIXES, Checkpoint, discover
 from ..detect import DCP, HF, detect
 
@@ -75,16 +74,14 @@ def find(folder: Path) -> list[Found]:
 
 
 def files_of(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path] + ([m] if (m := _metadata_file(path)) else [])
-    return [p for p in path.rglob("*") if p.is_file() and not is_temp_name(p.name)]
+    """A checkpoint's files, with the metadata JSON beside a single-file checkpoint."""
+    meta = _metadata_file(path) if path.is_file() else None
+    return files_under(path) + ([meta] if meta else [])
 
 
 def signature(path: Path) -> str:
     """Changes whenever any file of the checkpoint does: a rewritten checkpoint is a new one."""
-    parts = sorted(f"{p.relative_to(path.parent)}:{s.st_size}:{s.st_mtime_ns}"
-                   for p in files_of(path) if (s := p.stat()))
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+    return fingerprint(files_of(path), path.parent)
 
 
 def unfinished(path: Path, settle: float, now: float | None = None) -> str | None:

@@ -53,7 +53,7 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     name artifacts relative to the version folder ("." is its HF model), never the temporary path.
     """
     from ..api import convert
-    from ..verify import verify
+    from ..verify import Reference, check, verify
 
     started = time.perf_counter()
     convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model, threads=options.threads,
@@ -65,18 +65,22 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
         report = verify(found.path, staging, base_model=options.base_model, write_sidecar=False)
         build.verification["hf"] = {**report, "converted": "."}
         build.timings["verify_hf"] = round(time.perf_counter() - t, 3)
+    targets = []
     for quant in options.quants:
         build.stage = "convert"
         t = time.perf_counter()
         target = staging / gguf_name(quant)
         convert(staging, target, quant=quant, threads=options.threads)
         build.timings[target.name] = round(time.perf_counter() - t, 3)
-        if options.verify:
-            build.stage = "verify"
-            t = time.perf_counter()
-            report = verify(staging, target, write_sidecar=False)
+        targets.append(target)
+    if options.verify and targets:
+        build.stage = "verify"
+        t = time.perf_counter()
+        reference = Reference(staging, None, None)        # the HF files, run once for every GGUF
+        for target in targets:
+            report = check(reference, target, write_sidecar=False)
             build.verification[target.name] = {**report, "source": ".", "converted": target.name}
-            build.timings[f"verify_{target.name}"] = round(time.perf_counter() - t, 3)
+        build.timings["verify_gguf"] = round(time.perf_counter() - t, 3)
     build.stage = "publish"
 
 

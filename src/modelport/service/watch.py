@@ -11,6 +11,7 @@ start removes what the dead process left and marks its row killed (it counts as 
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -47,22 +48,25 @@ class WatchService:
 
     # ----- state kept in the registry -------------------------------------------------------------
     def _rows(self) -> list[dict]:
-        return [r for r in self.registry.rows(COMMAND) if r["destination"]
-                and Path(r["destination"]).parent == self.cfg.output.absolute()]
+        """This service's attempts: those whose version folder is in OUTPUT, newest first."""
+        return self.registry.rows(COMMAND, destination_in=self.cfg.output.absolute())
 
-    def _published(self) -> list[dict]:
-        return [r for r in self._rows() if r["status"] == PUBLISHED]
+    @staticmethod
+    def _published(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r["status"] == PUBLISHED]
 
-    def _attempts(self, found: Found, sig: str) -> list[dict]:
+    @staticmethod
+    def _attempts(rows: list[dict], found: Found, sig: str) -> list[dict]:
         """Attempts that count against a checkpoint: failures and deaths (an OOM kill must not loop forever),
         not jobs stopped on purpose."""
-        return [r for r in self._rows() if r["source"] == str(found.path) and r["signature"] == sig
+        return [r for r in rows if r["source"] == str(found.path) and r["signature"] == sig
                 and r["status"] in (FAILED, KILLED)]
 
     # ----- one cycle ------------------------------------------------------------------------------
     def cycle(self) -> float | None:
         """Publish at most one checkpoint; returns seconds until something becomes due (None: nothing)."""
-        published = self._published()
+        rows = self._rows()
+        published = self._published(rows)
         newest = max((r["step"] for r in published if r["step"] is not None), default=None)
         due: list[float] = []
         now = time.time()
@@ -70,7 +74,7 @@ class WatchService:
             if newest is not None and found.version_step <= newest:
                 break
             sig = signature(found.path)
-            failed = self._attempts(found, sig)
+            failed = self._attempts(rows, found, sig)
             if len(failed) >= self.cfg.max_attempts:
                 continue
             if failed:
@@ -153,7 +157,7 @@ class WatchService:
 
     def _after_publish(self, name: str, found: Found, manifest: dict, seconds: float, size: int) -> None:
         output = self.cfg.output.absolute()
-        ours = {Path(r["destination"]).name for r in self._published()}
+        ours = {Path(r["destination"]).name for r in self._published(self._rows())}
         newest = newest_first(sorted(n for n in ours if (output / n).is_dir()))[0]
         point_latest(output, newest, {"version": self.cfg.version, "global_step": found.step, "window": found.window,
                                       "created": manifest["created"]} if newest == name else _summary_of(output / newest))
@@ -197,7 +201,6 @@ class WatchService:
                      len(removed), killed)
         latest = cfg.output / LATEST_JSON
         if latest.is_file():
-            import json
             info = json.loads(latest.read_text(encoding="utf-8"))
             self._set_version_gauges(info.get("global_step"), info.get("window"))
             self.metrics.last_success.set(latest.stat().st_mtime)
@@ -261,7 +264,6 @@ class WatchService:
 
 
 def _summary_of(version_dir: Path) -> dict:
-    import json
     manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
     return {k: manifest.get(k) for k in ("name", "version", "global_step", "window", "created")}
 

@@ -1,4 +1,4 @@
 """Proving a conversion: run source and result in their runtimes on the same tokens, compare logits."""
-from .check import verify
+from .check import Reference, check, verify
 
-__all__ = ["verify"]
+__all__ = ["Reference", "check", "verify"]

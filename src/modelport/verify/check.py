@@ -49,28 +49,51 @@ def _dtype_key(bundle) -> str:
     return max(counts, key=counts.get)
 
 
+class Reference:
+    """The source side of a verification, run once however many results are checked against it:
+    the model is loaded once and its logits (and greedy tokens) on each prompt computed once."""
+
+    def __init__(self, source: str | Path, base_model: str | Path | None, prompts: list[str] | None) -> None:
+        self.path = Path(source).expanduser()
+        self.base = Path(base_model).expanduser() if base_model else None
+        if not self.path.exists():
+            raise UsageError("no such file or folder", self.path)
+        self.model, self.tokenizer = load_model(self.path, self.base), _tokenizer(self.path, self.base)
+        self.vocab = int(getattr(self.model.config, "vocab_size", 256))
+        self.texts = list(PROMPTS) + list(prompts or [])
+        self.ids = [_ids(self.tokenizer, text, self.vocab) for text in self.texts]
+        self.logits = [logits(self.model, ids) for ids in self.ids]
+        self._greedy: dict[int, list[int]] = {}
+
+    def greedy(self, n: int) -> list[int]:
+        if n not in self._greedy:
+            self._greedy[n] = transformers_greedy(self.model, self.ids[0], n)
+        return self._greedy[n]
+
+
 def verify(source: str | Path, converted: str | Path, *, base_model: str | Path | None = None,
            prompts: list[str] | None = None, write_sidecar: bool = True, thresholds: dict[str, float] | None = None,
            generate: int = 0) -> dict:
     """Compare `converted` against `source` on the built-in prompts; raises on failure."""
+    return check(Reference(source, base_model, prompts), converted, write_sidecar=write_sidecar,
+                 thresholds=thresholds, generate=generate)
+
+
+def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = True,
+          thresholds: dict[str, float] | None = None, generate: int = 0) -> dict:
+    """Compare `converted` against an already-run reference; raises ModelVerificationError on failure."""
     started = time.perf_counter()
-    src, dst = Path(source).expanduser(), Path(converted).expanduser()
-    base = Path(base_model).expanduser() if base_model else None
-    for p in (src, dst):
-        if not p.exists():
-            raise UsageError("no such file or folder", p)
+    dst, base = Path(converted).expanduser(), reference.base
+    if not dst.exists():
+        raise UsageError("no such file or folder", dst)
     kind = detect(dst)
-    is_gguf = kind == GGUF
     if kind == ONNX:
         from .onnxruntime_runner import onnx_class
         dtype_key = onnx_class(dst)
     else:
-        dtype_key = gguf_class(dst) if is_gguf else _dtype_key(load(dst, base))
+        dtype_key = gguf_class(dst) if kind == GGUF else _dtype_key(load(dst, base))
     limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
-    ref_model, ref_tok = load_model(src, base), _tokenizer(src, base)
-    vocab = int(getattr(ref_model.config, "vocab_size", 256))
-    texts = list(PROMPTS) + list(prompts or [])
-    if is_gguf:
+    if kind == GGUF:
         from .llama_cpp_runner import LlamaCppModel
         runtime = LlamaCppModel(dst, n_ctx=1024)
         run, tokenize, greedy = runtime.logits, (lambda text: runtime.tokenize(text)), runtime.greedy
@@ -81,33 +104,32 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
     else:
         cand_model, cand_tok = load_model(dst, base), _tokenizer(dst, base)
         run = lambda ids: logits(cand_model, ids)  # noqa: E731
-        tokenize = (lambda text: _ids(cand_tok, text, vocab)) if cand_tok is not None else None
+        tokenize = (lambda text: _ids(cand_tok, text, reference.vocab)) if cand_tok is not None else None
         greedy = lambda ids, n: transformers_greedy(cand_model, ids, n)  # noqa: E731
     parts, same_tokens = [], 0
-    for text in texts:
-        ids = _ids(ref_tok, text, vocab)
-        same_tokens += tokenize is None or ref_tok is None or list(tokenize(text)) == ids
-        parts.append(compare(logits(ref_model, ids), torch.as_tensor(run(ids))))
-    summary = {**aggregate(parts), "tokenization_agreement": same_tokens / len(texts)}
+    for text, ids, expected in zip(reference.texts, reference.ids, reference.logits):
+        same_tokens += tokenize is None or reference.tokenizer is None or list(tokenize(text)) == ids
+        parts.append(compare(expected, torch.as_tensor(run(ids))))
+    summary = {**aggregate(parts), "tokenization_agreement": same_tokens / len(reference.texts)}
     failed = failures(summary, limits)
     report = {
         "ok": not failed,
-        "source": str(src),
+        "source": str(reference.path),
         "converted": str(dst),
         "runtime": {"source": "transformers", "converted": RUNTIMES.get(kind, "transformers")},
         "dtype": dtype_key,
         "thresholds": limits,
         "metrics": summary,
-        "prompts": len(texts),
+        "prompts": len(reference.texts),
         "tokenization_agreement": summary["tokenization_agreement"],
         "failures": failed,
         "seconds": round(time.perf_counter() - started, 3),
     }
     if generate > 0:
-        ids = _ids(ref_tok, texts[0], vocab)
-        mine, theirs = transformers_greedy(ref_model, ids, generate), list(greedy(ids, generate))
-        decode = (lambda t: ref_tok.decode(t)) if ref_tok is not None else str
-        report["generation"] = {"prompt": texts[0], "source": decode(mine), "converted": decode(theirs),
+        mine, theirs = reference.greedy(generate), list(greedy(reference.ids[0], generate))
+        tok = reference.tokenizer
+        decode = (lambda t: tok.decode(t)) if tok is not None else str
+        report["generation"] = {"prompt": reference.texts[0], "source": decode(mine), "converted": decode(theirs),
                                 "source_ids": mine, "converted_ids": theirs, "same": mine == theirs}
     if write_sidecar:
         sidecar = dst.parent / f"{dst.name}.verify.json"

@@ -33,7 +33,6 @@ class ONNXOptions:
     quant: str = "fp32"
     opset: int = 18
     with_past: bool = False
-    validate: bool = True
 
 
 def onnx_quant(value: str | None) -> str:
@@ -49,14 +48,13 @@ def load_torch_model(src: Path, base_model: Path | None, trust_remote_code: bool
 
     from ... import detect as fmt
     from ...api import resolve_source
+    from ...architectures.expected import model_class
 
     path, kind = resolve_source(src, None)
     if kind == fmt.HF and path.is_dir():
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         family = _family(config.model_type, path)
-        import transformers
-        names = [a for a in config.architectures or [] if hasattr(transformers, a)]
-        cls = getattr(transformers, names[0] if names else family.auto_class)
+        cls = model_class(family.auto_class, config.to_dict())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # eager attention: the plain matmul/softmax graph exports for every family (T5's sdpa path
@@ -65,6 +63,7 @@ def load_torch_model(src: Path, base_model: Path | None, trust_remote_code: bool
         return model.eval(), family
     from ...verify.transformers_runner import load_model
     model = load_model(path, base_model)
+    model.set_attn_implementation("eager")
     return model.eval(), _family(model.config.model_type, path)
 
 
@@ -242,17 +241,15 @@ def write(src: Path, tmp_dir: Path, dst_name: str, options: ONNXOptions, base_mo
     model, family = load_torch_model(src, base_model, trust_remote_code)
     components = components_of(model, family, options)
     dst = tmp_dir / dst_name
-    reports, files, timings = [], [], {}
+    reports, timings = [], {}
     for component in components:
         path = component_path(dst, component)
         started = time.perf_counter()
         export_component(model, family, component, path, options)
         quantize(path, options.quant)
         timings[path.name] = round(time.perf_counter() - started, 3)
-        if options.validate:
-            reports.append(validate(model, family, component, path, options.quant))
-        files.append(path)
-    written = [p for p in tmp_dir.iterdir()]
+        reports.append(validate(model, family, component, path, options.quant))
+    written = list(tmp_dir.iterdir())
     return {"tensors": sum(1 for _ in model.state_dict()), "files": sorted(p.name for p in written),
             "bytes_written": sum(p.stat().st_size for p in written), "validation": reports, "family": family.name,
             "architecture": model.config.model_type, "parameters": sum(p.numel() for p in model.parameters()),
