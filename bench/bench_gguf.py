@@ -4,9 +4,11 @@ Generates bf16 Llama-shaped models with TinyLlama's widths (hidden 2048, ffn 563
 heads, vocab 32000): 22 layers (1.1B parameters) and 9 layers (0.5B), with a small SentencePiece
 tokenizer. llama.cpp's converter comes from llama-cpp-python's source distribution, fetched with pip
 into bench/out (never committed) and run with its own gguf-py. Everything starts from a warm page
-cache and a synced disk (no run pays for the previous one's writeback); wall time is the median of
---repeat runs, peak RSS the largest (GNU time %M).
-Run: `.venv/bin/python bench/bench_gguf.py` (about 10 minutes on 2 cores).
+cache and a synced disk (no run pays for the previous one's writeback); each round runs every
+contender once (ours, the reference, `cp` of the model folder and `cp` followed by fsync of the copies,
+the durability our atomic publishing gives), and wall time is the median over --repeat rounds, peak
+RSS the largest (GNU time %M).
+Run: `.venv/bin/python bench/bench_gguf.py` (about 15 minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from common import MODELPORT, best_of, folder_bytes, llama_config, remove, warm, write_hf_model
+from common import MODELPORT, Contender, folder_bytes, interleaved, llama_config, warm, write_hf_model
 
 OUT = Path(__file__).resolve().parent / "out" / "gguf"
 QUANTIZE = ("import ctypes, sys, llama_cpp; p = llama_cpp.llama_model_quantize_default_params(); "
@@ -62,34 +64,34 @@ def main() -> None:
         model = make_model(layers)
         size = folder_bytes(model)
         warm(model)
-        dst = OUT / "out.gguf"
-        ref = OUT / "ref.gguf"
+        dst, ref, copied = OUT / "out.gguf", OUT / "ref.gguf", OUT / "copied"
+        copies = {"cp": Contender(["cp", "-r", str(model), str(copied)], copied),
+                  "cp+fsync": Contender(["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/* "$1"', str(model), str(copied)],
+                                        copied)}
         rows = []
-        cp = best_of(args.repeat, ["cp", str(next(model.glob("*.safetensors"))), str(dst)], cleanup=dst)
         for quant in ("f16", "q8_0", "q4_k_m"):
-            ours = best_of(args.repeat, [*MODELPORT, "convert", str(model), str(dst), "--quant", quant, "--json"],
-                           cleanup=dst)
+            ours = Contender([*MODELPORT, "convert", str(model), str(dst), "--quant", quant, "--json"], dst)
             if quant == "q4_k_m":
-                theirs = best_of(args.repeat, [*converter, str(model), "--outfile", str(ref), "--outtype", "f16"],
-                                 cleanup=ref, env=env)
-                quantize = best_of(args.repeat, [sys.executable, "-c", QUANTIZE, str(ref), str(dst), str(Q4_K_M)],
-                                   cleanup=dst)
-                label, their_s = "llama.cpp f16 + quantize", theirs.seconds + quantize.seconds
-                their_rss = max(theirs.peak_rss_mb, quantize.peak_rss_mb)
+                two_step = {"f16": Contender([*converter, str(model), "--outfile", str(ref), "--outtype", "f16"],
+                                             ref, env),
+                            "quantize": Contender([sys.executable, "-c", QUANTIZE, str(ref), str(dst), str(Q4_K_M)],
+                                                  dst)}
+                m = interleaved(args.repeat, {"ours": ours, **two_step, **copies})
+                label, their_s = "llama.cpp f16 + quantize", m["f16"].seconds + m["quantize"].seconds
+                their_rss = max(m["f16"].peak_rss_mb, m["quantize"].peak_rss_mb)
             else:
-                theirs = best_of(args.repeat, [*converter, str(model), "--outfile", str(ref), "--outtype", quant],
-                                 cleanup=ref, env=env)
-                label, their_s, their_rss = "convert_hf_to_gguf.py", theirs.seconds, theirs.peak_rss_mb
-            rows.append((quant, ours.seconds, ours.peak_rss_mb, label, their_s, their_rss))
-            remove(ref)
-            remove(dst)
-        print(f"\n{layers} layers: {size / 1e9:.2f} GB bf16 safetensors; cp of it {cp.seconds:.2f} s; "
-              f"median of {args.repeat}")
+                theirs = Contender([*converter, str(model), "--outfile", str(ref), "--outtype", quant], ref, env)
+                m = interleaved(args.repeat, {"ours": ours, "theirs": theirs, **copies})
+                label, their_s, their_rss = "convert_hf_to_gguf.py", m["theirs"].seconds, m["theirs"].peak_rss_mb
+            rows.append((quant, m["ours"].seconds, m["ours"].peak_rss_mb, label, their_s, their_rss,
+                         m["cp"].seconds, m["cp+fsync"].seconds))
+        print(f"\n{layers} layers: {size / 1e9:.2f} GB bf16 safetensors; median of {args.repeat} rounds, each "
+              f"running every contender once")
         print(f"{'type':7} {'modelport s':>11} {'RSS MB':>7} | {'reference':26} {'s':>6} {'RSS MB':>7} | "
-              f"{'time ratio':>10} {'RSS ratio':>9} {'x cp':>5}")
-        for quant, s, rss, label, ts, trss in rows:
+              f"{'time ratio':>10} {'RSS ratio':>9} | {'cp s':>5} {'x cp':>5} {'cp+fsync s':>10} {'x cp+fsync':>10}")
+        for quant, s, rss, label, ts, trss, cps, syncs in rows:
             print(f"{quant:7} {s:11.2f} {rss:7.0f} | {label:26} {ts:6.2f} {trss:7.0f} | {s / ts:10.2f} "
-                  f"{rss / trss:9.2f} {s / cp.seconds:5.1f}")
+                  f"{rss / trss:9.2f} | {cps:5.2f} {s / cps:5.1f} {syncs:10.2f} {s / syncs:10.1f}")
 
 
 if __name__ == "__main__":

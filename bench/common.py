@@ -51,6 +51,31 @@ def best_of(n: int, cmd: list[str], cleanup: Path | None = None, env: dict | Non
     return Measure(median, max(r.peak_rss_mb for r in runs), runs[-1].stdout)
 
 
+@dataclass
+class Contender:
+    cmd: list[str]
+    cleanup: Path | None = None
+    env: dict | None = None
+
+
+def interleaved(n: int, contenders: dict[str, Contender]) -> dict[str, Measure]:
+    """Median wall time and largest peak RSS of each contender over `n` rounds, one run of each per
+    round: this machine's disk and memory speed drift 2-5x over minutes, and running the contenders
+    side by side lets every one of them meet the same drift (a ratio of runs minutes apart does not)."""
+    runs: dict[str, list[Measure]] = {label: [] for label in contenders}
+    for _ in range(n):
+        for label, c in contenders.items():
+            if c.cleanup is not None:
+                remove(c.cleanup)
+            os.sync()   # untimed: no run pays for the writeback of the one before it
+            runs[label].append(measure(c.cmd, c.env))
+    for c in contenders.values():
+        if c.cleanup is not None:
+            remove(c.cleanup)
+    return {label: Measure(statistics.median(r.seconds for r in rs), max(r.peak_rss_mb for r in rs), rs[-1].stdout)
+            for label, rs in runs.items()}
+
+
 def remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)

@@ -20,7 +20,7 @@ from ..errors import CorruptInputError, IncompleteCheckpointError, ModelFileNotF
 from ..progress import progress_bar
 from ..stream import prefetch
 from .assemble import assemble_bundle
-from .safetensors_io import PlannedTensor, RowBlocks, SafetensorsStreamWriter, data_ranges
+from .safetensors_io import PlannedTensor, RowBlocks, SafetensorsStreamWriter, data_ranges, mapped_rows
 from .torch_pickle import load_pickle, pickle_refs
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -64,7 +64,8 @@ def safetensors_refs(path: Path) -> dict[str, TensorRef]:
         raise CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {exc}", path) from exc
     ranges = data_ranges(path)
     return {k: TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
-                         raw=RawRange(path, *ranges[k]), rows=_safetensors_rows(path, k))
+                         raw=RawRange(path, *ranges[k]),
+                         rows=_safetensors_rows(RawRange(path, *ranges[k]), shape, dtype) if shape and shape[0] else None)
             for k, (shape, dtype) in shapes.items()}
 
 
@@ -75,10 +76,9 @@ def _safetensors_loader(path: Path, name: str):
     return load
 
 
-def _safetensors_rows(path: Path, name: str):
+def _safetensors_rows(raw: RawRange, shape: tuple[int, ...], dtype: torch.dtype):
     def rows(start: int, stop: int) -> torch.Tensor:
-        with safe_open(path, framework="pt") as f:
-            return f.get_slice(name)[start:stop]
+        return mapped_rows(raw, shape, dtype, start, stop)
     return rows
 
 

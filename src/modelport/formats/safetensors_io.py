@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -32,6 +33,22 @@ def data_ranges(path: Path) -> dict[str, tuple[int, int]]:
     start = 8 + length
     return {k: (start + v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0])
             for k, v in header.items() if k != "__metadata__"}
+
+
+def mapped_rows(raw: RawRange, shape: tuple[int, ...], dtype: torch.dtype, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) as a tensor over a private mapping of just their bytes: no copy is made
+    (the library's slice copies them into a fresh buffer first), and the mapping goes with the tensor,
+    so pages already converted do not stay resident."""
+    row_bytes = raw.nbytes // shape[0]
+    first = raw.offset + start * row_bytes
+    aligned = first - first % mmap.ALLOCATIONGRANULARITY
+    count = (stop - start) * row_bytes // dtype.itemsize
+    if count == 0:
+        return torch.empty((0, *shape[1:]), dtype=dtype)
+    with open(raw.path, "rb") as f:
+        view = mmap.mmap(f.fileno(), first - aligned + (stop - start) * row_bytes, offset=aligned,
+                         access=mmap.ACCESS_COPY)          # writable for torch, never written back
+    return torch.frombuffer(view, dtype=dtype, count=count, offset=first - aligned).view(stop - start, *shape[1:])
 
 
 @dataclass(frozen=True)

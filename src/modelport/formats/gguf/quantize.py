@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,8 @@ from ...errors import ModelConversionError
 from .quant_types import nbytes
 
 ROWS_PER_CHUNK = 256
+FLOAT_TYPES = {Q.F32: torch.float32, Q.F16: torch.float16, Q.BF16: torch.bfloat16}
+_scratch = threading.local()
 
 
 @lru_cache(maxsize=1)
@@ -44,14 +47,19 @@ def libggml() -> ctypes.CDLL | None:
     return None
 
 
-def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2) -> np.ndarray:
-    """The bytes (as a numpy array) of `tensor` in GGML type `qtype`."""
-    if qtype == Q.F32:
-        return tensor.to(torch.float32).contiguous().numpy()
-    if qtype == Q.F16:
-        return tensor.to(torch.float16).contiguous().numpy()
-    if qtype == Q.BF16:
-        return tensor.to(torch.bfloat16).contiguous().view(torch.uint16).numpy()
+def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2, scratch: bool = False) -> np.ndarray:
+    """The bytes (as a numpy array) of `tensor` in GGML type `qtype`.
+
+    With `scratch`, a float cast lands in a buffer this thread reuses on its next call: for a caller
+    that writes the bytes out at once, it saves a fresh allocation (page faults and zeroing) per chunk."""
+    if qtype in FLOAT_TYPES:
+        dtype = FLOAT_TYPES[qtype]
+        if scratch:
+            out = _scratch_tensor(tensor.numel(), dtype).view(tensor.shape)
+            out.copy_(tensor)
+        else:
+            out = tensor.to(dtype).contiguous()
+        return out.view(torch.uint16).numpy() if dtype == torch.bfloat16 else out.numpy()
     data = tensor.to(torch.float32).contiguous().numpy()
     lib = libggml()
     if lib is None:
@@ -60,6 +68,14 @@ def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2) -> np.ndarray:
         except NotImplementedError as exc:
             raise ModelConversionError(f"{qtype.name} needs llama.cpp's quantizer (install llama-cpp-python)") from exc
     return _ggml_quantize(lib, data, qtype, threads)
+
+
+def _scratch_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    need = numel * dtype.itemsize
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.numel() < need:
+        buffer = _scratch.buffer = torch.empty(need, dtype=torch.uint8)
+    return buffer[:need].view(dtype)
 
 
 def _ggml_quantize(lib: ctypes.CDLL, data: np.ndarray, qtype: Q, threads: int) -> np.ndarray:

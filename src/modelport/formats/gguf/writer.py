@@ -211,7 +211,7 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
         step = max(1, CHUNK_BYTES // max(1, 4 * int(np.prod(tensor.shape[1:])))) if tensor.ndim >= 2 else None
         done = 0
         for block in (tensor.split(step) if step else [tensor]):
-            view = memoryview(np.ascontiguousarray(to_type(block, p.qtype, threads=1))).cast("B")
+            view = memoryview(np.ascontiguousarray(to_type(block, p.qtype, threads=1, scratch=True))).cast("B")
             offset = 0
             while offset < len(view):
                 offset += os.pwrite(fd, view[offset:], at + done + offset)
