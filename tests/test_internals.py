@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -77,3 +78,79 @@ def test_sizes():
     assert parse_size("2G") == 2 * 10**9
     assert parse_size("1.5GiB") == int(1.5 * 2**30)
     assert parse_size("500MB") == 500 * 10**6
+
+
+def test_safetensors_rows_are_exact_and_copy_on_write(tmp_path):
+    """Rows come from a private mapping of their own bytes: equal to the library's slices for every
+    dtype and at any offset (page-unaligned ones too), and writable while the file stays as it was."""
+    import torch
+    from safetensors.torch import save_file
+
+    from modelport.formats.hf import safetensors_refs
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"bf16": torch.randn(37, 129, generator=g).to(torch.bfloat16),
+               "f32": torch.randn(3000, 1001, generator=g),
+               "i64": torch.arange(11, dtype=torch.int64),
+               "f8": torch.randn(5, 7, 3, generator=g).to(torch.float8_e4m3fn),
+               "empty": torch.zeros(0, 4), "scalar": torch.tensor(2.5)}
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, path)
+    before = path.read_bytes()
+    refs = safetensors_refs(path)
+    for name, t in tensors.items():
+        if t.ndim == 0 or t.shape[0] == 0:
+            assert refs[name].rows is None and torch.equal(refs[name].load(), t)
+            continue
+        n = t.shape[0]
+        for start, stop in [(0, 1), (1, 2), (n // 3, n - 1), (0, n), (n - 1, n), (2, 2)]:
+            got = refs[name].load_rows(start, stop)
+            assert got.dtype == t.dtype and got.shape == t[start:stop].shape
+            assert torch.equal(got.view(torch.uint8), t[start:stop].contiguous().view(torch.uint8)), (name, start)
+    rows = refs["f32"].load_rows(10, 20)
+    rows.add_(1.0)                              # copy-on-write: the file keeps its bytes
+    assert path.read_bytes() == before
+
+
+
+def _resident_fraction(path, start: int, stop: int) -> float:
+    """Share of the file's pages in [start, stop) that are in the page cache (mincore)."""
+    import ctypes
+    import mmap
+    import os
+
+    pages = -(-(stop - start) // os.sysconf("SC_PAGE_SIZE"))
+    vec = (ctypes.c_ubyte * pages)()
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), stop - start, offset=start, access=mmap.ACCESS_COPY)
+    anchor = ctypes.c_char.from_buffer(mapped)
+    assert ctypes.CDLL(None).mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(stop - start), vec) == 0
+    del anchor
+    mapped.close()
+    return sum(v & 1 for v in vec) / pages
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="write-behind is a Linux hint")
+def test_write_behind_keeps_only_a_window_of_the_output_cached(tmp_path):
+    """Bytes written through WriteBehind reach the disk and leave the page cache a window behind the
+    newest write; the same writes without it stay cached (so the check can tell the difference)."""
+    from modelport.writeback import WriteBehind
+
+    chunk, count, window = 1 << 20, 48, 8 << 20
+    data = os.urandom(chunk)
+    for behind in (True, False):
+        path = tmp_path / f"out-{behind}.bin"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        tracker = WriteBehind(fd, window=window)
+        for i in range(count):
+            assert os.pwrite(fd, data, i * chunk) == chunk
+            if behind:
+                tracker.wrote(i * chunk, chunk)
+        os.close(fd)
+        early = _resident_fraction(path, 0, (count - 16) * chunk)
+        if behind:
+            assert early < 0.1, early
+        else:
+            assert early > 0.9, early
+        with open(path, "rb") as f:
+            assert all(f.read(chunk) == data for _ in range(count))

@@ -57,30 +57,6 @@ def remove_dead_temporaries(folder: Path, name: str = "") -> list[str]:
     return [p.name for p in dead]
 
 
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _libc_sync_file_range():
-    import ctypes
-    import ctypes.util
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
-
-
-_sync_file_range = _libc_sync_file_range()
-
-
-def start_writeback(fd: int, offset: int, nbytes: int) -> None:
-    """Ask the kernel to start writing these bytes to disk now, without waiting: the fsync that
-    publishing needs then finds little left to do, and disk writes overlap the conversion."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
-
-
 def fsync_tree(path: Path) -> None:
     """fsync every file under `path` and every directory, so the rename publishes durable data."""
     if path.is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -63,10 +64,13 @@ def safetensors_refs(path: Path) -> dict[str, TensorRef]:
     except Exception as exc:  # the library raises its own error types for every kind of damage
         raise CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {exc}", path) from exc
     ranges = data_ranges(path)
-    return {k: TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
-                         raw=RawRange(path, *ranges[k]),
-                         rows=_safetensors_rows(RawRange(path, *ranges[k]), shape, dtype) if shape and shape[0] else None)
-            for k, (shape, dtype) in shapes.items()}
+    refs = {}
+    for k, (shape, dtype) in shapes.items():
+        raw = RawRange(path, *ranges[k])
+        rows = partial(mapped_rows, raw, shape, dtype) if shape and shape[0] else None
+        refs[k] = TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
+                            raw=raw, rows=rows)
+    return refs
 
 
 def _safetensors_loader(path: Path, name: str):
@@ -74,12 +78,6 @@ def _safetensors_loader(path: Path, name: str):
         with safe_open(path, framework="pt") as f:
             return f.get_tensor(name)
     return load
-
-
-def _safetensors_rows(raw: RawRange, shape: tuple[int, ...], dtype: torch.dtype):
-    def rows(start: int, stop: int) -> torch.Tensor:
-        return mapped_rows(raw, shape, dtype, start, stop)
-    return rows
 
 
 def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:

@@ -20,6 +20,7 @@ import torch
 
 from ..bundle import RawRange
 from ..dtypes import SAFETENSORS_CODES
+from ..writeback import WriteBehind
 
 COPY_CHUNK = 1 << 26
 NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
@@ -102,6 +103,8 @@ class SafetensorsStreamWriter:
         self.plan = plan
         self._next = 0
         self._file = open(path, "wb", buffering=0)   # unbuffered: kernel copies share the fd's offset
+        self._offset = 0
+        self._behind = WriteBehind(self._file.fileno())
         self._write_all(memoryview(header_bytes(plan, metadata)))
 
     def write(self, name: str, data: torch.Tensor | RawRange | RowBlocks) -> int:
@@ -128,7 +131,12 @@ class SafetensorsStreamWriter:
         done = 0
         while done < len(data):
             done += self._file.write(data[done:])
+        self._wrote(done)
         return done
+
+    def _wrote(self, nbytes: int) -> None:
+        self._behind.wrote(self._offset, nbytes)
+        self._offset += nbytes
 
     def _copy(self, src: RawRange) -> int:
         with open(src.path, "rb") as f:
@@ -136,6 +144,7 @@ class SafetensorsStreamWriter:
             while left:
                 try:
                     n = os.copy_file_range(f.fileno(), self._file.fileno(), min(left, COPY_CHUNK), offset)
+                    self._wrote(n)
                 except OSError as exc:
                     if exc.errno not in NO_KERNEL_COPY:
                         raise

@@ -50,39 +50,45 @@ def libggml() -> ctypes.CDLL | None:
 def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2, scratch: bool = False) -> np.ndarray:
     """The bytes (as a numpy array) of `tensor` in GGML type `qtype`.
 
-    With `scratch`, a float cast lands in a buffer this thread reuses on its next call: for a caller
-    that writes the bytes out at once, it saves a fresh allocation (page faults and zeroing) per chunk."""
+    With `scratch`, the result (and a quantizer's float32 input) lands in buffers this thread reuses
+    on its next call: for a caller that writes the bytes out at once, it saves fresh allocations, and
+    so page faults and zeroing, on every chunk."""
     if qtype in FLOAT_TYPES:
-        dtype = FLOAT_TYPES[qtype]
-        if scratch:
-            out = _scratch_tensor(tensor.numel(), dtype).view(tensor.shape)
-            out.copy_(tensor)
-        else:
-            out = tensor.to(dtype).contiguous()
-        return out.view(torch.uint16).numpy() if dtype == torch.bfloat16 else out.numpy()
-    data = tensor.to(torch.float32).contiguous().numpy()
+        out = _cast(tensor, FLOAT_TYPES[qtype], scratch)
+        return out.view(torch.uint16).numpy() if out.dtype == torch.bfloat16 else out.numpy()
+    data = _cast(tensor, torch.float32, scratch).numpy()
     lib = libggml()
     if lib is None:
         try:
             return quants.quantize(data, qtype)
         except NotImplementedError as exc:
             raise ModelConversionError(f"{qtype.name} needs llama.cpp's quantizer (install llama-cpp-python)") from exc
-    return _ggml_quantize(lib, data, qtype, threads)
+    size = nbytes(qtype, data.shape)
+    out = _scratch_tensor(size, torch.uint8, "quantized").numpy() if scratch else np.empty(size, dtype=np.uint8)
+    return _ggml_quantize(lib, data, qtype, threads, out)
 
 
-def _scratch_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
+def _cast(tensor: torch.Tensor, dtype: torch.dtype, scratch: bool) -> torch.Tensor:
+    if not scratch:
+        return tensor.to(dtype).contiguous()
+    out = _scratch_tensor(tensor.numel(), dtype, "cast").view(tensor.shape)
+    out.copy_(tensor)
+    return out
+
+
+def _scratch_tensor(numel: int, dtype: torch.dtype, slot: str) -> torch.Tensor:
     need = numel * dtype.itemsize
-    buffer = getattr(_scratch, "buffer", None)
+    buffer = getattr(_scratch, slot, None)
     if buffer is None or buffer.numel() < need:
-        buffer = _scratch.buffer = torch.empty(need, dtype=torch.uint8)
+        buffer = torch.empty(need, dtype=torch.uint8)
+        setattr(_scratch, slot, buffer)
     return buffer[:need].view(dtype)
 
 
-def _ggml_quantize(lib: ctypes.CDLL, data: np.ndarray, qtype: Q, threads: int) -> np.ndarray:
+def _ggml_quantize(lib: ctypes.CDLL, data: np.ndarray, qtype: Q, threads: int, out: np.ndarray) -> np.ndarray:
     n_per_row = data.shape[-1]
     rows = data.size // n_per_row
     flat = data.reshape(rows, n_per_row)
-    out = np.empty(nbytes(qtype, data.shape), dtype=np.uint8)
     row_bytes = out.size // rows
     src = flat.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
     dst = out.ctypes.data

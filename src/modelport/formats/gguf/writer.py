@@ -20,12 +20,12 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
-from ...atomic import start_writeback
 from ...architectures.gguf_mapping import GGUFMapping
 from ...bundle import ModelBundle, TensorRef
 from ...errors import ModelConversionError, UsageError
 from ...progress import progress_bar
 from ...stream import prefetch
+from ...writeback import WriteBehind
 from . import vocab as vocab_mod
 from .hparams import HParams, hparams
 from .quant_types import ModelShape, choose_types, file_type, nbytes
@@ -193,6 +193,7 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
     offsets, sizes = data_offsets(writer)
     for fout, size in zip(writer.fout, sizes):
         os.ftruncate(fout.fileno(), size)          # padding between tensors reads back as zeros
+    behind = [WriteBehind(fout.fileno()) for fout in writer.fout]
 
     def produce(piece: Piece) -> int:
         """Make one chunk and write it at its place: workers write in parallel, no copy waits on another."""
@@ -215,8 +216,8 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
             offset = 0
             while offset < len(view):
                 offset += os.pwrite(fd, view[offset:], at + done + offset)
+            behind[file_id].wrote(at + done, len(view))
             done += len(view)
-        start_writeback(fd, at, done)
         if done != piece.nbytes:
             raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop}, "
                                        f"planned {piece.nbytes}", bundle.source)
