@@ -6,8 +6,8 @@ tokenizer. llama.cpp's converter comes from llama-cpp-python's source distributi
 into bench/out (never committed) and run with its own gguf-py. Everything starts from a warm page
 cache and a synced disk (no run pays for the previous one's writeback); each round runs every
 contender once (ours, the reference, `cp` of the model folder and `cp` followed by fsync of the copies,
-the durability our atomic publishing gives), and wall time is the median over --repeat rounds, peak
-RSS the largest (GNU time %M).
+the durability our atomic publishing gives), each after a synced disk and a 3 s pause; wall time is
+the median over --repeat rounds (the fastest is printed too), peak RSS the largest (GNU time %M).
 Run: `.venv/bin/python bench/bench_gguf.py` (about 15 minutes on 2 cores).
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
         copies = {"cp": Contender(["cp", "-r", str(model), str(copied)], copied),
                   "cp+fsync": Contender(["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/* "$1"', str(model), str(copied)],
                                         copied)}
-        rows = []
+        rows, fastest = [], []
         for quant in ("f16", "q8_0", "q4_k_m"):
             ours = Contender([*MODELPORT, "convert", str(model), str(dst), "--quant", quant, "--json"], dst)
             if quant == "q4_k_m":
@@ -85,6 +85,7 @@ def main() -> None:
                 label, their_s, their_rss = "convert_hf_to_gguf.py", m["theirs"].seconds, m["theirs"].peak_rss_mb
             rows.append((quant, m["ours"].seconds, m["ours"].peak_rss_mb, label, their_s, their_rss,
                          m["cp"].seconds, m["cp+fsync"].seconds))
+            fastest.append((quant, m["ours"].fastest, m["cp"].fastest, m["cp+fsync"].fastest))
         print(f"\n{layers} layers: {size / 1e9:.2f} GB bf16 safetensors; median of {args.repeat} rounds, each "
               f"running every contender once")
         print(f"{'type':7} {'modelport s':>11} {'RSS MB':>7} | {'reference':26} {'s':>6} {'RSS MB':>7} | "
@@ -92,6 +93,8 @@ def main() -> None:
         for quant, s, rss, label, ts, trss, cps, syncs in rows:
             print(f"{quant:7} {s:11.2f} {rss:7.0f} | {label:26} {ts:6.2f} {trss:7.0f} | {s / ts:10.2f} "
                   f"{rss / trss:9.2f} | {cps:5.2f} {s / cps:5.1f} {syncs:10.2f} {s / syncs:10.1f}")
+        print("fastest of the rounds: " + "; ".join(f"{quant} {s:.2f} s (cp {cps:.2f}, cp+fsync {syncs:.2f})"
+                                                    for quant, s, cps, syncs in fastest))
 
 
 if __name__ == "__main__":
