@@ -1,7 +1,8 @@
 """Issue 2 benchmark: a ~1 GB bf16 sharded HF model and an FSDP .pth of it, converted to HF.
 
 Prints wall time and peak RSS of `modelport convert` next to `cp` of the same bytes, all from a
-warm page cache (each input is read once first). Run: `.venv/bin/python bench/bench_hf.py`.
+warm page cache (each input is read once first), run side by side in rounds (common.interleaved).
+Run: `.venv/bin/python bench/bench_hf.py`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from common import MODELPORT, best_of, folder_bytes, llama_config, remove, warm, write_hf_model
+from common import MODELPORT, Contender, folder_bytes, interleaved, llama_config, warm, write_hf_model
 
 OUT = Path(__file__).resolve().parent / "out" / "hf"
 
@@ -41,19 +42,20 @@ def main() -> None:
         fsdp_pth(src, pth)
     size = folder_bytes(src)
     print(f"model: {args.layers} layers, {size / 1e9:.2f} GB bf16 in {len(list(src.glob('*.safetensors')))} shards; "
-          f"fsdp .pth {pth.stat().st_size / 1e9:.2f} GB; median of {args.repeat}, warm page cache")
+          f"fsdp .pth {pth.stat().st_size / 1e9:.2f} GB; median of {args.repeat} rounds (each contender once per "
+          f"round, 3 s pause before each run), warm page cache")
     rows = []
     for label, source, extra in (("sharded safetensors -> HF", src, []),
                                  ("FSDP .pth -> HF", pth, ["--base-model", str(src)])):
         warm(source)
         dst = OUT / "dst"
-        cp = best_of(args.repeat, ["cp", "-r", str(source), str(dst)], cleanup=dst)
-        cp_sync = best_of(args.repeat, ["sh", "-c", 'cp -r "$0" "$1" && find "$1" -type f -exec sync {} +',
-                                        str(source), str(dst)], cleanup=dst)
-        mp = best_of(args.repeat, [*MODELPORT, "convert", str(source), str(dst), *extra, "--json"], cleanup=dst)
-        inner = json.loads(mp.stdout)["seconds"]
-        rows.append((label, mp.seconds, inner, mp.peak_rss_mb, cp.seconds, cp_sync.seconds))
-        remove(dst)
+        m = interleaved(args.repeat, {
+            "ours": Contender([*MODELPORT, "convert", str(source), str(dst), *extra, "--json"], dst),
+            "cp": Contender(["cp", "-r", str(source), str(dst)], dst),
+            "cp+fsync": Contender(["sh", "-c", 'cp -r "$0" "$1" && find "$1" -type f -exec sync {} +',
+                                   str(source), str(dst)], dst)})
+        inner = json.loads(m["ours"].stdout)["seconds"]
+        rows.append((label, m["ours"].seconds, inner, m["ours"].peak_rss_mb, m["cp"].seconds, m["cp+fsync"].seconds))
     print(f"{'path':26} {'modelport s':>11} {'in-run s':>8} {'peak RSS MB':>11} {'cp s':>5} {'cp+fsync s':>10} "
           f"{'x cp':>5} {'x cp+fsync':>10}")
     for label, s, inner, rss, cps, syncs in rows:
