@@ -8,11 +8,12 @@ validation included), median of N runs, peak RSS by GNU time.
 from __future__ import annotations
 
 import argparse
+import json
 from importlib import resources
 from pathlib import Path
 
 from bench_gguf import make_model
-from common import MODELPORT, best_of, folder_bytes, warm
+from common import MODELPORT, Contender, interleaved, warm
 
 OUT = Path(__file__).resolve().parent / "out" / "onnx"
 
@@ -28,9 +29,9 @@ def main() -> None:
                              ("0.5B Llama-shaped decoder", decoder, "fp32")]:
         out = OUT / f"{src.name}-{quant}"
         warm(src)
-        m = best_of(args.repeat, [*MODELPORT, "convert", str(src), str(out / "model.onnx"), "--quant", quant],
-                    cleanup=out)
-        rows.append((name, quant, m.seconds, m.peak_rss_mb, folder_bytes(out) / 1e6))
+        m = interleaved(args.repeat, {"ours": Contender([*MODELPORT, "convert", str(src), str(out / "model.onnx"),
+                                                         "--quant", quant, "--json"], out)})["ours"]
+        rows.append((name, quant, m.seconds, m.peak_rss_mb, json.loads(m.stdout)["bytes_written"] / 1e6))
     print("| model | type | wall s | peak RSS MB | output MB |")
     print("|---|---|---|---|---|")
     for name, quant, seconds, rss, size in rows:

@@ -41,17 +41,6 @@ def measure(cmd: list[str], env: dict | None = None) -> Measure:
     return Measure(seconds, peak_kb / 1024, proc.stdout.decode())
 
 
-def best_of(n: int, cmd: list[str], cleanup: Path | None = None, env: dict | None = None) -> Measure:
-    runs = []
-    for _ in range(n):
-        if cleanup is not None:
-            remove(cleanup)
-        os.sync()   # untimed: no run pays for the writeback of the one before it
-        runs.append(measure(cmd, env))
-    median = statistics.median(r.seconds for r in runs)
-    return Measure(median, max(r.peak_rss_mb for r in runs), runs[-1].stdout)
-
-
 @dataclass
 class Contender:
     cmd: list[str]

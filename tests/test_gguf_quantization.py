@@ -126,7 +126,7 @@ def test_row_chunked_streaming_changes_no_byte(f32_file, tmp_path, monkeypatch, 
     from modelport.formats.gguf import writer
     sample, _ = f32_file
     modelport.convert(sample.path, tmp_path / "whole.gguf", quant=quant)
-    monkeypatch.setattr(writer, "CHUNK_BYTES", 8 * 1024)       # 8 rows of 256 floats per chunk
+    monkeypatch.setattr("modelport.bundle.ROW_BLOCK_BYTES", 8 * 1024)       # 8 rows of 256 floats per chunk
     bundle = modelport.load(sample.path)
     mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
     by_name = {p.gguf_name: p for p in writer.plan(bundle, mapping, hp, quant)}
@@ -144,7 +144,7 @@ def test_training_checkpoint_streams_rows_and_dcp_gives_tensors_whole(f32_file, 
     state = modelport.load(sample.path)
     torch.save({"model": {f"module.{t.name}": t.load() for t in state if t.alias_of is None}}, tmp_path / "ckpt.pth")
     modelport.convert(tmp_path / "ckpt.pth", tmp_path / "whole.gguf", quant="q4_k_m", base_model=sample.path)
-    monkeypatch.setattr(writer, "CHUNK_BYTES", 8 * 1024)
+    monkeypatch.setattr("modelport.bundle.ROW_BLOCK_BYTES", 8 * 1024)
     bundle = modelport.load(tmp_path / "ckpt.pth", base_model=sample.path)
     mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
     ffn = next(p for p in writer.plan(bundle, mapping, hp, "q4_k_m") if p.gguf_name == "blk.0.ffn_down.weight")
@@ -161,10 +161,9 @@ def test_training_checkpoint_streams_rows_and_dcp_gives_tensors_whole(f32_file, 
 def test_hf_cast_streams_row_blocks_with_the_same_bytes(samples, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from modelport.formats import hf
     sample = samples("llama-quant")
     modelport.convert(sample.path, tmp_path / "whole", dtype="bfloat16")
-    monkeypatch.setattr(hf, "CAST_CHUNK_BYTES", 4096)
+    monkeypatch.setattr("modelport.bundle.ROW_BLOCK_BYTES", 4096)
     modelport.convert(sample.path, tmp_path / "blocks", dtype="bfloat16")
     whole, blocks = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "blocks" / "model.safetensors")
     assert whole.keys() == blocks.keys() and all(torch.equal(whole[k], blocks[k]) for k in whole)

@@ -18,8 +18,14 @@ from .errors import ModelConversionError, UsageError
 TEMP_MARKER = ".modelport-tmp-"
 
 
+def temp_name(name: str) -> str:
+    """The hidden name a temporary for `name` gets: it carries this process's pid, so a later run can
+    tell a dead process's leftovers from a live one's work."""
+    return f".{name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def temp_sibling(dst: Path) -> Path:
-    return dst.parent / f".{dst.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(3)}"
+    return dst.parent / temp_name(dst.name)
 
 
 def is_temp_name(name: str) -> bool:

@@ -7,7 +7,6 @@ Relative paths are taken from the config file's folder.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Literal, Union
@@ -176,12 +175,11 @@ def _convert_to_url(item: Path, url: str, options: dict) -> dict:
     """Convert into a local staging folder, upload under a hidden temporary name, then move it into
     place: readers of the URL see the output whole or not at all (on object stores the move is a copy,
     so the final name appears only once the upload has completed)."""
-    import secrets
     import tempfile
 
     import fsspec
 
-    from .atomic import TEMP_MARKER
+    from .atomic import temp_name
 
     fs, path = fsspec.core.url_to_fs(url)
     if fs.exists(path) and not options["overwrite"]:
@@ -190,7 +188,7 @@ def _convert_to_url(item: Path, url: str, options: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="modelport-stage-") as stage:
         local = Path(stage) / name
         result = convert(item, local, **options)
-        hidden = f"{parent}/.{name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(3)}"
+        hidden = f"{parent}/{temp_name(name)}"
         try:
             fs.makedirs(parent, exist_ok=True)
             fs.put(str(local), hidden, recursive=local.is_dir())

@@ -13,6 +13,17 @@ from typing import Callable, Iterator
 import torch
 
 
+ROW_BLOCK_BYTES = 16 * 2**20     # one block of streamed work, measured as float32
+
+
+def rows_per_block(row_elements: int, unit: int = 1) -> int:
+    """Rows in one block of streamed work: ROW_BLOCK_BYTES of float32 (the widest a cast or a quantizer
+    makes a row), a whole number of `unit`s (attention heads) and at least one. Every writer that streams
+    row blocks sizes them here, so one figure bounds the working set of all of them."""
+    per_block = ROW_BLOCK_BYTES // (4 * max(1, row_elements))
+    return max(unit, per_block // unit * unit)
+
+
 @dataclass(frozen=True)
 class RawRange:
     """Where a tensor's exact little-endian bytes lie in a file, so a writer can copy them kernel-side."""
@@ -69,11 +80,10 @@ class TensorRef:
             return self.rows(start, stop)
         return self.load()[start:stop]
 
-    def row_chunks(self, dtype: torch.dtype, chunk_bytes: int) -> Iterator[torch.Tensor]:
+    def row_chunks(self, dtype: torch.dtype) -> Iterator[torch.Tensor]:
         """The tensor as consecutive blocks of whole rows, each cast to `dtype`: never held whole."""
         rows = self.shape[0] if self.shape else 1
-        row_bytes = max(1, self.nbytes // max(rows, 1))
-        step = max(1, chunk_bytes // row_bytes)
+        step = rows_per_block(self.numel // max(rows, 1))
         for start in range(0, rows, step):
             yield self.load_rows(start, min(rows, start + step)).to(dtype)
 

@@ -65,7 +65,7 @@ def _fatal(exc: BaseException, repo: str, what: str) -> Exception | None:
     if isinstance(exc, GatedRepoError):
         return ModelFileNotFoundError(f"{repo} is gated: accept its terms on the Hub and pass --token or HF_TOKEN")
     if isinstance(exc, RepositoryNotFoundError):
-        return ModelFileNotFoundError(f"no such model on the Hub (or it is private: pass --token or set HF_TOKEN)",
+        return ModelFileNotFoundError("no such model on the Hub (or it is private: pass --token or set HF_TOKEN)",
                                       repo)
     if isinstance(exc, RevisionNotFoundError):
         return ModelFileNotFoundError("no such revision", repo)

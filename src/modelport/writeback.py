@@ -15,25 +15,19 @@ the output durable.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections import deque
+
+from .libc import libc
 
 WINDOW_BYTES = 64 * 2**20
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 
 
-def _libc_sync_file_range():
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
-
-
-_sync_file_range = _libc_sync_file_range()
+_sync_file_range = getattr(libc(), "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
 
 class WriteBehind:

@@ -21,7 +21,6 @@ from ..errors import CorruptInputError, IncompleteCheckpointError
 from .assemble import assemble_bundle
 
 MODEL_GROUPS = ("model", "state_dict", "module", "model_state_dict")
-ROW_BLOCK_BYTES = 16 * 2**20
 
 
 def read_metadata(path: Path):
@@ -98,7 +97,7 @@ class _LazySavePlanner(DefaultSavePlanner):
             # mapping, whose pages would stay resident for as long as torch's writer keeps the tensor
             self._last = torch.empty(ref.shape, dtype=dtype)
             at = 0
-            for block in ref.row_chunks(dtype, ROW_BLOCK_BYTES):
+            for block in ref.row_chunks(dtype):
                 self._last[at:at + block.shape[0]] = block
                 at += block.shape[0]
         else:

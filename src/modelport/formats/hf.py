@@ -117,16 +117,13 @@ def plan_shards(refs: list[TensorRef], dtype: torch.dtype, max_bytes: int) -> li
     return shards
 
 
-CAST_CHUNK_BYTES = 16 * 2**20
-
-
 def _payload(ref: TensorRef, dtype: torch.dtype) -> torch.Tensor | RawRange | RowBlocks:
     """The bytes to write: a kernel-side copy when nothing changes; row blocks cast one at a time when
     the source reads rows alone; else the loaded, cast tensor."""
     if ref.raw is not None and ref.dtype == dtype:
         return ref.raw
-    if ref.rows is not None and ref.nbytes > CAST_CHUNK_BYTES:
-        return RowBlocks(ref.shape, dtype, ref.row_chunks(dtype, CAST_CHUNK_BYTES))
+    if ref.rows is not None:
+        return RowBlocks(ref.shape, dtype, ref.row_chunks(dtype))
     return ref.load().to(dtype)
 
 

@@ -21,7 +21,7 @@ from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
 from ...architectures.gguf_mapping import GGUFMapping
-from ...bundle import ModelBundle, TensorRef
+from ...bundle import ModelBundle, TensorRef, rows_per_block
 from ...errors import ModelConversionError, UsageError
 from ...progress import progress_bar
 from ...stream import prefetch
@@ -34,7 +34,6 @@ from .quantize import to_type
 logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key at INFO and skips unused special types at WARNING
 
 
-CHUNK_BYTES = 16 * 2**20      # float32 working size of one chunk
 
 
 @dataclass
@@ -155,8 +154,7 @@ def pieces(p: Planned, mapping: GGUFMapping, hp: HParams) -> list[Piece]:
     rows = p.shape[0]
     heads = mapping.permuted_heads(p.ref.name, hp)
     unit = rows // heads if heads else 1
-    row_bytes = 4 * (int(np.prod(p.shape)) // rows)
-    step = max(unit, CHUNK_BYTES // row_bytes // unit * unit)
+    step = rows_per_block(int(np.prod(p.shape[1:])), unit)
     return [Piece(p, start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
@@ -209,7 +207,7 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
         fd, at = writer.fout[file_id].fileno(), start + piece.start * row_bytes
         # a tensor a source could only give whole is still converted a row block at a time (rows are
         # independent in every GGML type), so only the source tensor is ever held whole
-        step = max(1, CHUNK_BYTES // max(1, 4 * int(np.prod(tensor.shape[1:])))) if tensor.ndim >= 2 else None
+        step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
         done = 0
         for block in (tensor.split(step) if step else [tensor]):
             view = memoryview(np.ascontiguousarray(to_type(block, p.qtype, threads=1, scratch=True))).cast("B")
