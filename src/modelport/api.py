@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import detect as fmt
-from .atomic import atomic_files, atomic_output, check_destination
+from .atomic import atomic_files, atomic_output, check_apart, check_destination
 from .bundle import ModelBundle
 from .checkpoints import pick
 from .dtypes import dtype_name, resolve_dtype
@@ -25,6 +25,11 @@ TARGET_ALIASES = {"huggingface": fmt.HF, "hf": fmt.HF, "dcp": fmt.DCP, "gguf": f
 
 def _path(value: str | Path | None) -> Path | None:
     return Path(value).expanduser() if value is not None else None
+
+
+def _sources(src: str | Path, base_model: str | Path | None) -> list[Path]:
+    """Everything a conversion reads from, none of which it may write into."""
+    return [Path(p).expanduser() for p in (src, base_model) if p is not None]
 
 
 def resolve_source(src: Path, checkpoint: str | None) -> tuple[Path, str]:
@@ -76,6 +81,7 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     if target not in WRITABLE:
         raise UsageError(f"--to {to or target}: writing this format is not supported yet "
                          f"(supported: {', '.join(WRITABLE)})")
+    check_apart(_sources(src, base_model), dst_path)
     shard_bytes = parse_size(max_shard_size)
     if target == fmt.ONNX and edits:
         return _edited_onnx(src, dst_path, edits, quant=quant, base_model=base_model, checkpoint=checkpoint,
@@ -92,8 +98,6 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, dtype: s
     if quant is not None:
         from .formats.gguf.quant_types import file_type
         file_type(quant)
-    if Path(src).expanduser().resolve() == dst_path.resolve():
-        raise UsageError("destination is the source; a source is never modified", dst_path)
     check_destination(dst_path, overwrite)
     # edited tokenizer files live in a work folder until the writer has copied them
     with (tempfile.TemporaryDirectory(prefix="modelport-edits-") if edits else contextlib.nullcontext()) as workdir:
@@ -184,8 +188,7 @@ def _convert_onnx(src: Path, dst: Path, *, quant: str | None, base_model: Path |
     if opset < 18:
         raise UsageError("--opset: the exporter needs opset 18 or newer")
     fmt.detect_or_fail(src)
-    if src.resolve() == dst.resolve():
-        raise UsageError("destination is the source; a source is never modified", dst)
+    check_apart(_sources(src, base_model), dst)
     with atomic_files(dst, overwrite) as tmp:
         written = write(src, tmp, dst.name, options, base_model, trust_remote_code)
     return {"ok": True, "source": str(src), "source_format": fmt.detect(src), "destination": str(dst),

@@ -56,8 +56,9 @@ def remove_dead_temporaries(folder: Path, name: str = "") -> list[str]:
     A temporary of a live process (another conversion into the same folder) is left alone."""
     if not folder.is_dir():
         return []
-    pattern = f".{name}{TEMP_MARKER}*" if name else f"*{TEMP_MARKER}*"
-    dead = [p for p in folder.glob(pattern) if not process_alive(temp_owner(p.name))]
+    prefix = f".{name}{TEMP_MARKER}" if name else ""
+    dead = [p for p in folder.iterdir() if is_temp_name(p.name) and p.name.startswith(prefix)
+            and not process_alive(temp_owner(p.name))]
     for path in dead:
         remove_path(path)
     return [p.name for p in dead]
@@ -110,14 +111,28 @@ def check_destination(dst: Path, overwrite: bool) -> None:
             break
 
 
+def check_apart(sources: list[Path], dst: Path) -> None:
+    """Refuse a destination inside a source or a source inside the destination, whatever the flags:
+    writing there (or replacing it with --overwrite) would modify the source."""
+    target = dst.expanduser().resolve()
+    for source in sources:
+        src = source.expanduser().resolve()
+        if target == src or src in target.parents:
+            raise UsageError(f"is inside the source {source}; a source is never modified, write elsewhere", dst)
+        if target in src.parents:
+            raise UsageError(f"holds the source {source}; a source is never modified, write elsewhere", dst)
+
+
 def _prepared(dst: Path, overwrite: bool) -> Path:
-    """The absolute destination, checked, with its parent folder created."""
+    """The absolute destination, checked, with its parent folder created and what killed runs left
+    beside it removed (their temporaries carry their dead pid)."""
     dst = dst.absolute()
     check_destination(dst, overwrite)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create destination folder: {exc.strerror}", dst.parent) from exc
+    remove_dead_temporaries(dst.parent, dst.name)
     return dst
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .bundle import TensorRef
-from .errors import KeyMismatchError
+from .errors import KeyMismatchError, cut
 from .architectures.expected import ExpectedTensors
 
 WRAPPER_TOKENS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -46,7 +46,7 @@ class KeyReport:
 
 
 def summarize(names: list[str]) -> str:
-    shown = ", ".join(names[:SHOWN])
+    shown = ", ".join(cut(n) for n in names[:SHOWN])
     more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
     return f"{len(names)} ({shown}{more})"
 
@@ -118,6 +118,10 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
              if tuple(out[n].shape) != tuple(expected.shapes[n])]
     if wrong:
         raise KeyMismatchError(f"shape mismatch for {summarize(wrong)}", source)
+    integral = [f"{report.origins.get(n, n)} ({out[n].dtype})" for n in out if not out[n].dtype.is_floating_point]
+    if integral:
+        raise KeyMismatchError(f"weights must be floating point; {summarize(integral)} tensor(s) are not "
+                               "(an integer-quantized checkpoint is not supported)", source)
     missing = [n for n in expected.shapes if n not in out]
     if missing:
         hint = f"; unexpected: {summarize(report.unexpected)}" if report.unexpected else ""

@@ -10,12 +10,13 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
 from typing import Any, Callable
 
-from .errors import ModelportError, ModelVerificationError, UsageError
+from .errors import ModelportError, ModelVerificationError, UsageError, one_line
 
 log = logging.getLogger("modelport")
 
@@ -26,8 +27,25 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="load architecture plugins (every *.py) from DIR (repeatable; see docs/architectures.md)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is a UsageError like any other: one line (after the usage
+    reminder), exit 2, and one JSON object on stdout with --json."""
+
+    def error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: every temporary is removed on the way out."""
+
+
+def _terminate(signum: int, _frame) -> None:
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelport", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="modelport", description=__doc__.splitlines()[0])
     from . import __version__
     parser.add_argument("--version", action="version", version=f"modelport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -261,15 +279,16 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
 
 def _history(args: argparse.Namespace) -> tuple[dict, int]:
     from .registry import Registry
-    registry = Registry.open(args.registry)
-    rows = registry.rows(args.only, limit=args.limit)
+    registry = Registry.existing(args.registry)
+    rows = registry.rows(args.only, limit=args.limit) if registry else []
     if not args.json:
         for r in rows:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
             seconds = f"{r['seconds']:.1f}s" if r["seconds"] is not None else "-"
             print(f"{r['id']:>5} {when} {r['command']:7} {r['status']:9} {seconds:>8} {r['source']} -> "
                   f"{r['destination'] or '-'}{'  ' + r['error'] if r['error'] else ''}")
-    return {"ok": True, "registry": str(registry.path), "attempts": rows}, 0
+    path = registry.path if registry else Registry.location(args.registry)
+    return {"ok": True, "registry": str(path), "attempts": rows}, 0
 
 
 def _ensure(args: argparse.Namespace) -> tuple[dict, int]:
@@ -350,36 +369,51 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv
     logging.basicConfig(level=logging.WARNING, format="modelport: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)          # our own progress; libraries (onnxscript, onnxruntime, ...) only warn
-    _quiet_libraries()
-    from .memory import bound_heap
-    bound_heap()
-    as_json = getattr(args, "json", False)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        payload, code = _dispatch(argv)
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        _say(f"modelport: interrupted by {name}; nothing was left at the destination")
+        code = 143 if isinstance(exc, Terminated) else 130
+        payload = {"ok": False, "error": f"interrupted by {name}", "exit_code": code}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        print(json.dumps(payload, default=_jsonable))
+    return code
+
+
+def _dispatch(argv: list[str]) -> tuple[dict, int]:
+    """Run one command; every failure becomes (error payload, exit code) after one line on stderr."""
+    try:
+        args = build_parser().parse_args(argv)
+        _quiet_libraries()
+        from .memory import bound_heap
+        bound_heap()
         if args.plugin_path:
             from .architectures import add_plugin_path
             for folder in args.plugin_path:
                 add_plugin_path(folder)
-        payload, code = COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
     except ModelportError as exc:
         _say(f"modelport: error: {exc}")
         payload = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
         if isinstance(exc, ModelVerificationError) and exc.report:
             payload["report"] = exc.report
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        _say("modelport: interrupted; nothing was left at the destination")
-        return 130
+        return payload, exc.exit_code
+    except RecursionError:       # a structure nested past any real model's (hostile input): not a crash
+        _say("modelport: error: input nested too deeply to read")
+        return {"ok": False, "error": "input nested too deeply to read", "exit_code": 1}, 1
     except Exception as exc:  # a bug, not a bad input: say so, and show where with MODELPORT_DEBUG=1
-        _say(f"modelport: internal error: {type(exc).__name__}: {exc}")
+        _say(f"modelport: internal error: {one_line(f'{type(exc).__name__}: {exc}')}")
         if os.environ.get("MODELPORT_DEBUG"):
             traceback.print_exc()
-        payload, code = {"ok": False, "error": f"internal error: {exc}", "exit_code": 1}, 1
-    if as_json:
-        print(json.dumps(payload, default=_jsonable))
-    return code
+        return {"ok": False, "error": f"internal error: {exc}", "exit_code": 1}, 1
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bundle import TOKENIZER_FILES
+from .config_check import check_config
 from .errors import CorruptInputError, ModelFileNotFoundError, UsageError
 
 
@@ -26,6 +27,10 @@ def read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptInputError(f"not valid JSON ({exc})", path) from exc
+    except RecursionError:
+        raise CorruptInputError("not valid JSON (nested too deeply)", path) from None
+    except OSError as exc:
+        raise CorruptInputError(f"cannot read: {exc.strerror or exc}", path) from exc
     if not isinstance(data, dict):
         raise CorruptInputError("expected a JSON object", path)
     return data
@@ -53,8 +58,10 @@ def find_companions(weights: Path, base_model: Path | None) -> Companions:
         tokenizer = {n: tokenizer_dir / n for n in TOKENIZER_FILES if (tokenizer_dir / n).is_file()}
     generation = next((d / "generation_config.json" for d in dirs
                        if (d / "generation_config.json").is_file()), None)
+    config = read_json(config_path)
+    check_config(config, config_path)
     return Companions(
-        config=read_json(config_path),
+        config=config,
         config_path=config_path,
         tokenizer_files=tokenizer,
         generation_config=read_json(generation) if generation else None,

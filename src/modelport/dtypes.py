@@ -27,6 +27,10 @@ SAFETENSORS_NAMES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 SAFETENSORS_CODES = {v: k for k, v in SAFETENSORS_NAMES.items()}
+SAFETENSORS_ITEMSIZE: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}
 
 
 def parse_dtype(name: str | None) -> torch.dtype | None:

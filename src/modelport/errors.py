@@ -8,6 +8,26 @@ from __future__ import annotations
 from pathlib import Path
 
 
+MAX_MESSAGE = 1000          # characters: a message quoting hostile input stays one readable line
+SHOWN_NAME = 80
+
+
+def cut(name: str) -> str:
+    """A name taken from a file (a tensor, a key), cut short for a message."""
+    return name if len(name) <= SHOWN_NAME else f"{name[:SHOWN_NAME]}... ({len(name)} characters)"
+
+
+def quoted(name: str) -> str:
+    """`cut(name)`, escaped and quoted, so control characters cannot break the line."""
+    return repr(cut(name))
+
+
+def one_line(text: str) -> str:
+    """`text` as a single line of bounded length, whatever a file or a library put into it."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_MESSAGE else f"{flat[:MAX_MESSAGE]}... ({len(flat) - MAX_MESSAGE} more characters)"
+
+
 class ModelportError(Exception):
     """Base of every error modelport raises on purpose."""
 
@@ -15,7 +35,7 @@ class ModelportError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = str(path) if path is not None else None
-        super().__init__(f"{path}: {message}" if path is not None else message)
+        super().__init__(one_line(f"{path}: {message}" if path is not None else message))
 
 
 class UsageError(ModelportError):

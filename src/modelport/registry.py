@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import process_alive
+from .errors import CorruptInputError, UsageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -54,18 +55,36 @@ def default_path() -> Path:
 class Registry:
     path: Path
 
+    @staticmethod
+    def location(path: str | Path | None = None) -> Path:
+        return Path(path).expanduser() if path else default_path()
+
     @classmethod
     def open(cls, path: str | Path | None = None) -> "Registry":
-        registry = cls(Path(path).expanduser() if path else default_path())
+        """The registry at `path`, created (with its folders) if it is not there: for writers."""
+        registry = cls(cls.location(path))
         registry.path.parent.mkdir(parents=True, exist_ok=True)
-        with registry._connect() as db:
+        with closing(registry._connect()) as db:
             db.executescript(SCHEMA)
         return registry
 
+    @classmethod
+    def existing(cls, path: str | Path | None = None) -> "Registry | None":
+        """The registry at `path` for reading, or None when there is none: reading never creates one."""
+        location = cls.location(path)
+        if not location.exists():
+            return None
+        if not location.is_file():
+            raise UsageError("not a registry file", location)
+        return cls(location)
+
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise CorruptInputError(f"not a readable registry ({exc})", self.path) from exc
         return db
 
     def start(self, command: str, source: str | Path, *, signature: str | None = None, step: int | None = None,
@@ -119,7 +138,10 @@ class Registry:
         if limit:
             query += f" LIMIT {int(limit)}"
         with closing(self._connect()) as db:
-            return [_row(r) for r in db.execute(query, args)]
+            try:
+                return [_row(r) for r in db.execute(query, args)]
+            except sqlite3.DatabaseError as exc:
+                raise CorruptInputError(f"not a readable registry ({exc})", self.path) from exc
 
 
 def _row(r: sqlite3.Row) -> dict:

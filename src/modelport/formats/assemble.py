@@ -8,6 +8,7 @@ from ..architectures.expected import expected_tensors
 from ..bundle import ModelBundle, TensorRef
 from ..checkpoint_keys import align
 from ..companions import find_companions
+from ..config_check import check_layers
 from ..errors import CorruptInputError
 
 
@@ -16,6 +17,7 @@ def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_mod
     if not refs:
         raise CorruptInputError("holds no tensors; not a model checkpoint", source)
     companions = find_companions(source, base_model)
+    check_layers(companions.config, len(refs), companions.config_path)
     spec = spec_for(companions.config, companions.config_path)
     aligned, report = align(refs, expected_tensors(spec, companions.config), source)
     all_notes = list(notes or []) + report.notes()

@@ -7,21 +7,20 @@ out, so transformers and the hub treat the result as their own.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
 from ..bundle import ModelBundle, RawRange, TensorRef
 from ..dtypes import SAFETENSORS_NAMES, dtype_name, target_dtype
-from ..errors import CorruptInputError, IncompleteCheckpointError, ModelFileNotFoundError
+from ..errors import CorruptInputError, IncompleteCheckpointError, ModelFileNotFoundError, quoted
 from ..progress import progress_bar
 from ..stream import prefetch
 from .assemble import assemble_bundle
-from .safetensors_io import PlannedTensor, RowBlocks, SafetensorsStreamWriter, data_ranges, mapped_rows
+from .safetensors_io import PlannedTensor, RowBlocks, SafetensorsStreamWriter, mapped_rows, read_header
 from .torch_pickle import load_pickle, pickle_refs
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -49,7 +48,15 @@ def _indexed_files(index: Path) -> list[Path]:
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise CorruptInputError("index has no weight_map", index)
-    files = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    folder = index.parent.resolve()
+    files = []
+    for name in dict.fromkeys(weight_map.values()):
+        if not isinstance(name, str) or not name:
+            raise CorruptInputError(f"weight_map names {name!r} as a shard; expected a file name", index)
+        shard = (index.parent / name).resolve()
+        if shard.parent != folder:
+            raise CorruptInputError(f"weight_map names {quoted(name)}, which is not a file in this folder", index)
+        files.append(index.parent / name)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise IncompleteCheckpointError(f"index lists shards that are missing: {', '.join(missing[:5])}", index)
@@ -57,42 +64,55 @@ def _indexed_files(index: Path) -> list[Path]:
 
 
 def safetensors_refs(path: Path) -> dict[str, TensorRef]:
-    try:
-        with safe_open(path, framework="pt") as f:
-            entries = [(k, f.get_slice(k)) for k in f.keys()]
-            shapes = {k: (tuple(s.get_shape()), SAFETENSORS_NAMES[s.get_dtype()]) for k, s in entries}
-    except Exception as exc:  # the library raises its own error types for every kind of damage
-        raise CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {exc}", path) from exc
-    ranges = data_ranges(path)
+    entries, _metadata = read_header(path)
     refs = {}
-    for k, (shape, dtype) in shapes.items():
-        raw = RawRange(path, *ranges[k])
+    for entry in entries:
+        dtype = SAFETENSORS_NAMES.get(entry.dtype)
+        if dtype is None:
+            raise CorruptInputError(f"tensor {quoted(entry.name)} has dtype {entry.dtype}, which modelport cannot "
+                                    "convert", path)
+        raw = RawRange(path, entry.offset, entry.nbytes)
+        shape = entry.shape
         rows = partial(mapped_rows, raw, shape, dtype) if shape and shape[0] else None
-        refs[k] = TensorRef(name=k, shape=shape, dtype=dtype, loader=_safetensors_loader(path, k), source=str(path),
-                            raw=raw, rows=rows)
+        refs[entry.name] = TensorRef(name=entry.name, shape=shape, dtype=dtype, loader=partial(_load_range, raw, shape, dtype),
+                                     source=str(path), raw=raw, rows=rows)
     return refs
 
 
-def _safetensors_loader(path: Path, name: str):
-    def load() -> torch.Tensor:
-        with safe_open(path, framework="pt") as f:
-            return f.get_tensor(name)
-    return load
+def _load_range(raw: RawRange, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    with open(raw.path, "rb") as f:
+        data = bytearray(os.pread(f.fileno(), raw.nbytes, raw.offset))
+    if len(data) != raw.nbytes:
+        raise CorruptInputError("ended before its tensor data (was it cut short after it was opened?)", raw.path)
+    return torch.frombuffer(data, dtype=dtype).reshape(shape) if raw.nbytes else torch.empty(shape, dtype=dtype)
+
+
+def _merged(per_file: list[tuple[Path, dict[str, TensorRef]]]) -> dict[str, TensorRef]:
+    """Every file's tensors in one map; a name in two files is refused, since either could be meant."""
+    refs: dict[str, TensorRef] = {}
+    owner: dict[str, Path] = {}
+    for file, found in per_file:
+        for name, ref in found.items():
+            if name in refs:
+                raise CorruptInputError(f"tensor {quoted(name)} is in both {owner[name].name} and {file.name}; "
+                                        "which one is meant is not clear", file.parent)
+            refs[name], owner[name] = ref, file
+    return refs
 
 
 def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:
     folder = path if path.is_dir() else path.parent
     files = [path] if path.is_file() else weight_files(folder)
-    refs: dict[str, TensorRef] = {}
+    per_file = []
     for file in files:
         if file.suffix == ".safetensors":
-            refs.update(safetensors_refs(file))
+            per_file.append((file, safetensors_refs(file)))
         else:
             obj = load_pickle(file, trust_remote_code)
             if not isinstance(obj, dict):
                 raise CorruptInputError("expected a state dict", file)
-            refs.update(pickle_refs(file, obj, (), trust_remote_code))
-    return assemble_bundle(refs, path, "hf", base_model)
+            per_file.append((file, pickle_refs(file, obj, (), trust_remote_code)))
+    return assemble_bundle(_merged(per_file), path, "hf", base_model)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import mmap
 import os
 import struct
@@ -19,21 +20,92 @@ from typing import Iterable, Iterator
 import torch
 
 from ..bundle import RawRange
-from ..dtypes import SAFETENSORS_CODES
+from ..dtypes import SAFETENSORS_CODES, SAFETENSORS_ITEMSIZE
+from ..errors import CorruptInputError, quoted
 from ..writeback import WriteBehind
 
 COPY_CHUNK = 1 << 26
 NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
 
 
-def data_ranges(path: Path) -> dict[str, tuple[int, int]]:
-    """Absolute (offset, nbytes) of every tensor; call only on a file the library has validated."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
+MAX_HEADER_BYTES = 100_000_000      # the safetensors library's own limit
+
+
+@dataclass(frozen=True)
+class HeaderEntry:
+    name: str
+    dtype: str                 # the file's code: F32, BF16, I64, ...
+    shape: tuple[int, ...]
+    offset: int                # absolute byte offset in the file
+    nbytes: int
+
+
+def read_header(path: Path) -> tuple[list[HeaderEntry], dict[str, str]]:
+    """(tensor entries in file order, `__metadata__`), checked as the safetensors library checks them:
+    a bounded JSON header, known dtypes, sizes that match shapes, and byte ranges that tile the data
+    section exactly, with no gap, overlap or byte outside the file."""
+    def fail(message: str) -> CorruptInputError:
+        return CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {message}", path)
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise fail(f"{size} bytes is too short for a header")
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(MAX_HEADER_BYTES, size - 8):
+                raise fail(f"header length {length} exceeds the file ({size} bytes) or the 100 MB limit")
+            raw = f.read(length)
+    except OSError as exc:
+        raise CorruptInputError(f"cannot read: {exc.strerror or exc}", path) from exc
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise fail(f"header is not JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise fail("header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise fail("__metadata__ is not a map of strings")
     start = 8 + length
-    return {k: (start + v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0])
-            for k, v in header.items() if k != "__metadata__"}
+    entries = sorted((_entry(name, info, start, fail) for name, info in header.items()), key=lambda e: e.offset)
+    at = start
+    for entry in entries:
+        if entry.offset != at:
+            raise fail(f"tensor {quoted(entry.name)} starts at byte {entry.offset - start} of the data, "
+                       f"expected {at - start} (overlapping or missing data)")
+        at += entry.nbytes
+    if at != size:
+        raise fail(f"the tensors account for {at - start} bytes of data, the file holds {size - start}")
+    return entries, metadata
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {twice!r} appears twice")
+    return out
+
+
+def _entry(name: str, info: object, start: int, fail) -> HeaderEntry:
+    what = f"tensor {quoted(name)}"
+    if not isinstance(info, dict):
+        raise fail(f"{what} is not described by an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in SAFETENSORS_ITEMSIZE:
+        raise fail(f"{what} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise fail(f"{what} has shape {shape!r}, not a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        raise fail(f"{what} has data_offsets {offsets!r}, not [begin, end]")
+    nbytes = math.prod(shape) * SAFETENSORS_ITEMSIZE[dtype]
+    if offsets[1] - offsets[0] != nbytes:
+        raise fail(f"{what} is {dtype} {shape} ({nbytes} bytes) but spans {offsets[1] - offsets[0]} bytes")
+    return HeaderEntry(name, dtype, tuple(shape), start + offsets[0], nbytes)
 
 
 def mapped_rows(raw: RawRange, shape: tuple[int, ...], dtype: torch.dtype, start: int, stop: int) -> torch.Tensor:

@@ -70,7 +70,7 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
         build.stage = "convert"
         t = time.perf_counter()
         target = staging / gguf_name(quant)
-        convert(staging, target, quant=quant, threads=options.threads)
+        _gguf_beside(staging, target, quant, options.threads)
         build.timings[target.name] = round(time.perf_counter() - t, 3)
         targets.append(target)
     if options.verify and targets:
@@ -82,6 +82,21 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
             build.verification[target.name] = {**report, "source": ".", "converted": target.name}
         build.timings["verify_gguf"] = round(time.perf_counter() - t, 3)
     build.stage = "publish"
+
+
+def _gguf_beside(staging: Path, target: Path, quant: str, threads: int | None) -> None:
+    """GGUF from the version's HF files, placed among them: written outside the folder it reads (a
+    conversion never writes into its source), then moved in."""
+    from ..api import convert
+
+    outside = temp_sibling(staging.parent / target.name)
+    outside.mkdir()
+    try:
+        convert(staging, outside / target.name, quant=quant, threads=threads)
+        for part in sorted(outside.iterdir()):
+            os.rename(part, staging / part.name)
+    finally:
+        remove_path(outside)
 
 
 def file_entries(folder: Path) -> list[dict]:

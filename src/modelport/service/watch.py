@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..atomic import remove_dead_temporaries, remove_path, temp_sibling
+from ..atomic import check_apart, remove_dead_temporaries, remove_path, temp_sibling
 from ..errors import ModelportError, UsageError
 from ..registry import ABANDONED, FAILED, KILLED, PUBLISHED, Registry
 from .config import WatchConfig
@@ -193,6 +193,7 @@ class WatchService:
             raise UsageError("no such checkpoint folder", cfg.checkpoint_dir)
         if cfg.output.exists() and not cfg.output.is_dir():
             raise UsageError("--output must be a folder", cfg.output)
+        check_apart([cfg.checkpoint_dir] + ([cfg.base_model] if cfg.base_model else []), cfg.output)
         removed = remove_dead_temporaries(cfg.output)
         killed = self.registry.mark_killed(COMMAND)
         if removed or killed:

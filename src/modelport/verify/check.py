@@ -90,8 +90,14 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
     if kind == ONNX:
         from .onnxruntime_runner import onnx_class
         dtype_key = onnx_class(dst)
+    elif kind == GGUF:
+        # every header and table is checked before llama.cpp sees the file: it aborts the process on some
+        # damage it finds itself
+        from ..formats.gguf.reader import checked_header
+        checked_header(dst)
+        dtype_key = gguf_class(dst)
     else:
-        dtype_key = gguf_class(dst) if kind == GGUF else _dtype_key(load(dst, base))
+        dtype_key = _dtype_key(load(dst, base))
     limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
     if kind == GGUF:
         from .llama_cpp_runner import LlamaCppModel

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CorruptInputError
+
 F32 = 0
 
 
@@ -42,7 +44,10 @@ class LlamaCppModel:
         if pooling is not None:
             kwargs["pooling_type"] = pooling
         with _quiet_stderr():
-            self.llm = Llama(**kwargs)
+            try:
+                self.llm = Llama(**kwargs)
+            except ValueError as exc:      # llama-cpp-python's only word for any load failure
+                raise CorruptInputError(f"llama.cpp cannot load it ({exc})", path) from exc
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """[positions, vocab] logits for `ids`, evaluated from an empty cache."""

@@ -34,11 +34,15 @@ KNOWN = ("min_cosine", "mean_cosine", "mean_kl", "max_rel_diff", "max_abs_diff",
 
 
 def gguf_class(path: Path) -> str:
-    import gguf
     from gguf import LlamaFileType
 
-    field = gguf.GGUFReader(path).fields.get("general.file_type")
-    name = LlamaFileType(int(field.contents())).name if field is not None else "ALL_F32"
+    from ..formats.gguf.header import read_header
+
+    code = read_header(path).get("general.file_type", int(LlamaFileType.ALL_F32))
+    try:
+        name = LlamaFileType(code).name
+    except ValueError:
+        name = "unknown"
     return GGUF_CLASSES.get(name, "4-6 bit")
 
 

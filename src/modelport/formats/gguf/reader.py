@@ -1,11 +1,13 @@
 """GGUF -> ModelBundle: names and transforms reversed, any type gguf-py can dequantize.
 
+The header and tensor table are checked first (header.py), then the metadata against the tensors.
 Each tensor is read from its byte range and dequantized when asked for, so nothing stays mapped.
 The HF config comes from beside the file or `--base-model`; without one it is rebuilt from the
 GGUF metadata for the families whose every HF setting the metadata carries.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gguf
@@ -19,59 +21,101 @@ from ...architectures.gguf_mapping import GGUFMapping
 from ...bundle import ModelBundle, TensorRef
 from ...checkpoint_keys import align
 from ...companions import find_companions
-from ...errors import CorruptInputError, ModelFileNotFoundError, UnknownArchitectureError
+from ...config_check import check_config, check_layers
+from ...errors import CorruptInputError, ModelFileNotFoundError, UnknownArchitectureError, quoted
+from .header import GGUFHeader, TensorInfo, read_header
 from .hparams import hparams
 
 TORCH_TYPES = {Q.F32: torch.float32, Q.F16: torch.float16, Q.BF16: torch.bfloat16}
+BLOCK = re.compile(r"blk\.(\d+)\.")
 # llama.cpp arch -> (HF model_type, HF class) for configs rebuilt from metadata
 REBUILDABLE = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM"),
                "qwen3": ("qwen3", "Qwen3ForCausalLM")}
 
 
-def _open(path: Path) -> gguf.GGUFReader:
-    try:
-        return gguf.GGUFReader(path)
-    except Exception as exc:   # gguf-py raises ValueError, struct.error, IndexError... on damage
-        raise CorruptInputError(f"not a readable GGUF file (truncated or corrupt): {exc}", path) from exc
+# HF config key -> the key (after "{arch}.") llama.cpp stores it under, for every architecture
+METADATA_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
+                 "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
+                 "num_key_value_heads": "attention.head_count_kv", "max_position_embeddings": "context_length",
+                 "rms_norm_eps": "attention.layer_norm_rms_epsilon", "layer_norm_eps": "attention.layer_norm_epsilon",
+                 "rope_theta": "rope.freq_base", "vocab_size": "vocab_size", "head_dim": "attention.key_length"}
+# what a config beside the file must agree on with the metadata llama.cpp runs the file by
+# (layer counts and sizes are held to the tensors themselves)
+MUST_AGREE = ("hidden_size", "num_attention_heads", "num_key_value_heads")
 
 
-def _field(reader: gguf.GGUFReader, key: str, default=None):
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
+def metadata_config(header: GGUFHeader) -> tuple[dict, dict[str, str]]:
+    """(the HF config values the metadata states, config key -> GGUF key), checked like any config.
+    Per-layer arrays (some families vary heads by layer) are left out: they are not one HF value."""
+    arch = header.architecture
+    found, names = {}, {}
+    for name, key in METADATA_KEYS.items():
+        value = header.get(f"{arch}.{key}")
+        if value is not None and not isinstance(value, list):
+            found[name], names[name] = value, f"{arch}.{key}"
+    check_config(found, header.path, names)
+    return found, names
 
 
-def rebuilt_config(reader: gguf.GGUFReader, path: Path) -> dict:
-    arch = _field(reader, "general.architecture")
+def rebuilt_config(header: GGUFHeader) -> dict:
+    path, arch = header.path, header.architecture
     if arch not in REBUILDABLE:
         raise ModelFileNotFoundError(f"no config.json for this {arch} GGUF; pass --base-model DIR with the HF config "
                                      f"(configs are rebuilt from metadata only for {', '.join(REBUILDABLE)})", path)
-    if any(t.name == "rope_freqs.weight" for t in reader.tensors):
+    if any(t.name == "rope_freqs.weight" for t in header.tensors):
         raise ModelFileNotFoundError("this GGUF uses scaled rope (rope_freqs); pass --base-model DIR with the HF "
                                      "config, whose rope_scaling the file does not spell out", path)
     model_type, cls = REBUILDABLE[arch]
-    k = lambda name, default=None: _field(reader, f"{arch}.{name}", default)  # noqa: E731
-    n_head = k("attention.head_count")
-    n_embd = k("embedding_length")
-    tokens = _field(reader, "tokenizer.ggml.tokens") or []
-    config = {
-        "architectures": [cls], "model_type": model_type, "hidden_size": n_embd,
-        "intermediate_size": k("feed_forward_length"), "num_hidden_layers": k("block_count"),
-        "num_attention_heads": n_head, "num_key_value_heads": k("attention.head_count_kv", n_head),
-        "max_position_embeddings": k("context_length"), "rms_norm_eps": k("attention.layer_norm_rms_epsilon"),
-        "rope_theta": k("rope.freq_base", 10000.0), "vocab_size": k("vocab_size") or len(tokens),
-        "head_dim": k("attention.key_length", n_embd // n_head),
-        "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
-    }
-    return {key: value for key, value in config.items() if value is not None}
+    config, names = metadata_config(header)
+    missing = [f"{arch}.{METADATA_KEYS[k]}" for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                        "intermediate_size") if k not in config]
+    if missing:
+        raise CorruptInputError(f"metadata lacks {', '.join(missing)}, which a {arch} config needs", path)
+    config.setdefault("num_key_value_heads", config["num_attention_heads"])
+    config.setdefault("rope_theta", 10000.0)
+    config.setdefault("vocab_size", len(header.get("tokenizer.ggml.tokens") or []))
+    config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
+    config.update({
+        "architectures": [cls], "model_type": model_type,
+        "tie_word_embeddings": not any(t.name == "output.weight" for t in header.tensors),
+        "bos_token_id": header.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": header.get("tokenizer.ggml.eos_token_id"),
+    })
+    names.update(bos_token_id="tokenizer.ggml.bos_token_id", eos_token_id="tokenizer.ggml.eos_token_id")
+    config = {key: value for key, value in config.items() if value is not None}
+    check_config(config, path, names)
+    return config
 
 
-def _loader(path: Path, t: gguf.ReaderTensor, hf_name: str, mapping: GGUFMapping, hp) -> tuple[callable, callable | None]:
+def _check_agreement(header: GGUFHeader, config: dict, config_path: Path) -> None:
+    """A config beside the file against the metadata llama.cpp will run it by."""
+    stated, names = metadata_config(header)
+    for key in MUST_AGREE:
+        if key in stated and key in config and stated[key] != config[key]:
+            raise CorruptInputError(f"{names[key]} is {stated[key]}, but {config_path} says {key} {config[key]} "
+                                    "(which one describes the tensors?)", header.path)
+
+
+def _check_blocks(header: GGUFHeader) -> None:
+    """The metadata's block count against the blocks the tensor names hold."""
+    arch = header.architecture
+    blocks = header.get(f"{arch}.block_count")
+    if blocks is None:
+        return
+    if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
+        raise CorruptInputError(f"{arch}.block_count: {blocks!r} is not a layer count", header.path)
+    indices = [int(m.group(1)) for m in (BLOCK.match(t.name) for t in header.tensors) if m]
+    if indices and max(indices) + 1 != blocks:
+        beyond = next((t.name for t in header.tensors if (m := BLOCK.match(t.name)) and int(m.group(1)) >= blocks), None)
+        detail = f"tensor {quoted(beyond)} is beyond it" if beyond else f"the tensors hold {max(indices) + 1} blocks"
+        raise CorruptInputError(f"{arch}.block_count is {blocks}, but {detail} (the metadata and the tensors "
+                                "disagree)", header.path)
+
+
+def _loader(path: Path, t: TensorInfo, hf_name: str, mapping: GGUFMapping, hp) -> tuple[callable, callable | None]:
     """(load, rows) for one tensor. Rows are read and dequantized alone (every GGML type stores whole
     rows of blocks) unless the tensor must be rearranged whole: permuted Q/K heads, transposed weights."""
-    shape = tuple(int(d) for d in reversed(t.shape))       # GGUF lists ne (fastest first)
-    qtype, offset, size = t.tensor_type, int(t.data_offset), int(t.n_bytes)
+    shape, qtype, offset, size = t.shape, t.qtype, t.offset, t.nbytes
     n_rows = shape[0] if shape else 1
     row_bytes = size // max(n_rows, 1)
 
@@ -96,19 +140,36 @@ def _loader(path: Path, t: gguf.ReaderTensor, hf_name: str, mapping: GGUFMapping
     return load, (None if whole_only else rows)
 
 
+def checked_header(path: Path) -> GGUFHeader:
+    """The header, its tensor table and the metadata llama.cpp sizes the model by, each checked against
+    the others: all that can be known of a GGUF without a config (llama.cpp aborts on some of it)."""
+    header = read_header(path)
+    _check_blocks(header)
+    if header.architecture is not None:
+        metadata_config(header)
+    return header
+
+
 def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:
-    reader = _open(path)
+    header = checked_header(path)
     try:
         companions = find_companions(path, base_model)
         config, tokenizer_files, generation = companions.config, companions.tokenizer_files, companions.generation_config
         notes = []
+        if header.architecture is not None:
+            _check_agreement(header, config, companions.config_path)
     except ModelFileNotFoundError:
-        config, tokenizer_files, generation = rebuilt_config(reader, path), {}, None
+        config, tokenizer_files, generation = rebuilt_config(header), {}, None
         notes = ["config rebuilt from GGUF metadata; no tokenizer files (pass --base-model to copy them)"]
+    check_layers(config, len(header.tensors), path)
     spec = spec_for(config, path)
     if spec.gguf is None:
         raise UnknownArchitectureError(f"no GGUF mapping for {spec.model_type!r}", path)
     mapping, hp = spec.gguf, hparams(config)
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[mapping.arch]]
+    if header.architecture != arch:
+        raise CorruptInputError(f"general.architecture is {header.architecture!r}, but the model's config describes "
+                                f"a llama.cpp {arch!r} model", path)
     expected = expected_tensors(spec, config)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[mapping.arch], hp.n_layer)
     to_hf: dict[str, str] = {}
@@ -116,15 +177,20 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is not None:
             to_hf.setdefault(gguf_name, hf_name)
+    computed = set(mapping.extra_tensors(hp)) if mapping.extra_tensors else set()
     refs: dict[str, TensorRef] = {}
     gguf_names: dict[str, str] = {}
-    for t in reader.tensors:
+    unused: list[str] = []
+    for t in header.tensors:
         hf_name = to_hf.get(t.name)
         if hf_name is None:
-            notes.append(f"ignored GGUF tensor {t.name} (computed from the config in HF)")
+            if t.name in computed:
+                notes.append(f"GGUF tensor {t.name} is recomputed from the config, not read")
+            else:
+                unused.append(t.name)
             continue
-        shape = mapping.gguf_shape(hf_name, tuple(int(d) for d in reversed(t.shape)))   # transposing is its own inverse
-        dtype = TORCH_TYPES.get(t.tensor_type, torch.float32)
+        shape = mapping.gguf_shape(hf_name, t.shape)       # transposing is its own inverse
+        dtype = TORCH_TYPES.get(t.qtype, torch.float32)
         if mapping.norm_offset and hf_name.endswith("norm.weight"):
             dtype = torch.float32
         load, rows = _loader(path, t, hf_name, mapping, hp)
@@ -134,4 +200,4 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,
                        generation_config=generation, notes=notes + report.notes(),
                        origins={hf: gguf_names.get(src, src) for hf, src in report.origins.items()},
-                       unused=[gguf_names.get(n, n) for n in report.unexpected])
+                       unused=unused + [gguf_names.get(n, n) for n in report.unexpected])
