@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from modelport.formats.safetensors_io import PlannedTensor, SafetensorsStreamWriter
+from modelport.core.torch_arrays import to_numpy
+from modelport.formats.hf.safetensors_io import PlannedTensor, SafetensorsStreamWriter
 
 MODELPORT = [sys.executable, "-m", "modelport.cli"]
 
@@ -102,14 +103,14 @@ def llama_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return dict(expected_tensors(spec_for(config), config).shapes)
 
 
-def random_tensor(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+def random_tensor(shape: tuple[int, ...], dtype: str, seed: int):
     g = torch.Generator().manual_seed(seed)
     if len(shape) == 1:
-        return torch.ones(shape, dtype=dtype)
-    return (torch.randn(shape, generator=g) * 0.02).to(dtype)
+        return to_numpy(torch.ones(shape, dtype=getattr(torch, dtype)))
+    return to_numpy((torch.randn(shape, generator=g) * 0.02).to(getattr(torch, dtype)))
 
 
-def write_hf_model(out: Path, config: dict, shard_bytes: int, dtype: torch.dtype = torch.bfloat16) -> None:
+def write_hf_model(out: Path, config: dict, shard_bytes: int, dtype: str = "bfloat16") -> None:
     """A sharded HF folder written tensor by tensor (the generator itself stays small)."""
     out.mkdir(parents=True, exist_ok=True)
     shapes = llama_shapes(config)

@@ -94,13 +94,29 @@ class Run:
         return json.loads(self.stdout)
 
 
-def run_cli(*args: object, preexec_fn=None, cwd: Path | None = None, env: dict | None = None) -> Run:
-    """The CLI in a subprocess; `env` entries are added to this process's environment."""
+def run_cli(*args: object, preexec_fn=None, cwd: Path | None = None, env: dict | None = None,
+            subprocess_only: bool = False) -> Run:
+    """The CLI. In this process (imports paid once: a fresh process spends ~2 s importing torch) unless
+    the call needs a process of its own: a preexec_fn, another cwd or environment, or `subprocess_only`
+    (signals, a kill, plugins that would stay registered)."""
+    if preexec_fn is None and cwd is None and env is None and not subprocess_only:
+        return _in_process(*args)
     import os
     proc = subprocess.run([sys.executable, "-m", "modelport.cli", *map(str, args)], capture_output=True,
                           text=True, preexec_fn=preexec_fn, cwd=cwd, timeout=600,
                           env={**os.environ, **env} if env else None)
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _in_process(*args: object) -> Run:
+    import contextlib
+    import io
+
+    from modelport.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return Run(code, out.getvalue(), err.getvalue())
 
 
 def leftovers(folder: Path) -> list[str]:

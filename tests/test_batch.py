@@ -135,7 +135,7 @@ jobs:
       final_format: gguf
       quant: q8_0
 """)
-    run = run_cli("batch", config, "--workers", "2", "--json")
+    run = run_cli("batch", config, "--workers", "2", "--json", subprocess_only=True)     # forks workers
     assert run.code == 0, run.stderr
     results = run.json()["results"]
     assert [r["output"] for r in results] == [f"file://{remote}/model", f"file://{remote}/gguf/model"]

@@ -73,12 +73,12 @@ def test_added_tokens_in_gguf_tokenize_and_template_like_transformers(llama, tmp
     from transformers import AutoTokenizer
 
     import gguf
-    from modelport.verify.llama_cpp_runner import LlamaCppModel
+    from modelport.runtimes.llama_cpp import LlamaCppRuntime
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
     reader = gguf.GGUFReader(tmp_path / "m.gguf")
     assert reader.fields["tokenizer.chat_template"].contents() == CHATML
     assert reader.fields["llama.context_length"].contents() == 256
-    runtime = LlamaCppModel(tmp_path / "m.gguf")
+    runtime = LlamaCppRuntime(tmp_path / "m.gguf")
     for text in ["<|im_start|>user\nhello custom_token_1 world<|im_end|>", "plain text, no new tokens 123"]:
         assert runtime.tokenize(text) == tok(text)["input_ids"], text
     assert runtime.llm.token_bos() == tok.bos_token_id and runtime.llm.token_eos() == tok.eos_token_id

@@ -7,7 +7,7 @@ import torch
 
 import modelport
 from conftest import run_cli
-from modelport.verify.llama_cpp_runner import LlamaCppModel
+from modelport.runtimes.llama_cpp import LlamaCppRuntime
 from modelport.verify.prompts import PROMPTS
 
 DECODERS = ["llama", "llama-spm", "llama-bfb", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt2"]
@@ -32,7 +32,7 @@ def test_decoder_logits_match_transformers(samples, tmp_path, name, quant):
     result = modelport.convert(sample.path, out, quant=quant)
     assert result["format"] == "gguf" and out.is_file()
     tok = _tokenizer(sample.path)
-    runtime = LlamaCppModel(out)
+    runtime = LlamaCppRuntime(out)
     for text in PROMPTS[:4]:
         ids = tok(text)["input_ids"]
         diff = np.abs(runtime.logits(ids) - _hf_logits(sample.model, ids)).max()
@@ -52,7 +52,7 @@ def test_byte_level_bpe_tokenization_equals_hf(samples, tmp_path):
     out = tmp_path / "t.gguf"
     modelport.convert(sample.path, out, quant="f16")
     tok = _tokenizer(sample.path)
-    runtime = LlamaCppModel(out)
+    runtime = LlamaCppRuntime(out)
     texts = _corpus() + [f"{tok.eos_token} after an eos, {tok.bos_token}and a bos<unk>"]
     mismatches = [t for t in texts if runtime.tokenize(t) != tok(t)["input_ids"]]
     assert not mismatches, mismatches[:3]
@@ -68,7 +68,7 @@ def test_byte_fallback_bpe_tokenization_equals_hf(samples, tmp_path):
     out = tmp_path / "t.gguf"
     modelport.convert(sample.path, out, quant="f16")
     tok = _tokenizer(sample.path)
-    runtime = LlamaCppModel(out)
+    runtime = LlamaCppRuntime(out)
     texts = [t for t in _corpus() if not t[:1].isspace()] + ["emoji 🙂🚀 and 中文 via byte fallback"]
     mismatches = [t for t in texts if runtime.tokenize(t) != tok(t)["input_ids"]]
     assert not mismatches, mismatches[:3]
@@ -84,7 +84,7 @@ def test_sentencepiece_tokenization_equals_the_model(samples, tmp_path):
     out = tmp_path / "t.gguf"
     modelport.convert(sample.path, out, quant="f16")
     sp = spm.SentencePieceProcessor(model_file=str(sample.path / "tokenizer.model"))
-    runtime = LlamaCppModel(out)
+    runtime = LlamaCppRuntime(out)
     mismatches = [t for t in _corpus() if runtime.tokenize(t, parse_special=False) != [sp.bos_id(), *sp.encode(t)]]
     assert not mismatches, mismatches[:3]
     plain = [t for t in _corpus() if not t.startswith(" ")]
@@ -97,7 +97,7 @@ def test_bert_embeddings_match(samples, tmp_path):
     out = tmp_path / "bert.gguf"
     modelport.convert(sample.path, out, quant="f32")
     tok = _tokenizer(sample.path)
-    runtime = LlamaCppModel(out, embedding=True, pooling=1)
+    runtime = LlamaCppRuntime(out, embedding=True, pooling=1)
     for text in PROMPTS[:3]:
         ids = tok(text)["input_ids"]
         with torch.no_grad():
@@ -119,7 +119,7 @@ def test_llama3_rope_scaling_writes_rope_freqs(samples, tmp_path):
     names = [t.name for t in gguf.GGUFReader(out).tensors]
     assert "rope_freqs.weight" in names
     ids = tok(PROMPTS[4])["input_ids"][:200]
-    diff = np.abs(LlamaCppModel(out).logits(ids) - _hf_logits(model, ids)).max()
+    diff = np.abs(LlamaCppRuntime(out).logits(ids) - _hf_logits(model, ids)).max()
     assert diff < 1e-3, diff
 
 
@@ -134,5 +134,5 @@ def test_from_training_checkpoint_and_dcp_without_hf_copy(samples, tmp_path):
     ids = _tokenizer(sample.path)(PROMPTS[0])["input_ids"]
     ref = _hf_logits(sample.model, ids)
     for name in ("a.gguf", "b.gguf"):
-        assert np.abs(LlamaCppModel(tmp_path / name).logits(ids) - ref).max() < 1e-3
+        assert np.abs(LlamaCppRuntime(tmp_path / name).logits(ids) - ref).max() < 1e-3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "b.gguf", "dcp", "step_9.pth"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import modelport
-from modelport.verify.llama_cpp_runner import LlamaCppModel
+from modelport.runtimes.llama_cpp import LlamaCppRuntime
 
 SENTENCES = [
     "A man is eating food.",
@@ -34,7 +34,7 @@ def test_minilm_sentence_embeddings(minilm, tmp_path, quant):
     path, model, tok = minilm
     out = tmp_path / f"minilm-{quant}.gguf"
     modelport.convert(path, out, quant=quant)
-    runtime = LlamaCppModel(out, embedding=True)     # pooling comes from the file (sentence-transformers: mean)
+    runtime = LlamaCppRuntime(out, embedding=True)     # pooling comes from the file (sentence-transformers: mean)
     for text in SENTENCES:
         ids = tok(text)["input_ids"]
         assert runtime.tokenize(text) == ids, text

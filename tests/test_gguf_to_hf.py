@@ -65,7 +65,7 @@ def test_row_blocks_from_gguf_give_the_same_model(samples, tmp_path, monkeypatch
     refs = {t.name: t for t in bundle}
     assert refs["model.embed_tokens.weight"].rows is not None and refs["model.layers.0.mlp.down_proj.weight"].rows
     assert refs["model.layers.0.self_attn.q_proj.weight"].rows is None
-    monkeypatch.setattr("modelport.bundle.ROW_BLOCK_BYTES", 4096)
+    monkeypatch.setattr("modelport.core.bundle.ROW_BLOCK_BYTES", 4096)
     modelport.convert(tmp_path / "m.gguf", tmp_path / "blocks", base_model=sample.path, dtype="float32")
     whole = load_file(tmp_path / "whole" / "model.safetensors")
     blocks = load_file(tmp_path / "blocks" / "model.safetensors")

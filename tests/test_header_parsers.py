@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hostile
-from modelport.errors import CorruptInputError
+from modelport.core.errors import CorruptInputError
 from modelport.formats.gguf.header import read_header as read_gguf
-from modelport.formats.safetensors_io import read_header as read_safetensors
+from modelport.formats.hf.safetensors_io import read_header as read_safetensors
 
 EXAMPLES = settings(max_examples=300, deadline=2000, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

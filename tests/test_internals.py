@@ -10,10 +10,10 @@ import pytest
 
 from modelport.architectures import spec_for
 from modelport.architectures.expected import cache_dir, expected_tensors
-from modelport.checkpoints import step_of
-from modelport.errors import UnknownArchitectureError
-from modelport.sizes import parse_size
-from modelport.stream import prefetch
+from modelport.formats.checkpoints import step_of
+from modelport.core.errors import UnknownArchitectureError
+from modelport.core.sizes import parse_size
+from modelport.core.stream import prefetch
 
 
 def test_prefetch_keeps_order_and_respects_byte_budget():
@@ -50,17 +50,26 @@ def test_prefetch_propagates_errors():
         list(prefetch(range(6), boom))
 
 
-def test_expected_tensors_are_cached_on_disk(llama):
+def test_expected_tensors_are_cached_on_disk(llama, tmp_path, monkeypatch):
+    """The first answer is written to one file in the cache; the next one is read from that file."""
+    from modelport.architectures import expected
+    monkeypatch.setenv("MODELPORT_CACHE_DIR", str(tmp_path))
+    expected._cached.cache_clear()
     config = json.loads((llama.path / "config.json").read_text())
-    config["num_hidden_layers"] = 3     # a shape no other test asked for
     found = expected_tensors(spec_for(config), config)
-    assert "model.layers.2.mlp.up_proj.weight" in found.shapes
-    files = list(cache_dir().glob("*.json"))
-    assert files and any("model.layers.2.mlp.up_proj.weight" in f.read_text() for f in files)
+    assert "model.layers.1.mlp.up_proj.weight" in found.shapes
+    (file,) = cache_dir().glob("*.json")
+    data = json.loads(file.read_text())
+    assert data["shapes"]["model.layers.1.mlp.up_proj.weight"] == list(found.shapes["model.layers.1.mlp.up_proj.weight"])
+    data["shapes"]["planted.weight"] = [1]                      # only a read of the file can return this
+    file.write_text(json.dumps(data))
+    expected._cached.cache_clear()
+    assert expected_tensors(spec_for(config), config).shapes["planted.weight"] == (1,)
+    expected._cached.cache_clear()
 
 
 def test_unknown_model_type_lists_supported():
-    with pytest.raises(UnknownArchitectureError) as err:
+    with pytest.raises(UnknownArchitectureError, match="unknown architecture 'mamba9'") as err:
         spec_for({"model_type": "mamba9"})
     assert "llama" in str(err.value) and "gpt2" in str(err.value) and "mamba9" in str(err.value)
 
@@ -86,7 +95,8 @@ def test_safetensors_rows_are_exact_and_copy_on_write(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from modelport.formats.hf import safetensors_refs
+    from modelport.core.torch_arrays import dtype_name, to_torch
+    from modelport.formats.hf.reader import safetensors_refs
 
     g = torch.Generator().manual_seed(0)
     tensors = {"bf16": torch.randn(37, 129, generator=g).to(torch.bfloat16),
@@ -100,15 +110,15 @@ def test_safetensors_rows_are_exact_and_copy_on_write(tmp_path):
     refs = safetensors_refs(path)
     for name, t in tensors.items():
         if t.ndim == 0 or t.shape[0] == 0:
-            assert refs[name].rows is None and torch.equal(refs[name].load(), t)
+            assert refs[name].rows is None and torch.equal(to_torch(refs[name].load()), t)
             continue
         n = t.shape[0]
         for start, stop in [(0, 1), (1, 2), (n // 3, n - 1), (0, n), (n - 1, n), (2, 2)]:
             got = refs[name].load_rows(start, stop)
-            assert got.dtype == t.dtype and got.shape == t[start:stop].shape
-            assert torch.equal(got.view(torch.uint8), t[start:stop].contiguous().view(torch.uint8)), (name, start)
+            assert got.dtype.name == dtype_name(t.dtype) and got.shape == t[start:stop].shape
+            assert torch.equal(to_torch(got).view(torch.uint8), t[start:stop].contiguous().view(torch.uint8)), (name, start)
     rows = refs["f32"].load_rows(10, 20)
-    rows.add_(1.0)                              # copy-on-write: the file keeps its bytes
+    rows += 1.0                                 # copy-on-write: the file keeps its bytes
     assert path.read_bytes() == before
 
 
@@ -134,7 +144,7 @@ def _resident_fraction(path, start: int, stop: int) -> float:
 def test_write_behind_keeps_only_a_window_of_the_output_cached(tmp_path):
     """Bytes written through WriteBehind reach the disk and leave the page cache a window behind the
     newest write; the same writes without it stay cached (so the check can tell the difference)."""
-    from modelport.writeback import WriteBehind
+    from modelport.files.writeback import WriteBehind
 
     chunk, count, window = 1 << 20, 48, 8 << 20
     data = os.urandom(chunk)

@@ -10,7 +10,7 @@ import torch
 
 import modelport
 from conftest import leftovers, run_cli
-from modelport.errors import ModelVerificationError
+from modelport.core.errors import ModelVerificationError
 from modelport.formats.onnx import export as onnx_export
 from modelport.samples import save_other
 
@@ -49,9 +49,10 @@ def test_each_family_exports_and_validates(others, tmp_path, name, files):
     assert all(isinstance(i.shape[0], str) for i in main.get_inputs())      # the batch axis is dynamic
     # The test's own check of the main graph: onnxruntime against the model itself on a batch of 4 x 6
     # (padded where there is a mask), every output compared with the model output of the same name.
-    from modelport.formats.onnx.families import family_for
+    from modelport.architectures import spec_for
+    from modelport.formats.onnx.families import FAMILIES
     torch.manual_seed(1)
-    example = family_for(model.config.model_type).example(model.config, 4, 6)
+    example = FAMILIES[spec_for({"model_type": model.config.model_type}).onnx].example(model.config, 4, 6)
     feeds = {i.name: example[i.name] for i in main.get_inputs()}
     with torch.no_grad():
         expected = model(**feeds)
@@ -156,3 +157,6 @@ def test_minilm_real_weights_sentence_embeddings(minilm, tmp_path, quant, min_co
         verified = run_cli("verify", path, tmp_path / "minilm.onnx", "--json")
         assert verified.code == 0, verified.stderr
         assert verified.json()["runtime"]["converted"] == "onnxruntime"
+        # an ONNX file has no tokenizer: agreement was not measured, and the report says so
+        assert verified.json()["tokenization_agreement"] is None
+        assert "tokens agree=not compared" in verified.stderr

@@ -31,7 +31,7 @@ def olmo(tmp_path_factory) -> Path:
 
 
 def test_unknown_architecture_points_at_the_plugin_docs(olmo, tmp_path):
-    run = run_cli("convert", olmo, tmp_path / "olmo.gguf")
+    run = run_cli("convert", olmo, tmp_path / "olmo.gguf", subprocess_only=True)
     assert run.code == 1
     assert "unknown architecture 'olmo'" in run.stderr and "docs/architectures.md" in run.stderr
     assert "llama" in run.stderr                      # the supported list
@@ -39,7 +39,7 @@ def test_unknown_architecture_points_at_the_plugin_docs(olmo, tmp_path):
 
 def test_example_plugin_converts_and_verifies(olmo, tmp_path):
     gguf = run_cli("convert", olmo, tmp_path / "olmo.gguf", "--quant", "f32", "--plugin-path", PLUGINS,
-                   "--verify", "--json")
+                   "--verify", "--json", subprocess_only=True)
     assert gguf.code == 0, gguf.stderr
     report = gguf.json()["verification"]
     assert report["runtime"]["converted"] == "llama.cpp" and report["metrics"]["min_cosine"] > 0.99999
@@ -47,7 +47,8 @@ def test_example_plugin_converts_and_verifies(olmo, tmp_path):
     reader = gguf_py.GGUFReader(tmp_path / "olmo.gguf")
     assert reader.fields["general.architecture"].contents() == "olmo"
     assert reader.fields["olmo.attention.clamp_kqv"].contents() == pytest.approx(8.0)
-    hf = run_cli("convert", olmo, tmp_path / "hf", "--dtype", "bfloat16", "--plugin-path", PLUGINS, "--verify")
+    hf = run_cli("convert", olmo, tmp_path / "hf", "--dtype", "bfloat16", "--plugin-path", PLUGINS, "--verify",
+                 subprocess_only=True)
     assert hf.code == 0, hf.stderr
 
 
@@ -73,6 +74,6 @@ def test_entry_point_and_decorator_spellings(tmp_path, monkeypatch):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.py").write_text("raise RuntimeError('oops')\n")
-    run = run_cli("inspect", tmp_path, "--plugin-path", broken)
+    run = run_cli("inspect", tmp_path, "--plugin-path", broken, subprocess_only=True)
     assert run.code == 2 and "bad.py" in run.stderr and "plugin failed to load" in run.stderr
     sys.modules.pop("myplugin", None)

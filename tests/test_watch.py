@@ -229,7 +229,7 @@ def test_versions_sort_by_semver_then_step():
     ("ckpt.pth", {"global_step": 77, "window": 3}, (77, 3)),
 ])
 def test_counters_from_names_and_metadata(tmp_path, name, meta, expected):
-    from modelport.checkpoints import Checkpoint, step_of
+    from modelport.formats.checkpoints import Checkpoint, step_of
     from modelport.service.discovery import counters
     path = tmp_path / name
     path.write_bytes(b"x")

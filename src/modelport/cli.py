@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from .errors import ModelportError, ModelVerificationError, UsageError, one_line
+from .core.errors import ModelportError, ModelVerificationError, UsageError, one_line
 
 log = logging.getLogger("modelport")
 
@@ -46,7 +46,7 @@ def _terminate(signum: int, _frame) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelport", description=__doc__.splitlines()[0])
-    from . import __version__
+    from .core.version import __version__
     parser.add_argument("--version", action="version", version=f"modelport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -220,7 +220,7 @@ def _print_verification(report: dict | None) -> None:
     m = report["metrics"]
     _say(f"verify {report['converted']} vs {report['source']} ({report['dtype']}, {m['positions']} positions): "
          f"max|d|={m['max_abs_diff']:.3g} (rel {m['max_rel_diff']:.2g}) min cos={m['min_cosine']:.6f} top1={m['top1_agreement']:.3f} "
-         f"KL={m['mean_kl']:.3g} tokens agree={report['tokenization_agreement']:.2f} -> "
+         f"KL={m['mean_kl']:.3g} tokens agree={_agreement(report['tokenization_agreement'])} -> "
          f"{'PASS' if report['ok'] else 'FAIL'}")
     for failure in report.get("failures", []):
         _say(f"  failed: {failure}")
@@ -230,6 +230,10 @@ def _print_verification(report: dict | None) -> None:
              f"({'identical' if gen['same'] else 'DIFFERENT'}):")
         _say(f"    source    | {gen['source']!r}")
         _say(f"    converted | {gen['converted']!r}")
+
+
+def _agreement(value: float | None) -> str:
+    return "not compared" if value is None else f"{value:.2f}"
 
 
 def _inspect(args: argparse.Namespace) -> tuple[dict, int]:
@@ -244,7 +248,7 @@ def _inspect(args: argparse.Namespace) -> tuple[dict, int]:
 def _batch(args: argparse.Namespace) -> tuple[dict, int]:
     from pathlib import Path
 
-    from .batch import run
+    from .jobs.batch import run
     if args.address and args.executor != "ray":
         raise UsageError("--address needs --executor ray")
     summary = run(Path(args.config), executor=args.executor, workers=args.workers, address=args.address)
@@ -278,8 +282,8 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
 
 
 def _history(args: argparse.Namespace) -> tuple[dict, int]:
-    from .registry import Registry
-    registry = Registry.existing(args.registry)
+    from .history import History
+    registry = History.existing(args.registry)
     rows = registry.rows(args.only, limit=args.limit) if registry else []
     if not args.json:
         for r in rows:
@@ -287,15 +291,15 @@ def _history(args: argparse.Namespace) -> tuple[dict, int]:
             seconds = f"{r['seconds']:.1f}s" if r["seconds"] is not None else "-"
             print(f"{r['id']:>5} {when} {r['command']:7} {r['status']:9} {seconds:>8} {r['source']} -> "
                   f"{r['destination'] or '-'}{'  ' + r['error'] if r['error'] else ''}")
-    path = registry.path if registry else Registry.location(args.registry)
+    path = registry.path if registry else History.location(args.registry)
     return {"ok": True, "registry": str(path), "attempts": rows}, 0
 
 
 def _ensure(args: argparse.Namespace) -> tuple[dict, int]:
     from pathlib import Path
 
-    from .ensure import ensure, ensure_batch, metadata, read_batch
-    from .hub import RetryPolicy
+    from .hub.client import RetryPolicy
+    from .hub.ensure import ensure, ensure_batch, metadata, read_batch
     if args.retries < 0 or args.retry_delay < 0:
         raise UsageError("--retries and --retry-delay cannot be negative")
     policy = RetryPolicy(args.retries, args.retry_delay)
@@ -328,7 +332,7 @@ def _ensure(args: argparse.Namespace) -> tuple[dict, int]:
 
 
 def _cache(args: argparse.Namespace) -> tuple[dict, int]:
-    from . import cache
+    from .hub import cache
     if args.action == "ls":
         found = [e.as_dict() for e in cache.entries(args.cache_dir)]
         if not args.json:
@@ -348,6 +352,29 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], tuple[dict, int]]] = {
     "convert": _convert, "verify": _verify, "inspect": _inspect, "batch": _batch, "watch": _watch,
     "history": _history, "ensure": _ensure, "cache": _cache,
 }
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, so main() called in-process (tests,
+    notebooks) prints where that caller's stderr goes, not where the first call's went."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    """modelport's own progress at INFO on stderr; libraries (onnxscript, onnxruntime, ...) only warn."""
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("modelport: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
 
 
 def _say(text: str) -> None:
@@ -372,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     as_json = "--json" in argv
     logging.basicConfig(level=logging.WARNING, format="modelport: %(message)s", stream=sys.stderr)
-    log.setLevel(logging.INFO)          # our own progress; libraries (onnxscript, onnxruntime, ...) only warn
+    _log_to_stderr()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         payload, code = _dispatch(argv)
@@ -393,7 +420,7 @@ def _dispatch(argv: list[str]) -> tuple[dict, int]:
     try:
         args = build_parser().parse_args(argv)
         _quiet_libraries()
-        from .memory import bound_heap
+        from .files.memory import bound_heap
         bound_heap()
         if args.plugin_path:
             from .architectures import add_plugin_path

@@ -44,7 +44,15 @@ def train_tokenizer(kind: str = "bpe", vocab_size: int = 400, workdir: Path | No
     style; needs `workdir` for its tokenizer.model), "bpe-fallback" (the same kind of tokenizer as
     tokenizer.json only: Metaspace and byte fallback) or "wordpiece" (BERT style).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     lines = corpus_text().splitlines()

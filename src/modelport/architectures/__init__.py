@@ -1,5 +1,13 @@
-"""Model families. Importing this package registers every built-in spec."""
-from . import bert, gemma, gpt2, llama, mistral, phi3, qwen2, qwen3  # noqa: F401  (registration)
-from .registry import ArchitectureSpec, add_plugin_path, register_architecture, spec_for, supported_model_types
+"""Model families as data: one spec per family (families/), its tensor rules, and the registry plugins extend."""
+from . import families  # noqa: F401  (registers the built-in specs)
+from .registry import (
+                       ArchitectureSpec,
+                       add_plugin_path,
+                       register_architecture,
+                       registered,
+                       spec_for,
+                       supported_model_types,
+)
 
-__all__ = ["ArchitectureSpec", "add_plugin_path", "register_architecture", "spec_for", "supported_model_types"]
+__all__ = ["ArchitectureSpec", "add_plugin_path", "register_architecture", "registered", "spec_for",
+           "supported_model_types"]

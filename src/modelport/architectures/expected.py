@@ -1,4 +1,8 @@
-"""The tensors an architecture expects, asked of transformers on the meta device (no memory).
+"""The tensors an architecture expects on disk, asked of transformers on the meta device (no memory).
+
+transformers 5 renames and fuses some families' tensors when it loads them (ViT's legacy names, MoE
+experts stacked into 3-D tensors) and undoes that when it saves; the names and shapes here are the
+saved ones (`revert_weight_conversion`, what `save_pretrained` writes), the canonical interchange.
 
 Importing a transformers model class costs seconds and ~100 MB, more than converting a small model,
 so the answer is cached on disk, keyed by transformers' version, the class and the config: a watch
@@ -15,10 +19,11 @@ from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
-import torch
-
-from ..errors import UnknownArchitectureError
+from ..core.errors import UnknownArchitectureError
+from ..files.locations import cache_root
 from .registry import ArchitectureSpec
+
+CACHE_FORMAT = 2        # 2: names and shapes as saved, not as loaded
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,7 @@ class ExpectedTensors:
 
 
 def cache_dir() -> Path:
-    from ..cache import root
-    return root() / "expected-tensors"
+    return cache_root() / "expected-tensors"
 
 
 def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
@@ -41,7 +45,7 @@ def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
 
 @lru_cache(maxsize=8)
 def _cached(hf_class: str, config_json: str) -> ExpectedTensors:
-    key = hashlib.sha256(f"{version('transformers')}\n{hf_class}\n{config_json}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{CACHE_FORMAT}\n{version('transformers')}\n{hf_class}\n{config_json}".encode()).hexdigest()[:32]
     path = cache_dir() / f"{key}.json"
     try:
         data = json.loads(path.read_text())
@@ -67,26 +71,37 @@ def model_class(hf_class: str, config: dict):
     return getattr(transformers, names[0] if names else hf_class)
 
 
-def build_model(hf_class: str, config: dict, device: str = "cpu"):
-    """A model of the config's class with no weights loaded (on "meta" it costs no memory)."""
+def hf_config(config: dict):
+    """transformers' config object for a config dict."""
     from transformers import AutoConfig
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            hf_config = AutoConfig.for_model(**config)
-        except (ValueError, KeyError) as exc:
+            return AutoConfig.for_model(**config)
+        except (ValueError, KeyError, TypeError) as exc:
             raise UnknownArchitectureError(f"transformers cannot build config: {exc}") from exc
-        cls = model_class(hf_class, config)
-        with torch.device(device):
-            return cls.from_config(hf_config) if hasattr(cls, "from_config") else cls(hf_config)
+
+
+def build_model(hf_class: str, config: dict, device: str = "cpu"):
+    """A model of the config's class with no weights loaded (on "meta" it costs no memory)."""
+    import torch
+
+    built = hf_config(config)
+    cls = model_class(hf_class, config)
+    with warnings.catch_warnings(), torch.device(device):
+        warnings.simplefilter("ignore")
+        return cls.from_config(built) if hasattr(cls, "from_config") else cls(built)
 
 
 def _from_transformers(hf_class: str, config: dict) -> ExpectedTensors:
+    from transformers.core_model_loading import revert_weight_conversion
+
     model = build_model(hf_class, config, "meta")
-    hf_config = model.config
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    tied = dict(getattr(model, "all_tied_weights_keys", None) or {}) if _ties(hf_config) else {}
+    saved = revert_weight_conversion(model, model.state_dict())
+    shapes = {k: tuple(v.shape) for k, v in saved.items()}
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {}) if _ties(model.config) else {}
+    tied = {alias: target for alias, target in tied.items() if alias in shapes and target in shapes}
     return ExpectedTensors(shapes, tied, getattr(model, "base_model_prefix", ""))
 
 

@@ -11,12 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-import torch
-
 if TYPE_CHECKING:
+    import numpy as np
     from gguf import GGUFWriter
 
-    from ..formats.gguf.hparams import HParams
+    from .hparams import HParams
 
 MetadataFn = Callable[["GGUFWriter", "HParams"], None]
 
@@ -29,7 +28,7 @@ class GGUFMapping:
     transpose: tuple[str, ...] = ()             # HF name suffixes whose 2-D weight is stored transposed
     norm_offset: float = 0.0                    # added to every "*norm.weight"
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
-    extra_tensors: Callable[["HParams"], dict[str, torch.Tensor]] | None = None
+    extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
 
     def permuted_heads(self, name: str, hp: "HParams") -> int | None:
         """How many heads' rows an HF tensor holds, when its rows are permuted for llama.cpp's rope."""
@@ -40,23 +39,25 @@ class GGUFMapping:
                 return hp.n_head_kv
         return None
 
-    def to_gguf(self, name: str, tensor: torch.Tensor, hp: "HParams", full_rows: int | None = None) -> torch.Tensor:
+    def to_gguf(self, name: str, tensor: "np.ndarray", hp: "HParams", full_rows: int | None = None) -> "np.ndarray":
         """GGUF's layout of an HF tensor, or of a row chunk of it holding whole heads (given the full row count)."""
+        import numpy as np
         heads = self.permuted_heads(name, hp)
         if heads is not None:
             tensor = permute_rows(tensor, heads * tensor.shape[0] // (full_rows or tensor.shape[0]))
         if tensor.ndim == 2 and name.endswith(self.transpose):
-            tensor = tensor.t()
+            tensor = tensor.T
         if self.norm_offset and name.endswith("norm.weight"):
-            tensor = tensor.float() + self.norm_offset
+            tensor = tensor.astype(np.float32) + np.float32(self.norm_offset)
         return tensor
 
-    def from_gguf(self, name: str, tensor: torch.Tensor, hp: "HParams") -> torch.Tensor:
+    def from_gguf(self, name: str, tensor: "np.ndarray", hp: "HParams") -> "np.ndarray":
         """The inverse of to_gguf, for a whole tensor."""
+        import numpy as np
         if self.norm_offset and name.endswith("norm.weight"):
-            tensor = tensor.float() - self.norm_offset
+            tensor = tensor.astype(np.float32) - np.float32(self.norm_offset)
         if tensor.ndim == 2 and name.endswith(self.transpose):
-            tensor = tensor.t().contiguous()
+            tensor = np.ascontiguousarray(tensor.T)
         heads = self.permuted_heads(name, hp)
         return unpermute_rows(tensor, heads) if heads is not None else tensor
 
@@ -85,19 +86,19 @@ def decoder_metadata(w: "GGUFWriter", hp: "HParams") -> None:
         w.add_value_length(hp.head_dim)
 
 
-def permute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
     """HF keeps each head's rotary pairs as two halves; llama.cpp's NORM rope wants them interleaved."""
     return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def unpermute_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+def unpermute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
     """The inverse of permute_rows: llama.cpp's interleaved pairs back to HF's halves."""
     return (weight.reshape(n_head, weight.shape[0] // n_head // 2, 2, *weight.shape[1:])
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def llama3_rope_factors(hp: "HParams") -> dict[str, torch.Tensor]:
+def llama3_rope_factors(hp: "HParams") -> dict[str, "np.ndarray"]:
     """Llama 3.1's frequency-dependent rope scaling, which llama.cpp reads as `rope_freqs.weight`."""
     rope = hp.rope
     if rope.get("rope_type") != "llama3":
@@ -106,7 +107,8 @@ def llama3_rope_factors(hp: "HParams") -> dict[str, torch.Tensor]:
     low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
     old_ctx = rope.get("original_max_position_embeddings", 8192)
     low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
-    freqs = 1.0 / (hp.rope_theta ** (torch.arange(0, hp.head_dim, 2, dtype=torch.float32) / hp.head_dim))
+    import numpy as np
+    freqs = 1.0 / (hp.rope_theta ** (np.arange(0, hp.head_dim, 2, dtype=np.float32) / hp.head_dim))
     factors = []
     for freq in freqs.tolist():
         wavelen = 2 * math.pi / freq
@@ -117,4 +119,4 @@ def llama3_rope_factors(hp: "HParams") -> dict[str, torch.Tensor]:
         else:
             smooth = (old_ctx / wavelen - low) / (high - low)
             factors.append(1 / ((1 - smooth) / factor + smooth))
-    return {"rope_freqs.weight": torch.tensor(factors, dtype=torch.float32)}
+    return {"rope_freqs.weight": np.array(factors, dtype=np.float32)}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import UnknownArchitectureError, UsageError
+from ..core.errors import UnknownArchitectureError, UsageError
 
 if TYPE_CHECKING:
     from .gguf_mapping import GGUFMapping
@@ -31,7 +31,9 @@ class ArchitectureSpec:
 
     `hf_class` is the transformers class whose parameters define the expected tensors when the
     config's `architectures` entry is absent or unknown; `expected_tensors` lets a plugin for a
-    model transformers does not ship state them itself (name -> shape, from the config).
+    model transformers does not ship state them itself (name -> shape, from the config). `gguf` says
+    how the family becomes GGUF (None: it does not), `onnx` which ONNX export family it belongs to
+    (formats/onnx/families.py: decoder, encoder, t5, whisper, clip, vit, wav2vec2; None: no ONNX).
     """
 
     model_type: str
@@ -40,6 +42,7 @@ class ArchitectureSpec:
     expected_tensors: Callable[[dict], dict[str, tuple[int, ...]]] | None = None
     tied_weights: dict[str, str] = field(default_factory=dict)
     gguf: "GGUFMapping | None" = None
+    onnx: str | None = None
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}
@@ -113,6 +116,12 @@ def add_plugin_path(folder: str | Path) -> None:
 def supported_model_types() -> list[str]:
     load_plugins()
     return sorted({spec.model_type for spec in _REGISTRY.values()})
+
+
+def registered() -> list[ArchitectureSpec]:
+    """Every family's spec once, built-in and plugin, by model type."""
+    load_plugins()
+    return sorted({id(s): s for s in _REGISTRY.values()}.values(), key=lambda s: s.model_type)
 
 
 def spec_for(config: dict, source: object = None) -> ArchitectureSpec:

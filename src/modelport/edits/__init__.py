@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle import ModelBundle
+from ..core.bundle import ModelBundle
 
 
 @dataclass(frozen=True)

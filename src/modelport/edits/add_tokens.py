@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Union
 
-import torch
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..bundle import ModelBundle, TensorRef
-from ..errors import UsageError
-from ..settings_file import read_mapping, validated
+from ..core.bundle import ModelBundle, TensorRef
+from ..core.errors import UsageError
+from ..core.settings_file import read_mapping, validated
 from .tokenizer_files import read_config, write_config
 
 Init = Literal["mean", "zero"]
@@ -139,11 +139,11 @@ def _grow(bundle: ModelBundle, tokenizer_size: int, inits: dict[int, str]) -> No
 
 
 def _grown(ref: TensorRef, new_rows: int, inits: dict[int, str]) -> TensorRef:
-    def load() -> torch.Tensor:
+    def load() -> np.ndarray:
         old = ref.load()
-        out = torch.zeros((new_rows, *old.shape[1:]), dtype=old.dtype)
+        out = np.zeros((new_rows, *old.shape[1:]), dtype=old.dtype)
         out[:old.shape[0]] = old
-        mean = old.float().mean(0).to(old.dtype)
+        mean = old.astype(np.float64).mean(0).astype(old.dtype)
         for row, init in inits.items():
             out[row] = mean if init == "mean" else 0
         return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bundle import ModelBundle
-from ..errors import UsageError
+from ..core.bundle import ModelBundle
+from ..core.errors import UsageError
 from .tokenizer_files import read_config, write_config
 
 

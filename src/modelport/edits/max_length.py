@@ -6,8 +6,8 @@ rows, so a different length is refused rather than written as a model transforme
 """
 from __future__ import annotations
 
-from ..bundle import ModelBundle
-from ..errors import UsageError
+from ..core.bundle import ModelBundle
+from ..core.errors import UsageError
 from .tokenizer_files import read_config, write_config
 
 LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")

@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..bundle import ModelBundle
+from ..core.bundle import ModelBundle
 
 
 def copy_into(bundle: ModelBundle, workdir: Path) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..architectures import spec_for
+from ..architectures.alignment import align
 from ..architectures.expected import expected_tensors
-from ..bundle import ModelBundle, TensorRef
-from ..checkpoint_keys import align
-from ..companions import find_companions
-from ..config_check import check_layers
-from ..errors import CorruptInputError
+from ..core.bundle import ModelBundle, TensorRef
+from ..core.config_check import check_layers
+from ..core.errors import CorruptInputError
+from .companions import find_companions
 
 
 def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_model: Path | None,

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..settings_file import read_mapping, validated
+from ..core.settings_file import read_mapping, validated
 from .versioning import check_version
 
 DEFAULT_VERSION = "0.1.0"

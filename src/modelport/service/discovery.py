@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fingerprint import files_under, fingerprint
-from ..checkpoints import TEMP_SUFFIXES, Checkpoint, discover
-from ..detect import DCP, HF, detect
+from ..files.fingerprint import files_under, fingerprint
+from ..formats import sniff
+from ..formats.checkpoints import TEMP_SUFFIXES, Checkpoint, discover
 
 # Where trainers put a checkpoint's counters: inside a checkpoint folder, or beside a checkpoint file.
 FOLDER_METADATA = ("metadata.json", "checkpoint_metadata.json", "trainer_state.json", "meta.json")
@@ -89,11 +89,12 @@ def unfinished(path: Path, settle: float, now: float | None = None) -> str | Non
     now = time.time() if now is None else now
     if path.is_dir() and any(p.name.endswith(TEMP_SUFFIXES) for p in path.rglob("*")):
         return "has temporary files inside"
-    kind = detect(path, allow_checkpoint_folder=False)
-    if kind == DCP and not (path / ".metadata").is_file():
+    found = sniff(path)
+    kind = found.name if found else None
+    if kind == "dcp" and not (path / ".metadata").is_file():
         return "DCP folder without .metadata yet"
-    if kind == HF and path.is_dir():
-        from ..formats.hf import weight_files
+    if kind == "hf" and path.is_dir():
+        from ..formats.hf.reader import weight_files
         missing = [p.name for p in weight_files(path, must_exist=False) if not p.is_file()]
         if missing:
             return f"{len(missing)} shard(s) of the index not written yet ({missing[0]} ...)"

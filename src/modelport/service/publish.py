@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..atomic import fsync_dir, fsync_tree, remove_path, temp_sibling
+from ..core.version import __version__
+from ..files.atomic import fsync_dir, fsync_tree, remove_path, temp_sibling
 from .discovery import Found
 from .versioning import newest_first
 
@@ -110,8 +111,6 @@ def file_entries(folder: Path) -> list[dict]:
 
 def write_manifest(staging: Path, manifest: dict) -> dict:
     """Checksums every file already in `staging`, then writes manifest.json (which cannot list itself)."""
-    from .. import __version__
-
     manifest = {**manifest, "files": file_entries(staging), "modelport_version": __version__,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")

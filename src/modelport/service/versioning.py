@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import semver
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 
 def check_version(version: str) -> str:

@@ -18,13 +18,27 @@ import threading
 import time
 from pathlib import Path
 
-from ..atomic import check_apart, remove_dead_temporaries, remove_path, temp_sibling
-from ..errors import ModelportError, UsageError
-from ..registry import ABANDONED, FAILED, KILLED, PUBLISHED, Registry
+from ..core.errors import ModelportError, UsageError
+from ..files.atomic import (
+    check_apart,
+    remove_dead_temporaries,
+    remove_path,
+    temp_sibling,
+)
+from ..history import ABANDONED, FAILED, KILLED, PUBLISHED, History
 from .config import WatchConfig
 from .discovery import Found, find, signature, unfinished
 from .metrics import EventLog, ServiceMetrics
-from .publish import LATEST_JSON, Build, BuildOptions, build_version, point_latest, publish, retire, write_manifest
+from .publish import (
+    LATEST_JSON,
+    Build,
+    BuildOptions,
+    build_version,
+    point_latest,
+    publish,
+    retire,
+    write_manifest,
+)
 from .versioning import newest_first, version_name
 
 log = logging.getLogger("modelport")
@@ -38,7 +52,7 @@ class ServiceStopped(BaseException):
 class WatchService:
     def __init__(self, config: WatchConfig) -> None:
         self.cfg = config
-        self.registry = Registry.open(config.registry)
+        self.registry = History.open(config.registry)
         self.metrics = ServiceMetrics()
         self.events = EventLog(config.events_path)
         self.wake = threading.Event()

@@ -1,52 +1,30 @@
-"""`modelport verify`: thresholds per converted dtype, tokenization agreement, the report."""
+"""`modelport verify`: the source and the result, each in its own runtime, fed the same token ids.
+
+The source runs in transformers; the result runs in the runtime its format names (formats table:
+GGUF in llama.cpp, ONNX in onnxruntime, anything else in transformers), behind the one Runtime
+interface, so checking is one loop whatever the formats. Thresholds depend on the result's type.
+"""
 from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
-import torch
-
-from ..api import load
-from ..companions import find_companions
-from ..detect import GGUF, ONNX, detect
-
-from ..dtypes import config_dtype, dtype_name
-from ..errors import ModelVerificationError, UsageError
+from ..core.dtypes import config_dtype
+from ..core.errors import ModelVerificationError, UsageError
+from ..formats import ReadOptions, load, resolve_source
+from ..runtimes import open_runtime
+from ..runtimes.transformers import TransformersRuntime
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
-from .thresholds import THRESHOLDS, failures, gguf_class
-from .transformers_runner import load_model, logits, transformers_greedy
+from .thresholds import THRESHOLDS, failures, threshold_class
+
+ID_LIMIT = 512
 
 
-RUNTIMES = {GGUF: "llama.cpp", ONNX: "onnxruntime"}
-
-
-def _tokenizer(path: Path, base_model: Path | None):
-    from transformers import AutoTokenizer
-
-    files = find_companions(path, base_model).tokenizer_files
-    if not files:
-        return None
-    folder = next(iter(files.values())).parent
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AutoTokenizer.from_pretrained(folder)
-
-
-def _ids(tokenizer, text: str, vocab: int, limit: int = 512) -> list[int]:
-    if tokenizer is None:
-        return [(i * 7919 + len(text)) % vocab for i in range(min(len(text), limit))]
-    return tokenizer(text)["input_ids"][:limit]
-
-
-def _dtype_key(bundle) -> str:
-    dtype = config_dtype(bundle.config)
-    if dtype is not None:
-        return dtype_name(dtype)
-    counts = bundle.dtypes()
-    return max(counts, key=counts.get)
+def _synthetic_ids(text: str, vocab: int) -> list[int]:
+    """Ids for a source without a tokenizer: deterministic, spread over the vocabulary."""
+    return [(i * 7919 + len(text)) % vocab for i in range(min(len(text), ID_LIMIT))]
 
 
 class Reference:
@@ -58,16 +36,18 @@ class Reference:
         self.base = Path(base_model).expanduser() if base_model else None
         if not self.path.exists():
             raise UsageError("no such file or folder", self.path)
-        self.model, self.tokenizer = load_model(self.path, self.base), _tokenizer(self.path, self.base)
-        self.vocab = int(getattr(self.model.config, "vocab_size", 256))
+        self.runtime = TransformersRuntime.open(load(self.path, ReadOptions(self.base)))
+        self.vocab = int(getattr(self.runtime.model.config, "vocab_size", 256))
         self.texts = list(PROMPTS) + list(prompts or [])
-        self.ids = [_ids(self.tokenizer, text, self.vocab) for text in self.texts]
-        self.logits = [logits(self.model, ids) for ids in self.ids]
+        self.has_tokenizer = self.runtime.tokenizer is not None
+        self.ids = [(self.runtime.tokenize(t) or [])[:ID_LIMIT] if self.has_tokenizer else _synthetic_ids(t, self.vocab)
+                    for t in self.texts]
+        self.logits = [self.runtime.logits(ids) for ids in self.ids]
         self._greedy: dict[int, list[int]] = {}
 
     def greedy(self, n: int) -> list[int]:
         if n not in self._greedy:
-            self._greedy[n] = transformers_greedy(self.model, self.ids[0], n)
+            self._greedy[n] = self.runtime.greedy(self.ids[0], n)
         return self._greedy[n]
 
 
@@ -83,46 +63,28 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
           thresholds: dict[str, float] | None = None, generate: int = 0) -> dict:
     """Compare `converted` against an already-run reference; raises ModelVerificationError on failure."""
     started = time.perf_counter()
-    dst, base = Path(converted).expanduser(), reference.base
-    if not dst.exists():
-        raise UsageError("no such file or folder", dst)
-    kind = detect(dst)
-    if kind == ONNX:
-        from .onnxruntime_runner import onnx_class
-        dtype_key = onnx_class(dst)
-    elif kind == GGUF:
-        # every header and table is checked before llama.cpp sees the file: it aborts the process on some
-        # damage it finds itself
-        from ..formats.gguf.reader import checked_header
-        checked_header(dst)
-        dtype_key = gguf_class(dst)
-    else:
-        dtype_key = _dtype_key(load(dst, base))
+    dst = Path(converted).expanduser()
+    path, fmt = resolve_source(dst)
+    if fmt.check is not None:                     # headers and tables, before a runtime sees the file (llama.cpp
+        fmt.check(path)                           # aborts the process on some damage it finds itself)
+    bundle = (lambda: load(path, ReadOptions(reference.base)))
+    dtype_key = threshold_class(fmt.name, path, lambda: _dtype_key(bundle()))
     limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
-    if kind == GGUF:
-        from .llama_cpp_runner import LlamaCppModel
-        runtime = LlamaCppModel(dst, n_ctx=1024)
-        run, tokenize, greedy = runtime.logits, (lambda text: runtime.tokenize(text)), runtime.greedy
-    elif kind == ONNX:
-        from .onnxruntime_runner import OnnxModel
-        onnx_model = OnnxModel(dst)
-        run, tokenize, greedy = onnx_model.logits, None, onnx_model.greedy
-    else:
-        cand_model, cand_tok = load_model(dst, base), _tokenizer(dst, base)
-        run = lambda ids: logits(cand_model, ids)  # noqa: E731
-        tokenize = (lambda text: _ids(cand_tok, text, reference.vocab)) if cand_tok is not None else None
-        greedy = lambda ids, n: transformers_greedy(cand_model, ids, n)  # noqa: E731
-    parts, same_tokens = [], 0
+    runtime = open_runtime(fmt.runtime, path, bundle)
+    parts, agree = [], []
     for text, ids, expected in zip(reference.texts, reference.ids, reference.logits):
-        same_tokens += tokenize is None or reference.tokenizer is None or list(tokenize(text)) == ids
-        parts.append(compare(expected, torch.as_tensor(run(ids))))
-    summary = {**aggregate(parts), "tokenization_agreement": same_tokens / len(reference.texts)}
+        theirs = runtime.tokenize(text) if reference.has_tokenizer else None
+        if theirs is not None:
+            agree.append(list(theirs)[:ID_LIMIT] == ids)
+        parts.append(compare(expected, runtime.logits(ids)))
+    # not measured (the converted runtime, or the source, carries no tokenizer) is None: "not compared"
+    summary = {**aggregate(parts), "tokenization_agreement": sum(agree) / len(agree) if agree else None}
     failed = failures(summary, limits)
     report = {
         "ok": not failed,
         "source": str(reference.path),
         "converted": str(dst),
-        "runtime": {"source": "transformers", "converted": RUNTIMES.get(kind, "transformers")},
+        "runtime": {"source": reference.runtime.name, "converted": runtime.name},
         "dtype": dtype_key,
         "thresholds": limits,
         "metrics": summary,
@@ -132,11 +94,10 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         "seconds": round(time.perf_counter() - started, 3),
     }
     if generate > 0:
-        mine, theirs = reference.greedy(generate), list(greedy(reference.ids[0], generate))
-        tok = reference.tokenizer
-        decode = (lambda t: tok.decode(t)) if tok is not None else str
-        report["generation"] = {"prompt": reference.texts[0], "source": decode(mine), "converted": decode(theirs),
-                                "source_ids": mine, "converted_ids": theirs, "same": mine == theirs}
+        mine, theirs = reference.greedy(generate), list(runtime.greedy(reference.ids[0], generate))
+        report["generation"] = {"prompt": reference.texts[0], "source": reference.runtime.decode(mine),
+                                "converted": reference.runtime.decode(theirs), "source_ids": mine,
+                                "converted_ids": theirs, "same": mine == theirs}
     if write_sidecar:
         sidecar = dst.parent / f"{dst.name}.verify.json"
         sidecar.write_text(json.dumps(report, indent=2) + "\n")
@@ -144,3 +105,12 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
     if failed:
         raise ModelVerificationError(f"verification failed: {'; '.join(failed)}", dst).with_report(report)
     return report
+
+
+def _dtype_key(bundle) -> str:
+    dtype = config_dtype(bundle.config)
+    if dtype is not None:
+        return dtype
+    counts = bundle.dtypes()
+    return max(counts, key=counts.get)
+

@@ -1,26 +1,32 @@
 """Per-position comparison of two logit matrices ([positions, vocab]) and its aggregation."""
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 
-def compare(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
-    """Per-position logit agreement. A candidate with more vocabulary columns (tokens were added) is
-    compared on the source's columns: the old tokens' logits must not change."""
-    ref = reference.double()
-    cand = candidate.double()[..., :ref.shape[-1]]
-    cos = torch.nn.functional.cosine_similarity(ref, cand, dim=-1)
-    log_p = torch.log_softmax(ref, dim=-1)
-    log_q = torch.log_softmax(cand, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Per-position logit agreement, in float64. A candidate with more vocabulary columns (tokens were
+    added) is compared on the source's columns: the old tokens' logits must not change."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)[..., :ref.shape[-1]]
+    norms = np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1), 1e-300)
+    cos = (ref * cand).sum(-1) / norms
+    log_p, log_q = log_softmax(ref), log_softmax(cand)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    diff = np.abs(ref - cand).max()
     return {
         "positions": int(ref.shape[0]),
-        "max_abs_diff": float((ref - cand).abs().max()),
-        "max_rel_diff": float((ref - cand).abs().max() / ref.abs().max().clamp_min(1e-12)),
+        "max_abs_diff": float(diff),
+        "max_rel_diff": float(diff / max(np.abs(ref).max(), 1e-12)),
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
-        "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).double().mean()),
-        "mean_kl": float(kl.clamp_min(0).mean()),
+        "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).mean()),
+        "mean_kl": float(np.maximum(kl, 0).mean()),
     }
 
 

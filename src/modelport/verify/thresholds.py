@@ -9,8 +9,9 @@ them, in the README.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 # From `bench/measure_thresholds.py` on a tiny Llama trained 300 steps (worst type of each class):
 #   f32 KL 1.8e-10 rel 4.6e-5 | f16 KL 5.6e-7 rel 1.6e-3 | bf16 KL 7.1e-5 rel 1.3e-2 min cos 0.9998
@@ -46,6 +47,24 @@ def gguf_class(path: Path) -> str:
     return GGUF_CLASSES.get(name, "4-6 bit")
 
 
+def onnx_class(path: Path) -> str:
+    """The class of an exported file, from its weights' element types."""
+    import onnx
+    types = {init.data_type for init in onnx.load(str(path), load_external_data=False).graph.initializer}
+    if onnx.TensorProto.INT8 in types or onnx.TensorProto.UINT8 in types:
+        return "int8"
+    return "float16" if onnx.TensorProto.FLOAT16 in types else "float32"
+
+
+# formats whose file type says the class; any other result is classed by its bundle's dtype
+FILE_CLASSES: dict[str, Callable[[Path], str]] = {"gguf": gguf_class, "onnx": onnx_class}
+
+
+def threshold_class(fmt: str, path: Path, bundle_dtype: Callable[[], str]) -> str:
+    """Which row of THRESHOLDS a converted file is held to."""
+    return FILE_CLASSES[fmt](path) if fmt in FILE_CLASSES else bundle_dtype()
+
+
 def parse_overrides(items: list[str]) -> dict[str, float]:
     """`--threshold KEY=VALUE` (repeatable) -> {KEY: VALUE}."""
     out = {}
@@ -61,10 +80,13 @@ def parse_overrides(items: list[str]) -> dict[str, float]:
     return out
 
 
-def failures(measured: dict[str, float], limits: dict[str, float]) -> list[str]:
+def failures(measured: dict[str, float | None], limits: dict[str, float]) -> list[str]:
+    """Every bound a measurement breaks; a figure that was not measured (None) breaks none."""
     out = []
     for key, bound in limits.items():
         value = measured[key]
+        if value is None:
+            continue
         if key in LOWER_IS_BETTER and value > bound:
             out.append(f"{key} {value:.6g} > {bound:g}")
         elif key not in LOWER_IS_BETTER and value < bound:

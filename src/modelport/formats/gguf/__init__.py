@@ -1,1 +1,54 @@
-"""GGUF: llama.cpp's format. writer (any bundle -> GGUF), reader (GGUF -> bundle), and their parts."""
+"""GGUF files (llama.cpp's format): read from any type gguf-py can dequantize, written at any file type."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base import Format, ReadOptions, WriteSettings
+
+MAGIC = b"GGUF"
+
+
+def sniff(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    if path.suffix == ".gguf":
+        return True
+    with open(path, "rb") as f:
+        return f.read(4) == MAGIC
+
+
+@dataclass(frozen=True)
+class GGUFOptions:
+    quant: str | None                   # llama.cpp file type name; None: from --dtype or the source
+    dtype: str | None
+    split_max_size: int = 0
+    pre_tokenizer: str | None = None
+    threads: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: WriteSettings) -> "GGUFOptions":
+        if settings.quant is not None:
+            from .quant_types import file_type
+            file_type(settings.quant)                  # an unknown type is a usage error now, not after reading
+        return cls(settings.quant, settings.dtype, settings.split_max_size, settings.pre_tokenizer, settings.threads)
+
+
+def _read(path: Path, options: ReadOptions):
+    from .reader import read
+    return read(path, options)
+
+
+def _write(bundle, path: Path, options: GGUFOptions) -> dict:
+    from .writer import write
+    return write(bundle, path, options)
+
+
+def _check(path: Path) -> None:
+    from .reader import checked_header
+    checked_header(path)
+
+
+FORMAT = Format("gguf", sniff, _read, _write, GGUFOptions.from_settings,
+                takes=frozenset({"quant", "dtype", "split_max_size", "pre_tokenizer", "threads"}),
+                output="files", suffix=".gguf", runtime="llama.cpp", check=_check)

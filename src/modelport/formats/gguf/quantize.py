@@ -1,4 +1,5 @@
-"""Tensor bytes for a GGML type: float casts in torch, quantization by llama.cpp's own quantizer.
+"""Tensor bytes for a GGML type: float casts in numpy (ml_dtypes for bfloat16), quantization by
+llama.cpp's own quantizer.
 
 libggml (built with llama-cpp-python) exports `ggml_quantize_chunk`, the function llama-quantize
 calls, so every quantized row is byte-for-byte what llama.cpp would write. Rows are independent, so
@@ -15,15 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
-from ...errors import ModelConversionError
+from ...core.dtypes import numpy_dtype
+from ...core.errors import ModelConversionError
 from .quant_types import nbytes
 
 ROWS_PER_CHUNK = 256
-FLOAT_TYPES = {Q.F32: torch.float32, Q.F16: torch.float16, Q.BF16: torch.bfloat16}
+FLOAT_TYPES = {Q.F32: "float32", Q.F16: "float16", Q.BF16: "bfloat16"}
 _scratch = threading.local()
 
 
@@ -47,16 +48,15 @@ def libggml() -> ctypes.CDLL | None:
     return None
 
 
-def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2, scratch: bool = False) -> np.ndarray:
+def to_type(tensor: np.ndarray, qtype: Q, threads: int = 2, scratch: bool = False) -> np.ndarray:
     """The bytes (as a numpy array) of `tensor` in GGML type `qtype`.
 
     With `scratch`, the result (and a quantizer's float32 input) lands in buffers this thread reuses
     on its next call: for a caller that writes the bytes out at once, it saves fresh allocations, and
     so page faults and zeroing, on every chunk."""
     if qtype in FLOAT_TYPES:
-        out = _cast(tensor, FLOAT_TYPES[qtype], scratch)
-        return out.view(torch.uint16).numpy() if out.dtype == torch.bfloat16 else out.numpy()
-    data = _cast(tensor, torch.float32, scratch).numpy()
+        return _cast(tensor, FLOAT_TYPES[qtype], scratch)
+    data = _cast(tensor, "float32", scratch)
     lib = libggml()
     if lib is None:
         try:
@@ -64,23 +64,24 @@ def to_type(tensor: torch.Tensor, qtype: Q, threads: int = 2, scratch: bool = Fa
         except NotImplementedError as exc:
             raise ModelConversionError(f"{qtype.name} needs llama.cpp's quantizer (install llama-cpp-python)") from exc
     size = nbytes(qtype, data.shape)
-    out = _scratch_tensor(size, torch.uint8, "quantized").numpy() if scratch else np.empty(size, dtype=np.uint8)
+    out = _scratch_array(size, np.dtype(np.uint8), "quantized") if scratch else np.empty(size, dtype=np.uint8)
     return _ggml_quantize(lib, data, qtype, threads, out)
 
 
-def _cast(tensor: torch.Tensor, dtype: torch.dtype, scratch: bool) -> torch.Tensor:
+def _cast(tensor: np.ndarray, dtype: str, scratch: bool) -> np.ndarray:
+    target = numpy_dtype(dtype)
     if not scratch:
-        return tensor.to(dtype).contiguous()
-    out = _scratch_tensor(tensor.numel(), dtype, "cast").view(tensor.shape)
-    out.copy_(tensor)
+        return tensor.astype(target, order="C", copy=False)
+    out = _scratch_array(tensor.size, target, "cast").reshape(tensor.shape)
+    np.copyto(out, tensor, casting="unsafe")
     return out
 
 
-def _scratch_tensor(numel: int, dtype: torch.dtype, slot: str) -> torch.Tensor:
-    need = numel * dtype.itemsize
+def _scratch_array(count: int, dtype: np.dtype, slot: str) -> np.ndarray:
+    need = count * dtype.itemsize
     buffer = getattr(_scratch, slot, None)
-    if buffer is None or buffer.numel() < need:
-        buffer = torch.empty(need, dtype=torch.uint8)
+    if buffer is None or buffer.size < need:
+        buffer = np.empty(need, dtype=np.uint8)
         setattr(_scratch, slot, buffer)
     return buffer[:need].view(dtype)
 

@@ -12,21 +12,27 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
+from ...architectures.alignment import align
 from ...architectures.expected import expected_tensors
 from ...architectures.gguf_mapping import GGUFMapping
-from ...bundle import ModelBundle, TensorRef
-from ...checkpoint_keys import align
-from ...companions import find_companions
-from ...config_check import check_config, check_layers
-from ...errors import CorruptInputError, ModelFileNotFoundError, UnknownArchitectureError, quoted
+from ...architectures.hparams import hparams
+from ...core.bundle import ModelBundle, TensorRef
+from ...core.config_check import check_config, check_layers
+from ...core.dtypes import numpy_dtype
+from ...core.errors import (
+    CorruptInputError,
+    ModelFileNotFoundError,
+    UnknownArchitectureError,
+    quoted,
+)
+from ..base import ReadOptions
+from ..companions import find_companions
 from .header import GGUFHeader, TensorInfo, read_header
-from .hparams import hparams
 
-TORCH_TYPES = {Q.F32: torch.float32, Q.F16: torch.float16, Q.BF16: torch.bfloat16}
+FLOAT_TYPES = {Q.F32: "float32", Q.F16: "float16", Q.BF16: "bfloat16"}     # read as they are; others dequantize
 BLOCK = re.compile(r"blk\.(\d+)\.")
 # llama.cpp arch -> (HF model_type, HF class) for configs rebuilt from metadata
 REBUILDABLE = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM"),
@@ -119,21 +125,21 @@ def _loader(path: Path, t: TensorInfo, hf_name: str, mapping: GGUFMapping, hp) -
     n_rows = shape[0] if shape else 1
     row_bytes = size // max(n_rows, 1)
 
-    def decode(start: int, stop: int) -> torch.Tensor:
+    def decode(start: int, stop: int) -> np.ndarray:
         count = (stop - start) * row_bytes
         raw = np.fromfile(path, dtype=np.uint8, count=count, offset=offset + start * row_bytes)
         if raw.size != count:
             raise CorruptInputError(f"tensor {t.name} is cut short", path)
         part = (stop - start, *shape[1:]) if shape else shape
-        if qtype in TORCH_TYPES:
-            return torch.frombuffer(bytearray(raw), dtype=TORCH_TYPES[qtype]).reshape(part)
+        if qtype in FLOAT_TYPES:
+            return raw.view(numpy_dtype(FLOAT_TYPES[qtype])).reshape(part)
         rows = raw.reshape(stop - start, -1)
-        return torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(rows, qtype))).reshape(part)
+        return np.ascontiguousarray(gguf.quants.dequantize(rows, qtype)).reshape(part)
 
-    def load() -> torch.Tensor:
+    def load() -> np.ndarray:
         return mapping.from_gguf(hf_name, decode(0, n_rows), hp)
 
-    def rows(start: int, stop: int) -> torch.Tensor:
+    def rows(start: int, stop: int) -> np.ndarray:
         return mapping.from_gguf(hf_name, decode(start, stop), hp)
 
     whole_only = len(shape) < 2 or mapping.permuted_heads(hf_name, hp) is not None or hf_name.endswith(mapping.transpose)
@@ -150,10 +156,10 @@ def checked_header(path: Path) -> GGUFHeader:
     return header
 
 
-def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = False) -> ModelBundle:
+def read(path: Path, options: ReadOptions) -> ModelBundle:
     header = checked_header(path)
     try:
-        companions = find_companions(path, base_model)
+        companions = find_companions(path, options.base_model)
         config, tokenizer_files, generation = companions.config, companions.tokenizer_files, companions.generation_config
         notes = []
         if header.architecture is not None:
@@ -190,9 +196,9 @@ def read(path: Path, base_model: Path | None = None, trust_remote_code: bool = F
                 unused.append(t.name)
             continue
         shape = mapping.gguf_shape(hf_name, t.shape)       # transposing is its own inverse
-        dtype = TORCH_TYPES.get(t.qtype, torch.float32)
+        dtype = FLOAT_TYPES.get(t.qtype, "float32")
         if mapping.norm_offset and hf_name.endswith("norm.weight"):
-            dtype = torch.float32
+            dtype = "float32"
         load, rows = _loader(path, t, hf_name, mapping, hp)
         refs[hf_name] = TensorRef(hf_name, shape, dtype, load, str(path), rows=rows)
         gguf_names[hf_name] = t.name

@@ -15,8 +15,8 @@ from pathlib import Path
 import gguf
 from gguf import TokenType
 
-from ...bundle import ModelBundle
-from ...errors import ModelConversionError, ModelFileNotFoundError
+from ...core.bundle import ModelBundle
+from ...core.errors import ModelConversionError, ModelFileNotFoundError
 from . import pretokenizer
 
 

@@ -16,18 +16,19 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
 from ...architectures.gguf_mapping import GGUFMapping
-from ...bundle import ModelBundle, TensorRef, rows_per_block
-from ...errors import ModelConversionError, UsageError
-from ...progress import progress_bar
-from ...stream import prefetch
-from ...writeback import WriteBehind
+from ...architectures.hparams import HParams, hparams
+from ...core.bundle import ModelBundle, TensorRef, rows_per_block
+from ...core.dtypes import resolve_dtype
+from ...core.errors import ModelConversionError, UsageError
+from ...core.progress import progress_bar
+from ...core.stream import prefetch
+from ...files.writeback import WriteBehind
+from . import GGUFOptions
 from . import vocab as vocab_mod
-from .hparams import HParams, hparams
 from .quant_types import ModelShape, choose_types, file_type, nbytes
 from .quantize import to_type
 
@@ -36,22 +37,16 @@ logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key
 
 
 
-@dataclass
-class GGUFWriteOptions:
-    quant: str = "f16"
-    split_max_size: int = 0
-    threads: int = 2
-    window_bytes: int = 96 * 2**20
-    pre_tokenizer: str | None = None
+DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
 @dataclass
 class Planned:
     gguf_name: str
-    shape: tuple[int, ...]           # as torch stores it (rows first)
+    shape: tuple[int, ...]           # rows first, as numpy and torch order them
     qtype: Q
     ref: TensorRef | None            # None for tensors computed from the config (rope factors)
-    computed: torch.Tensor | None = None
+    computed: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -110,13 +105,13 @@ def _pooling(bundle: ModelBundle) -> int | None:
 
 
 def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping, hp: HParams,
-              planned: list[Planned], options: GGUFWriteOptions) -> None:
+              planned: list[Planned], quant: str, options: GGUFOptions) -> None:
     name = bundle.config.get("_name_or_path") or (bundle.source.name if bundle.source.is_dir() else bundle.source.stem)
     writer.add_name(Path(str(name)).name or "model")
     writer.add_type(gguf.GGUFType.MODEL)
     n_params = sum(int(np.prod(p.shape)) for p in planned)
     writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
-    writer.add_file_type(int(file_type(options.quant)))
+    writer.add_file_type(int(file_type(quant)))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     mapping.metadata(writer, hp)
     pooling = _pooling(bundle)
@@ -174,14 +169,25 @@ def data_offsets(writer: gguf.GGUFWriter) -> tuple[dict[str, tuple[int, int]], l
     return offsets, sizes
 
 
-def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteOptions) -> dict:
-    """Write `bundle` as GGUF file(s) named after `file_name` inside `folder` (a fresh temp folder)."""
+def file_quant(bundle: ModelBundle, options: GGUFOptions) -> str:
+    """--quant, else the type --dtype names, else bf16 for a bf16 source and f16 otherwise (as llama.cpp's
+    converter chooses)."""
+    if options.quant:
+        return options.quant.lower()
+    dtype = resolve_dtype(options.dtype, bundle.config, (t.dtype for t in bundle))
+    return DTYPE_QUANT.get(options.dtype or "") or ("bf16" if dtype == "bfloat16" else "f16")
+
+
+def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
+    """Write `bundle` as the GGUF file `path` (in a fresh temporary folder), or as its split shards."""
+    folder, file_name = path.parent, path.name
     mapping = mapping_for(bundle)
     hp = hparams(bundle.config)
-    planned = plan(bundle, mapping, hp, options.quant)
+    quant = file_quant(bundle, options)
+    planned = plan(bundle, mapping, hp, quant)
     writer = gguf.GGUFWriter(folder / file_name, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[mapping.arch]],
                              split_max_size=options.split_max_size)
-    _metadata(writer, bundle, mapping, hp, planned, options)
+    _metadata(writer, bundle, mapping, hp, planned, quant, options)
     for p in planned:
         writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     writer.write_header_to_file()
@@ -209,8 +215,8 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
         # independent in every GGML type), so only the source tensor is ever held whole
         step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
         done = 0
-        for block in (tensor.split(step) if step else [tensor]):
-            view = memoryview(np.ascontiguousarray(to_type(block, p.qtype, threads=1, scratch=True))).cast("B")
+        for block in ([tensor[i:i + step] for i in range(0, tensor.shape[0], step)] if step else [tensor]):
+            view = memoryview(to_type(block, p.qtype, threads=1, scratch=True).reshape(-1).view(np.uint8))
             offset = 0
             while offset < len(view):
                 offset += os.pwrite(fd, view[offset:], at + done + offset)
@@ -229,7 +235,7 @@ def write(bundle: ModelBundle, folder: Path, file_name: str, options: GGUFWriteO
     writer.close()
     files = sorted(f.name for f in folder.iterdir())
     return {"files": files, "bytes_written": sum((folder / f).stat().st_size for f in files),
-            "tensors": len(planned), "types": _type_counts(planned)}
+            "tensors": len(planned), "types": _type_counts(planned), "dtype": quant}
 
 
 def _type_counts(planned: list[Planned]) -> dict[str, int]:

@@ -10,69 +10,42 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ...errors import ModelConversionError, ModelVerificationError, UnknownArchitectureError, UsageError
-from .families import Component, Family, family_for, supported
+from ...architectures import registered, spec_for
+from ...core.bundle import ModelBundle
+from ...core.errors import (
+    ModelConversionError,
+    ModelVerificationError,
+    UnknownArchitectureError,
+    UsageError,
+)
+from ...runtimes.onnxruntime import session
+from ...runtimes.transformers import model_from_bundle
+from . import ONNXOptions
+from .families import FAMILIES, Component, Family
 
 log = logging.getLogger("modelport")
 
 EXPORT_SHAPE = (2, 7)          # batch, sequence of the example the graph is traced with
 CHECK_SHAPE = (3, 11)          # and of the one it is validated with
 EXTERNAL_DATA_BYTES = 1_800_000_000   # protobuf's 2 GB limit, with room for the graph itself
-ONNX_QUANTS = ("fp32", "fp16", "int8")
-QUANT_ALIASES = {None: "fp32", "f32": "fp32", "fp32": "fp32", "float32": "fp32", "f16": "fp16", "fp16": "fp16",
-                 "float16": "fp16", "int8": "int8", "q8": "int8"}
 
 
-@dataclass
-class ONNXOptions:
-    quant: str = "fp32"
-    opset: int = 18
-    with_past: bool = False
-
-
-def onnx_quant(value: str | None) -> str:
-    quant = QUANT_ALIASES.get(value.lower() if value else None)
-    if quant is None:
-        raise UsageError(f"--quant {value}: ONNX output takes fp32, fp16 or int8")
-    return quant
-
-
-def load_torch_model(src: Path, base_model: Path | None, trust_remote_code: bool = False):
-    """(model, family) for any source: HF folders through from_pretrained, others via their bundle."""
-    from transformers import AutoConfig
-
-    from ... import detect as fmt
-    from ...api import resolve_source
-    from ...architectures.expected import model_class
-
-    path, kind = resolve_source(src, None)
-    if kind == fmt.HF and path.is_dir():
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        family = _family(config.model_type, path)
-        cls = model_class(family.auto_class, config.to_dict())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # eager attention: the plain matmul/softmax graph exports for every family (T5's sdpa path
-            # trips torch.export's symbolic view check) and runs on every onnxruntime provider
-            model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
-        return model.eval(), family
-    from ...verify.transformers_runner import load_model
-    model = load_model(path, base_model)
+def torch_model(bundle: ModelBundle) -> tuple[torch.nn.Module, Family]:
+    """(model, export family): the bundle in a float32 transformers model with eager attention, the plain
+    matmul/softmax graph that exports for every family (T5's sdpa path trips torch.export's symbolic view
+    check) and runs on every onnxruntime provider."""
+    spec = spec_for(bundle.config, bundle.source)
+    if spec.onnx is None:
+        supported = ", ".join(s.model_type for s in registered() if s.onnx)
+        raise UnknownArchitectureError(f"ONNX export does not know model type {spec.model_type!r} "
+                                       f"(supported: {supported})", bundle.source)
+    model = model_from_bundle(bundle)
     model.set_attn_implementation("eager")
-    return model.eval(), _family(model.config.model_type, path)
-
-
-def _family(model_type: str, path: Path) -> Family:
-    family = family_for(model_type)
-    if family is None:
-        raise UnknownArchitectureError(f"ONNX export does not know model type {model_type!r} "
-                                       f"(supported: {', '.join(supported())})", path)
-    return family
+    return model.eval(), FAMILIES[spec.onnx]
 
 
 def component_path(dst: Path, component: Component) -> Path:
@@ -196,7 +169,6 @@ MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.9}
 def validate(model, family: Family, component: Component, path: Path, quant: str) -> dict:
     """onnxruntime vs torch on a batch/sequence shape the export never saw; raises past the tolerance."""
     import numpy as np
-    import onnxruntime as ort
 
     inputs = _inputs(model, family, component, CHECK_SHAPE)
     graph = _Graph(model, component)
@@ -204,9 +176,8 @@ def validate(model, family: Family, component: Component, path: Path, quant: str
     past = [inputs[n] for n in component.inputs if n.startswith("past_key_values.")]
     with torch.no_grad():
         expected = graph(*plain, past) if past else graph(*plain)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {name: inputs[name].numpy() for name in component.inputs}
-    got = session.run(list(component.outputs), feeds)
+    got = session(path).run(list(component.outputs), feeds)
     worst = {"max_abs_diff": 0.0, "scale": 0.0, "min_cosine": 1.0}
     for i, (ref, out) in enumerate(zip(expected, got)):
         ref = ref.float().numpy()
@@ -235,12 +206,10 @@ def validate(model, family: Family, component: Component, path: Path, quant: str
     return report
 
 
-def write(src: Path, tmp_dir: Path, dst_name: str, options: ONNXOptions, base_model: Path | None = None,
-          trust_remote_code: bool = False) -> dict:
-    """Export every component of `src` into `tmp_dir` (published beside DST by the caller)."""
-    model, family = load_torch_model(src, base_model, trust_remote_code)
+def write(bundle: ModelBundle, dst: Path, options: ONNXOptions) -> dict:
+    """Export every component of the bundle's model beside `dst` (in a fresh temporary folder)."""
+    model, family = torch_model(bundle)
     components = components_of(model, family, options)
-    dst = tmp_dir / dst_name
     reports, timings = [], {}
     for component in components:
         path = component_path(dst, component)
@@ -249,8 +218,7 @@ def write(src: Path, tmp_dir: Path, dst_name: str, options: ONNXOptions, base_mo
         quantize(path, options.quant)
         timings[path.name] = round(time.perf_counter() - started, 3)
         reports.append(validate(model, family, component, path, options.quant))
-    written = list(tmp_dir.iterdir())
+    written = list(dst.parent.iterdir())
     return {"tensors": sum(1 for _ in model.state_dict()), "files": sorted(p.name for p in written),
             "bytes_written": sum(p.stat().st_size for p in written), "validation": reports, "family": family.name,
-            "architecture": model.config.model_type, "parameters": sum(p.numel() for p in model.parameters()),
-            "export_seconds": timings}
+            "export_seconds": timings, "dtype": options.quant}

@@ -1,4 +1,7 @@
-"""What each model family exports to ONNX: its graphs ("components"), their inputs, outputs and dynamic axes.
+"""What each kind of model exports to ONNX: its graphs ("components"), their inputs, outputs and dynamic axes.
+
+Which kind a model type is, is its architecture spec's `onnx` field (architectures/families/), the one
+registry of families; here is only how each kind exports.
 
 Data first: a family is a list of components, each a forward function over named tensors plus
 the axes that stay dynamic. Example inputs come from one function per family so that export
@@ -27,8 +30,6 @@ class Component:
 @dataclass(frozen=True)
 class Family:
     name: str
-    model_types: tuple[str, ...]
-    auto_class: str                                 # transformers class when config.architectures names none usable
     components: Callable[[object], list[Component]]
     example: Callable[[object, int, int], Tensors]  # example(config, batch, seq) -> every input any component takes
     tolerance: float = 1e-4                         # fp32: max |onnx - torch| <= tol * (1 + max |torch|)
@@ -221,22 +222,12 @@ def ctc_components(config) -> list[Component]:
                       masked_by=None)]
 
 
-DECODER_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2")
-FAMILIES = [
-    Family("encoder", ("bert", "roberta", "xlm-roberta", "distilbert", "electra"), "AutoModel",
-           encoder_components, text_example),
-    Family("decoder", DECODER_TYPES, "AutoModelForCausalLM", decoder_components, text_example),
-    Family("t5", ("t5", "mt5"), "T5ForConditionalGeneration", seq2seq_components, seq2seq_example),
-    Family("whisper", ("whisper",), "WhisperForConditionalGeneration", whisper_components, whisper_example, 1e-3),
-    Family("clip", ("clip",), "CLIPModel", clip_components, clip_example),
-    Family("vit", ("vit",), "ViTModel", vision_components, image_example),
-    Family("wav2vec2", ("wav2vec2",), "Wav2Vec2ForCTC", ctc_components, audio_example, 1e-3),
-]
-
-
-def family_for(model_type: str) -> Family | None:
-    return next((f for f in FAMILIES if model_type in f.model_types), None)
-
-
-def supported() -> list[str]:
-    return sorted(t for f in FAMILIES for t in f.model_types)
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("encoder", encoder_components, text_example),
+    Family("decoder", decoder_components, text_example),
+    Family("t5", seq2seq_components, seq2seq_example),
+    Family("whisper", whisper_components, whisper_example, 1e-3),
+    Family("clip", clip_components, clip_example),
+    Family("vit", vision_components, image_example),
+    Family("wav2vec2", ctc_components, audio_example, 1e-3),
+)}

@@ -1,0 +1,4 @@
+"""`python -m modelport`: the command line."""
+from .cli import run
+
+run()

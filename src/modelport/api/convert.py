@@ -1,0 +1,98 @@
+"""convert(): any source to any target through the format table; the destination appears whole or not at all."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from ..core.bundle import ModelBundle
+from ..core.errors import KeyMismatchError, ModelConversionError, UsageError
+from ..edits import apply as apply_edits
+from ..files.atomic import atomic_files, atomic_output, check_apart, check_destination
+from ..formats import Format, load, target
+from ..formats.gguf.profiles import file_name, quants_for
+from .options import ConvertOptions
+
+log = logging.getLogger("modelport")
+
+
+def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = None, **settings) -> dict:
+    """Convert `src` (any supported format) to `dst`; returns a summary of what was done.
+
+    `options`, or the keywords of ConvertOptions.of (to=, quant=, dtype=, base_model=, ...), are
+    checked before any file is read. The destination appears only once it is complete; on any
+    failure nothing is left there, and no source is ever written.
+    """
+    started = time.perf_counter()
+    options = options or ConvertOptions.of(**settings)
+    dst_path = Path(dst).expanduser()
+    fmt = target(dst_path, options.to)
+    check_apart([Path(src).expanduser(), *([options.read.base_model] if options.read.base_model else [])], dst_path)
+    writer_options = options.writer_options(fmt)
+    check_destination(dst_path, options.overwrite)
+    # edited tokenizer files live in a work folder until the writer has copied them
+    with (tempfile.TemporaryDirectory(prefix="modelport-edits-") if options.edits else contextlib.nullcontext()) as work:
+        bundle = load(src, options.read, options.checkpoint)
+        if options.edits:
+            bundle = apply_edits(bundle, options.edits, Path(work))
+        params = _params(bundle, fmt, writer_options) if options.debug_params else None
+        if bundle.unused and not options.allow_unused:
+            from ..architectures.alignment import summarize
+            raise KeyMismatchError(f"{summarize(bundle.unused)} source tensor(s) that nothing uses; pass "
+                                   "--allow-unused to drop them (--debug-params shows where every tensor goes)",
+                                   bundle.source)
+        read_done = time.perf_counter()
+        written = _write(bundle, fmt, dst_path, writer_options, options.overwrite)
+    return {
+        "ok": True,
+        "source": str(bundle.source),
+        "source_format": bundle.format,
+        "destination": str(dst_path),
+        "format": fmt.name,
+        "architecture": bundle.model_type,
+        "dtype": written["dtype"],
+        "tensors": written["tensors"],
+        "parameters": bundle.parameter_count,
+        "files": written["files"],          # names: inside DST for a folder, beside it for files
+        "bytes_written": written["bytes_written"],
+        "seconds": round(time.perf_counter() - started, 3),
+        "read_seconds": round(read_done - started, 3),
+        "notes": bundle.notes,
+        **{key: written[key] for key in ("validation", "export_seconds") if key in written},
+        **({"tensor_types": written["types"]} if "types" in written else {}),
+        **({"params": params, "unused": bundle.unused} if params is not None else {}),
+    }
+
+
+def _write(bundle: ModelBundle, fmt: Format, dst: Path, options, overwrite: bool) -> dict:
+    """Write through `fmt` into a temporary beside `dst`, published whole: a folder renamed into place, or
+    the files named after `dst` (split shards, ONNX graphs) moved beside it, the first one last."""
+    try:
+        if fmt.output == "files":
+            with atomic_files(dst, overwrite) as tmp:
+                return fmt.write(bundle, tmp / dst.name, options)
+        with atomic_output(dst, overwrite) as tmp:
+            return fmt.write(bundle, tmp, options)
+    except (MemoryError, RuntimeError) as exc:
+        raise ModelConversionError(f"conversion failed: {exc}", dst) from exc
+
+
+def _params(bundle: ModelBundle, fmt: Format, writer_options) -> list[dict]:
+    from .param_table import param_table, render
+    rows = param_table(bundle, fmt.name, writer_options)
+    log.info("tensors (source -> target, shape, dtype -> target type):\n%s", render(rows, bundle.unused))
+    return rows
+
+
+def convert_profile(src: str | Path, dst: str | Path, profile: str, **settings) -> dict:
+    """One GGUF per type of a deployment profile: DST/model-{quant}.gguf for each (see formats/gguf/profiles.py)."""
+    started = time.perf_counter()
+    quants = quants_for(profile)
+    folder = Path(dst).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError("--profile writes a folder of GGUF files; this is a file", folder)
+    results = [convert(src, folder / file_name(q), quant=q, **settings) for q in quants]
+    return {"ok": True, "profile": profile, "destination": str(folder), "outputs": results,
+            "seconds": round(time.perf_counter() - started, 3), "notes": results[0]["notes"] if results else []}

@@ -1,0 +1,118 @@
+"""`modelport batch CONFIG.yaml`: many conversions from one file, each checkpoint on its own.
+
+The file's shape is the one LMTK users already write (`task: convert` with a `convert:` block),
+alone or as a `jobs:` list. Unknown keys are errors, so a typo never silently changes a run.
+Relative paths are taken from the config file's folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict
+
+from ..core.errors import ModelportError
+from ..core.settings_file import read_mapping, validated
+from ..formats import CHECKPOINTS, detect_or_fail, discover
+from . import executors
+from .job import is_url, join
+
+FINAL = {"hf": "hf", "huggingface": "hf", "dcp": "dcp", "gguf": "gguf"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConvertSpec(_Strict):
+    checkpoint_path: str
+    output_dir: str
+    base_model: str | None = None
+    initial_format: Literal["auto", "fsdp", "torch", "pth", "ddp", "lightning", "hf", "huggingface", "dcp"] = "auto"
+    final_format: Literal["huggingface", "hf", "dcp", "gguf"] = "huggingface"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quant: str | None = None                 # GGUF type when final_format is gguf
+    targets: list[Literal["cpu", "gpu", "arm", "edge"]] = []   # GGUF per profile: OUTPUT/{TARGET}/model-{quant}.gguf
+    max_shard_size: str = "5GB"
+    overwrite: bool = False
+    allow_unused: bool = False               # drop source tensors no target takes (else the job fails)
+
+
+class Job(_Strict):
+    task: Literal["convert"] = "convert"
+    experiment_name: str | None = None
+    verbose_level: int | None = None
+    convert: ConvertSpec
+
+
+class JobList(_Strict):
+    jobs: list[Job]
+
+
+def load_config(path: Path) -> list[Job]:
+    data = read_mapping(path, "with `task: convert` or `jobs:`")
+    parsed: Union[Job, JobList] = validated(JobList if "jobs" in data else Job, data, path)
+    return parsed.jobs if isinstance(parsed, JobList) else [parsed]
+
+
+def _under(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def checkpoints_of(source: Path) -> list[Path]:
+    """One path per checkpoint: the source itself, or each checkpoint in a folder of them."""
+    kind = detect_or_fail(source)
+    return [c.path for c in discover(source)] if kind == CHECKPOINTS else [source]
+
+
+def plan(path: Path) -> tuple[list[dict], list[dict]]:
+    """(jobs to run, results already known): one job per checkpoint (and per profile quant), each a
+    plain dict of its settings, so any executor can ship it to any worker."""
+    base = path.parent
+    jobs, known = [], []
+    for job in load_config(path):
+        spec = job.convert
+        source = _under(base, spec.checkpoint_path)
+        output = spec.output_dir if is_url(spec.output_dir) else str(_under(base, spec.output_dir))
+        name = job.experiment_name or source.name
+        try:
+            items = checkpoints_of(source)
+        except ModelportError as exc:
+            known.append({"job": name, "checkpoint": str(source), "ok": False, "output": None, "seconds": 0.0,
+                          "error": str(exc)})
+            continue
+        settings = {"job": name, "initial_format": spec.initial_format, "dtype": spec.dtype,
+                    "base_model": str(_under(base, spec.base_model)) if spec.base_model else None,
+                    "max_shard_size": spec.max_shard_size, "overwrite": spec.overwrite,
+                    "allow_unused": spec.allow_unused}
+        for item in items:
+            if spec.targets:
+                from ..formats.gguf.profiles import file_name, quants_for
+                folder = join(output, _stem(item)) if len(items) > 1 else output
+                jobs += [{**settings, "checkpoint": str(item), "output": join(folder, target, file_name(quant)),
+                          "to": "gguf", "quant": quant} for target in spec.targets for quant in quants_for(target)]
+            else:
+                to = FINAL[spec.final_format]
+                jobs.append({**settings, "checkpoint": str(item), "output": join(output, _stem(item)), "to": to,
+                             "quant": spec.quant if to == "gguf" else None})
+    return jobs, known
+
+
+def run(path: Path, executor: str = "local", workers: int = 1, address: str | None = None) -> dict:
+    jobs, results = plan(path)
+    if executor == "ray":
+        results += executors.run_ray(jobs, address=address, workers=workers)
+    else:
+        results += executors.run_local(jobs, workers=workers)
+    failed = sum(not r["ok"] for r in results)
+    return {"ok": failed == 0, "total": len(results), "succeeded": len(results) - failed,
+            "failed": failed, "executor": executor, "results": results}
+
+
+def _stem(item: Path) -> str:
+    return item.stem if item.is_file() else item.name
+
+

@@ -1,0 +1,38 @@
+"""The engines a model runs in, behind one interface (base.Runtime): transformers, llama.cpp, onnxruntime.
+
+Formats name the runtime that runs them (formats/base.py: Format.runtime); `open_runtime` makes one.
+Each runtime module imports its engine only when used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ..core.bundle import ModelBundle
+    from .base import Runtime
+
+
+def _transformers(path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+    from .transformers import TransformersRuntime
+    return TransformersRuntime.open(bundle())
+
+
+def _llama_cpp(path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+    from .llama_cpp import LlamaCppRuntime
+    return LlamaCppRuntime(path, n_ctx=1024)
+
+
+def _onnxruntime(path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+    from .onnxruntime import OnnxRuntime
+    return OnnxRuntime(path)
+
+
+RUNTIMES: dict[str, Callable[[Path, Callable[[], "ModelBundle"]], "Runtime"]] = {
+    "transformers": _transformers, "llama.cpp": _llama_cpp, "onnxruntime": _onnxruntime,
+}
+
+
+def open_runtime(name: str, path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+    """The runtime `name` on the model at `path`; `bundle` reads it, for runtimes that run a bundle."""
+    return RUNTIMES[name](path, bundle)

@@ -1,0 +1,26 @@
+"""The layer contracts in pyproject.toml (import-linter): lower layers never import higher ones, no cycles."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_linter_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    run = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml")], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 kept, 0 broken" in run.stdout, run.stdout
+
+
+def test_starting_the_package_imports_no_heavy_library():
+    """`import modelport` and `--help` never import torch, transformers, onnx, llama_cpp or numpy."""
+    code = ("import sys, modelport, modelport.cli\n"
+            "modelport.cli.build_parser()\n"
+            "heavy = [m for m in ('torch', 'transformers', 'onnx', 'llama_cpp', 'numpy') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == ""
