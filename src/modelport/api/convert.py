@@ -81,7 +81,7 @@ def _write(bundle: ModelBundle, fmt: Format, dst: Path, options, overwrite: bool
 
 def _params(bundle: ModelBundle, fmt: Format, writer_options) -> list[dict]:
     from .param_table import param_table, render
-    rows = param_table(bundle, fmt.name, writer_options)
+    rows = param_table(bundle, fmt, writer_options)
     log.info("tensors (source -> target, shape, dtype -> target type):\n%s", render(rows, bundle.unused))
     return rows
 

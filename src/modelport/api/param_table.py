@@ -3,24 +3,20 @@ from __future__ import annotations
 
 from ..core.bundle import ModelBundle
 from ..core.dtypes import is_floating, resolve_dtype
+from ..formats import Format
 
 
-def param_table(bundle: ModelBundle, target: str, writer_options) -> list[dict]:
-    """One row per written tensor: source name -> target name, shape, source dtype, target type."""
-    if target == "gguf":
-        from ..architectures.hparams import hparams
-        from ..formats.gguf.writer import file_quant, mapping_for, plan
-        planned = plan(bundle, mapping_for(bundle), hparams(bundle.config), file_quant(bundle, writer_options))
-        return [{"source": bundle.origins.get(p.ref.name, p.ref.name) if p.ref else None,
-                 "hf_name": p.ref.name if p.ref else None, "target": p.gguf_name, "shape": list(p.shape),
-                 "dtype": p.ref.dtype if p.ref else "float32", "target_type": p.qtype.name}
-                for p in planned]
+def param_table(bundle: ModelBundle, fmt: Format, writer_options) -> list[dict]:
+    """One row per written tensor: source name -> target name, shape, source dtype, target type. A format
+    that renames or retypes tensors says how (`Format.describe`); the others keep HF names."""
+    if fmt.describe is not None:
+        return fmt.describe(bundle, writer_options)
     out_dtype = resolve_dtype(getattr(writer_options, "dtype", None), bundle.config, (t.dtype for t in bundle))
     rows = []
     for ref in bundle:
         rows.append({"source": bundle.origins.get(ref.name, ref.name), "hf_name": ref.name, "target": ref.name,
                      "shape": list(ref.shape), "dtype": ref.dtype,
-                     "target_type": (f"tied to {ref.alias_of}" if ref.alias_of and target == "hf"
+                     "target_type": (f"tied to {ref.alias_of}" if ref.alias_of and fmt.name == "hf"
                                      else out_dtype if is_floating(ref.dtype) else ref.dtype)})
     return rows
 

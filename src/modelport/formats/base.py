@@ -59,3 +59,4 @@ class Format:
     suffix: str | None = None                                       # a DST ending in it means this format
     runtime: str = "transformers"                                   # runtimes/: what runs a file of it
     check: Callable[[Path], None] | None = None                     # headers and tables checked, no config needed
+    describe: Callable[["ModelBundle", Any], list[dict]] | None = None   # --debug-params rows, when names change

@@ -44,6 +44,11 @@ def _write(bundle, path: Path, options: GGUFOptions) -> dict:
     return write(bundle, path, options)
 
 
+def _describe(bundle, options: GGUFOptions) -> list[dict]:
+    from .writer import describe
+    return describe(bundle, options)
+
+
 def _check(path: Path) -> None:
     from .reader import checked_header
     checked_header(path)
@@ -51,4 +56,4 @@ def _check(path: Path) -> None:
 
 FORMAT = Format("gguf", sniff, _read, _write, GGUFOptions.from_settings,
                 takes=frozenset({"quant", "dtype", "split_max_size", "pre_tokenizer", "threads"}),
-                output="files", suffix=".gguf", runtime="llama.cpp", check=_check)
+                output="files", suffix=".gguf", runtime="llama.cpp", check=_check, describe=_describe)

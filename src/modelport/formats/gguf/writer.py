@@ -238,6 +238,14 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
             "tensors": len(planned), "types": _type_counts(planned), "dtype": quant}
 
 
+def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
+    """--debug-params: each source tensor's GGUF name, shape as written and GGML type."""
+    planned = plan(bundle, mapping_for(bundle), hparams(bundle.config), file_quant(bundle, options))
+    return [{"source": bundle.origins.get(p.ref.name, p.ref.name) if p.ref else None,
+             "hf_name": p.ref.name if p.ref else None, "target": p.gguf_name, "shape": list(p.shape),
+             "dtype": p.ref.dtype if p.ref else "float32", "target_type": p.qtype.name} for p in planned]
+
+
 def _type_counts(planned: list[Planned]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for p in planned:
