@@ -132,8 +132,8 @@ def test_row_chunked_streaming_changes_no_byte(f32_file, tmp_path, monkeypatch, 
     bundle = modelport.load(sample.path)
     mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
     by_name = {p.gguf_name: p for p in writer.plan(bundle, mapping, hp, quant)}
-    assert len(writer.pieces(by_name["blk.0.attn_q.weight"], mapping, hp)) == 4      # one 64-row head each
-    assert len(writer.pieces(by_name["blk.0.ffn_down.weight"], mapping, hp)) == 256 // 2  # 768-wide rows
+    assert len(writer.pieces(by_name["blk.0.attn_q.weight"], hp)) == 4      # one 64-row head each
+    assert len(writer.pieces(by_name["blk.0.ffn_down.weight"], hp)) == 256 // 2  # 768-wide rows
     modelport.convert(sample.path, tmp_path / "chunked.gguf", quant=quant)
     assert _tensors(tmp_path / "whole.gguf") == _tensors(tmp_path / "chunked.gguf")
 
@@ -151,17 +151,17 @@ def test_training_checkpoint_streams_rows_and_dcp_gives_tensors_whole(f32_file, 
     bundle = modelport.load(tmp_path / "ckpt.pth", base_model=sample.path)
     mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
     ffn = next(p for p in writer.plan(bundle, mapping, hp, "q4_k_m") if p.gguf_name == "blk.0.ffn_down.weight")
-    assert len(writer.pieces(ffn, mapping, hp)) == 128
+    assert len(writer.pieces(ffn, hp)) == 128
     # converted in blocks of 21 rows (a .pth is re-opened per block: 128 blocks of every tensor take a minute)
     monkeypatch.setattr("modelport.core.bundle.ROW_BLOCK_BYTES", 64 * 1024)
-    assert len(writer.pieces(ffn, mapping, hp)) == 13
+    assert len(writer.pieces(ffn, hp)) == 13
     modelport.convert(tmp_path / "ckpt.pth", tmp_path / "chunked.gguf", quant="q4_k_m", base_model=sample.path)
     assert _tensors(tmp_path / "whole.gguf") == _tensors(tmp_path / "chunked.gguf")
 
     modelport.convert(sample.path, tmp_path / "dcp", to="dcp")
     dcp_bundle = modelport.load(tmp_path / "dcp", base_model=sample.path)
     ffn = next(p for p in writer.plan(dcp_bundle, mapping, hp, "q4_k_m") if p.gguf_name == "blk.0.ffn_down.weight")
-    assert len(writer.pieces(ffn, mapping, hp)) == 1
+    assert len(writer.pieces(ffn, hp)) == 1
 
 
 def test_hf_cast_streams_row_blocks_with_the_same_bytes(samples, tmp_path, monkeypatch):

@@ -24,3 +24,17 @@ def test_starting_the_package_imports_no_heavy_library():
             "print(','.join(heavy))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == ""
+
+
+def test_hf_to_gguf_and_inspect_never_import_torch(llama, tmp_path):
+    """The numpy path: safetensors -> GGUF (a quantized type) and inspect, with an empty cache, without torch
+    or transformers ever imported."""
+    code = ("import sys\n"
+            "from modelport import convert, inspect\n"
+            f"convert({str(llama.path)!r}, {str(tmp_path / 'm.gguf')!r}, quant='q8_0')\n"
+            f"inspect({str(llama.path)!r}); inspect({str(tmp_path / 'm.gguf')!r})\n"
+            "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+    env = {**__import__("os").environ, "MODELPORT_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "" and (tmp_path / "m.gguf").stat().st_size > 0

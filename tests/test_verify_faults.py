@@ -8,7 +8,7 @@ import torch
 import modelport
 from conftest import run_cli
 from gguf_faults import rewrite
-from modelport.architectures.gguf_mapping import unpermute_rows
+from modelport.architectures.rules import unpermute_rows
 from modelport.samples import trained_model
 
 

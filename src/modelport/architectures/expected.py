@@ -1,4 +1,4 @@
-"""The tensors an architecture expects on disk, asked of transformers on the meta device (no memory).
+"""The tensors an architecture expects on disk: from its spec's templates, or asked of transformers.
 
 transformers 5 renames and fuses some families' tensors when it loads them (ViT's legacy names, MoE
 experts stacked into 3-D tensors) and undoes that when it saves; the names and shapes here are the
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..core.errors import UnknownArchitectureError
 from ..files.locations import cache_root
+from .hparams import hparams
 from .registry import ArchitectureSpec
 
 CACHE_FORMAT = 2        # 2: names and shapes as saved, not as loaded
@@ -38,6 +39,11 @@ def cache_dir() -> Path:
 
 
 def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
+    """From the spec's templates when it has them (no transformers needed); else its function; else
+    transformers' own model, asked once per config and kept on disk."""
+    if spec.tensors is not None and spec.tensors.describe(config):
+        hp = hparams(config, spec.tie_default)
+        return ExpectedTensors(spec.tensors.expand(hp), spec.tensors.tied_for(hp), spec.tensors.prefix)
     if spec.expected_tensors is not None:
         return ExpectedTensors(spec.expected_tensors(config), dict(spec.tied_weights), "")
     return _cached(spec.hf_class, json.dumps(config, sort_keys=True))

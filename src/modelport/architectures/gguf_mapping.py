@@ -1,15 +1,21 @@
-"""What a family needs to become GGUF, as data: llama.cpp's arch, tensor transforms, metadata.
+"""What a family needs to become GGUF, as data: llama.cpp's arch, tensor names and rules, metadata keys.
 
-Tensor names come from gguf-py's TensorNameMap for the arch; a family only states what differs:
-Q/K rows permuted for llama.cpp's interleaved rope, GPT-2's Conv1D (in, out) weights transposed,
-Gemma's norms stored as (1 + w), tensors llama.cpp does not use, and metadata keys beyond the common
-decoder set. Metadata functions receive gguf-py's writer and the normalized hyper-parameters.
+Tensor names come from gguf-py's TensorNameMap for the arch (plus `names` for what it lacks); HF
+per-expert tensors (`...experts.{E}...`) are stacked, expert-major, into llama.cpp's 3-D `*_exps`
+tensors. Values go through the rules that match them (rules.py: Q/K head permutation for llama.cpp's
+interleaved rope, GPT-2's Conv1D transposed, Gemma's norms stored as 1 + w), each of which knows its
+inverse, so reading a GGUF back runs the same data backwards. Metadata is a table of keys
+(full key names, `{arch}` standing for llama.cpp's architecture name) whose values are expressions
+over the config (hparams.py); a function may add what a table cannot.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from .rules import AddOffset, Chain, PermuteHeads, Rule, Transpose
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,89 +23,125 @@ if TYPE_CHECKING:
 
     from .hparams import HParams
 
-MetadataFn = Callable[["GGUFWriter", "HParams"], None]
+EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
 
 @dataclass(frozen=True)
+class Key:
+    """One metadata value: an expression over the config, its GGUF type, and when it is written."""
+
+    value: Any
+    type: str = "u32"              # u32, i32, f32, bool, str
+    when: str | None = None
+
+
+CORE_KEYS: dict[str, Key] = {
+    "{arch}.context_length": Key("ctx"), "{arch}.embedding_length": Key("hidden"), "{arch}.block_count": Key("layers"),
+    "{arch}.feed_forward_length": Key("ffn"), "{arch}.attention.head_count": Key("heads"),
+    "{arch}.vocab_size": Key("vocab"),
+}
+DECODER_KEYS: dict[str, Key] = {     # every RMSNorm + rotary decoder (llama, mistral, qwen2/3, phi3, gemma)
+    **CORE_KEYS,
+    "{arch}.attention.head_count_kv": Key("kv_heads"),
+    "{arch}.rope.freq_base": Key("rope_theta", "f32"),
+    "{arch}.attention.layer_norm_rms_epsilon": Key("rms_eps if rms_eps is not None else 1e-6", "f32"),
+    "{arch}.rope.dimension_count": Key("rot_dim"),
+    "{arch}.attention.key_length": Key("head_dim", when="head_dim != hidden // heads"),
+    "{arch}.attention.value_length": Key("head_dim", when="head_dim != hidden // heads"),
+}
+MetadataFn = Callable[["GGUFWriter", "HParams"], None]
+
+
+@dataclass(frozen=True, eq=False)        # compared (and cached) by identity: each family has one
 class GGUFMapping:
     arch: str                                   # gguf.MODEL_ARCH member name, e.g. "LLAMA"
-    metadata: MetadataFn
-    permute_qk: bool = False
-    transpose: tuple[str, ...] = ()             # HF name suffixes whose 2-D weight is stored transposed
-    norm_offset: float = 0.0                    # added to every "*norm.weight"
+    metadata: Mapping[str, Key] | MetadataFn = field(default_factory=lambda: DECODER_KEYS)
+    rules: tuple[Rule, ...] = ()
+    names: Mapping[str, str] = field(default_factory=dict)   # HF name template -> GGUF name, beyond TensorNameMap
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
+    # shorthands, kept for plugins: each becomes a rule
+    permute_qk: bool = False
+    transpose: tuple[str, ...] = ()
+    norm_offset: float = 0.0
 
-    def permuted_heads(self, name: str, hp: "HParams") -> int | None:
-        """How many heads' rows an HF tensor holds, when its rows are permuted for llama.cpp's rope."""
+    def all_rules(self) -> tuple[Rule, ...]:
+        made: list[Rule] = []
         if self.permute_qk:
-            if name.endswith(("q_proj.weight", "q_proj.bias")):
-                return hp.n_head
-            if name.endswith(("k_proj.weight", "k_proj.bias")):
-                return hp.n_head_kv
+            made += [PermuteHeads(("q_proj.weight", "q_proj.bias"), "heads"),
+                     PermuteHeads(("k_proj.weight", "k_proj.bias"), "kv_heads")]
+        if self.transpose:
+            made.append(Transpose(self.transpose))
+        if self.norm_offset:
+            made.append(AddOffset(("norm.weight",), self.norm_offset))
+        return (*self.rules, *made)
+
+    def chain(self, hf_name: str) -> Chain:
+        return _chain(self, hf_name)
+
+    def target(self, hf_name: str, n_layer: int) -> tuple[str, int | None] | None:
+        """(GGUF name, expert index when stacked) of an HF tensor; None when llama.cpp has no name for it."""
+        match = EXPERT.search(hf_name)
+        merged = EXPERT.sub(".experts.", hf_name) if match else hf_name
+        name = self._explicit(merged) or _names(self.arch, n_layer).get_name(merged, try_suffixes=(".weight", ".bias"))
+        return (name, int(match.group(1)) if match else None) if name else None
+
+    def _explicit(self, hf_name: str) -> str | None:
+        for template, gguf_name in self.names.items():
+            pattern = re.escape(template).replace(r"\{L\}", r"(?P<L>\d+)")
+            found = re.fullmatch(pattern, hf_name)
+            if found:
+                return gguf_name.format(**found.groupdict())
         return None
 
-    def to_gguf(self, name: str, tensor: "np.ndarray", hp: "HParams", full_rows: int | None = None) -> "np.ndarray":
-        """GGUF's layout of an HF tensor, or of a row chunk of it holding whole heads (given the full row count)."""
-        import numpy as np
-        heads = self.permuted_heads(name, hp)
-        if heads is not None:
-            tensor = permute_rows(tensor, heads * tensor.shape[0] // (full_rows or tensor.shape[0]))
-        if tensor.ndim == 2 and name.endswith(self.transpose):
-            tensor = tensor.T
-        if self.norm_offset and name.endswith("norm.weight"):
-            tensor = tensor.astype(np.float32) + np.float32(self.norm_offset)
-        return tensor
+    def write_metadata(self, writer: "GGUFWriter", hp: "HParams") -> None:
+        if callable(self.metadata):
+            self.metadata(writer, hp)
+        else:
+            write_keys(writer, self.metadata, hp)
 
-    def from_gguf(self, name: str, tensor: "np.ndarray", hp: "HParams") -> "np.ndarray":
-        """The inverse of to_gguf, for a whole tensor."""
-        import numpy as np
-        if self.norm_offset and name.endswith("norm.weight"):
-            tensor = tensor.astype(np.float32) - np.float32(self.norm_offset)
-        if tensor.ndim == 2 and name.endswith(self.transpose):
-            tensor = np.ascontiguousarray(tensor.T)
-        heads = self.permuted_heads(name, hp)
-        return unpermute_rows(tensor, heads) if heads is not None else tensor
 
-    def gguf_shape(self, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(reversed(shape)) if len(shape) == 2 and name.endswith(self.transpose) else shape
+@lru_cache(maxsize=256)
+def _chain(mapping: GGUFMapping, hf_name: str) -> Chain:
+    return Chain(tuple(r for r in mapping.all_rules() if r.matches(hf_name)))
+
+
+@lru_cache(maxsize=16)
+def _names(arch: str, n_layer: int):
+    import gguf
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch], n_layer)
+
+
+def write_keys(writer: "GGUFWriter", keys: Mapping[str, Key], hp: "HParams") -> None:
+    """Write a keys table's entries whose condition holds, in the table's order (`{arch}` in a key is
+    llama.cpp's name of the architecture)."""
+    from gguf import GGUFValueType as V
+
+    types = {"u32": V.UINT32, "i32": V.INT32, "f32": V.FLOAT32, "bool": V.BOOL, "str": V.STRING}
+    casts = {"u32": int, "i32": int, "f32": float, "bool": bool, "str": str}
+    for key, spec in keys.items():
+        if spec.when is not None and not hp.eval(spec.when):
+            continue
+        value = hp.eval(spec.value)
+        if value is None:
+            continue
+        writer.add_key_value(key.format(arch=writer.arch), casts[spec.type](value), types[spec.type])
 
 
 def core_metadata(w: "GGUFWriter", hp: "HParams") -> None:
-    w.add_context_length(hp.n_ctx)
-    w.add_embedding_length(hp.n_embd)
-    w.add_block_count(hp.n_layer)
-    w.add_feed_forward_length(hp.n_ff)
-    w.add_head_count(hp.n_head)
-    w.add_vocab_size(hp.vocab_size)
+    """The keys every model has (for metadata functions; plugins build on it)."""
+    write_keys(w, CORE_KEYS, hp)
 
 
 def decoder_metadata(w: "GGUFWriter", hp: "HParams") -> None:
-    """The keys every RMSNorm + rotary decoder needs (llama, mistral, qwen2/3, phi3, gemma)."""
-    core_metadata(w, hp)
-    w.add_head_count_kv(hp.n_head_kv)
-    w.add_rope_freq_base(hp.rope_theta)
-    w.add_layer_norm_rms_eps(hp.rms_eps if hp.rms_eps is not None else 1e-6)
-    w.add_rope_dimension_count(int(hp.head_dim * hp.raw.get("partial_rotary_factor", 1.0)))
-    if hp.head_dim != hp.n_embd // hp.n_head:
-        w.add_key_length(hp.head_dim)
-        w.add_value_length(hp.head_dim)
-
-
-def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
-    """HF keeps each head's rotary pairs as two halves; llama.cpp's NORM rope wants them interleaved."""
-    return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
-            .swapaxes(1, 2).reshape(weight.shape))
-
-
-def unpermute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
-    """The inverse of permute_rows: llama.cpp's interleaved pairs back to HF's halves."""
-    return (weight.reshape(n_head, weight.shape[0] // n_head // 2, 2, *weight.shape[1:])
-            .swapaxes(1, 2).reshape(weight.shape))
+    write_keys(w, DECODER_KEYS, hp)
 
 
 def llama3_rope_factors(hp: "HParams") -> dict[str, "np.ndarray"]:
     """Llama 3.1's frequency-dependent rope scaling, which llama.cpp reads as `rope_freqs.weight`."""
+    import math
+
+    import numpy as np
     rope = hp.rope
     if rope.get("rope_type") != "llama3":
         return {}
@@ -107,7 +149,6 @@ def llama3_rope_factors(hp: "HParams") -> dict[str, "np.ndarray"]:
     low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
     old_ctx = rope.get("original_max_position_embeddings", 8192)
     low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
-    import numpy as np
     freqs = 1.0 / (hp.rope_theta ** (np.arange(0, hp.head_dim, 2, dtype=np.float32) / hp.head_dim))
     factors = []
     for freq in freqs.tolist():

@@ -18,6 +18,7 @@ from ..core.errors import UnknownArchitectureError, UsageError
 
 if TYPE_CHECKING:
     from .gguf_mapping import GGUFMapping
+    from .tensors import Tensors
 
 PLUGIN_DOC = "docs/architectures.md"
 ENTRY_POINT_GROUP = "modelport.architectures"
@@ -29,20 +30,26 @@ log = logging.getLogger("modelport")
 class ArchitectureSpec:
     """What modelport needs to know about one model family.
 
-    `hf_class` is the transformers class whose parameters define the expected tensors when the
-    config's `architectures` entry is absent or unknown; `expected_tensors` lets a plugin for a
-    model transformers does not ship state them itself (name -> shape, from the config). `gguf` says
-    how the family becomes GGUF (None: it does not), `onnx` which ONNX export family it belongs to
-    (formats/onnx/families.py: decoder, encoder, t5, whisper, clip, vit, wav2vec2; None: no ONNX).
+    `tensors` states the family's tensors as data (tensors.py: name templates, shape expressions), so
+    knowing them needs no transformers; `tie_default` is whether the family ties its embeddings when
+    the config does not say. Without `tensors`, `expected_tensors(config)` may state them as a function
+    (with `tied_weights`), or else they are asked of transformers (the model built on the meta device)
+    and cached. `hf_class` is the transformers class that runs the family when the config's
+    `architectures` names none transformers has. `gguf` says how it becomes GGUF (None: it does not),
+    `onnx` which ONNX export family it is (formats/onnx/families.py; None: no ONNX), and `tiny` is a
+    small config the tests build a random model from (every family is tested from it).
     """
 
     model_type: str
     hf_class: str = "AutoModelForCausalLM"
     aliases: tuple[str, ...] = ()
+    tensors: "Tensors | None" = None
+    tie_default: bool = False
     expected_tensors: Callable[[dict], dict[str, tuple[int, ...]]] | None = None
     tied_weights: dict[str, str] = field(default_factory=dict)
     gguf: "GGUFMapping | None" = None
     onnx: str | None = None
+    tiny: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

@@ -17,8 +17,8 @@ from gguf import GGMLQuantizationType as Q
 from ...architectures import spec_for
 from ...architectures.alignment import align
 from ...architectures.expected import expected_tensors
-from ...architectures.gguf_mapping import GGUFMapping
 from ...architectures.hparams import hparams
+from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef
 from ...core.config_check import check_config, check_layers
 from ...core.dtypes import numpy_dtype
@@ -118,32 +118,34 @@ def _check_blocks(header: GGUFHeader) -> None:
                                 "disagree)", header.path)
 
 
-def _loader(path: Path, t: TensorInfo, hf_name: str, mapping: GGUFMapping, hp) -> tuple[callable, callable | None]:
-    """(load, rows) for one tensor. Rows are read and dequantized alone (every GGML type stores whole
-    rows of blocks) unless the tensor must be rearranged whole: permuted Q/K heads, transposed weights."""
-    shape, qtype, offset, size = t.shape, t.qtype, t.offset, t.nbytes
+def _loader(path: Path, t: TensorInfo, chain: Chain, hp, index: int | None) -> tuple[callable, callable | None]:
+    """(load, rows) for one HF tensor: the GGUF tensor `t`, or expert `index` of it when it is stacked.
+    Rows are read and dequantized alone (every GGML type stores whole rows of blocks) unless a rule
+    needs the tensor whole (permuted Q/K heads, a transpose)."""
+    shape = t.shape[1:] if index is not None else t.shape
     n_rows = shape[0] if shape else 1
-    row_bytes = size // max(n_rows, 1)
+    parts = t.shape[0] if index is not None else 1                  # experts side by side in the file
+    row_bytes = t.nbytes // (parts * max(n_rows, 1))                # a 1-D tensor's "rows" are its values
+    first = (index or 0) * n_rows
 
     def decode(start: int, stop: int) -> np.ndarray:
         count = (stop - start) * row_bytes
-        raw = np.fromfile(path, dtype=np.uint8, count=count, offset=offset + start * row_bytes)
+        raw = np.fromfile(path, dtype=np.uint8, count=count, offset=t.offset + (first + start) * row_bytes)
         if raw.size != count:
             raise CorruptInputError(f"tensor {t.name} is cut short", path)
         part = (stop - start, *shape[1:]) if shape else shape
-        if qtype in FLOAT_TYPES:
-            return raw.view(numpy_dtype(FLOAT_TYPES[qtype])).reshape(part)
-        rows = raw.reshape(stop - start, -1)
-        return np.ascontiguousarray(gguf.quants.dequantize(rows, qtype)).reshape(part)
+        if t.qtype in FLOAT_TYPES:
+            return raw.view(numpy_dtype(FLOAT_TYPES[t.qtype])).reshape(part)
+        return np.ascontiguousarray(gguf.quants.dequantize(raw.reshape(stop - start, -1), t.qtype)).reshape(part)
 
     def load() -> np.ndarray:
-        return mapping.from_gguf(hf_name, decode(0, n_rows), hp)
+        return chain.inverse(decode(0, n_rows), hp)
 
     def rows(start: int, stop: int) -> np.ndarray:
-        return mapping.from_gguf(hf_name, decode(start, stop), hp)
+        return chain.inverse(decode(start, stop), hp)
 
-    whole_only = len(shape) < 2 or mapping.permuted_heads(hf_name, hp) is not None or hf_name.endswith(mapping.transpose)
-    return load, (None if whole_only else rows)
+    streams = len(shape) >= 2 and chain.unit(hp, n_rows) == 1
+    return load, (rows if streams else None)
 
 
 def checked_header(path: Path) -> GGUFHeader:
@@ -171,37 +173,39 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
     spec = spec_for(config, path)
     if spec.gguf is None:
         raise UnknownArchitectureError(f"no GGUF mapping for {spec.model_type!r}", path)
-    mapping, hp = spec.gguf, hparams(config)
+    mapping, hp = spec.gguf, hparams(config, spec.tie_default)
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[mapping.arch]]
     if header.architecture != arch:
         raise CorruptInputError(f"general.architecture is {header.architecture!r}, but the model's config describes "
                                 f"a llama.cpp {arch!r} model", path)
     expected = expected_tensors(spec, config)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[mapping.arch], hp.n_layer)
-    to_hf: dict[str, str] = {}
+    # every expected HF tensor's place in the file: a GGUF tensor, or one expert of a stacked one
+    to_hf: dict[str, list[tuple[str, int | None]]] = {}
     for hf_name in expected.shapes:
-        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if gguf_name is not None:
-            to_hf.setdefault(gguf_name, hf_name)
+        found = mapping.target(hf_name, hp.n_layer)
+        if found is not None and hf_name not in expected.tied:
+            to_hf.setdefault(found[0], []).append((hf_name, found[1]))
     computed = set(mapping.extra_tensors(hp)) if mapping.extra_tensors else set()
     refs: dict[str, TensorRef] = {}
     gguf_names: dict[str, str] = {}
     unused: list[str] = []
     for t in header.tensors:
-        hf_name = to_hf.get(t.name)
-        if hf_name is None:
+        if t.name not in to_hf:
             if t.name in computed:
                 notes.append(f"GGUF tensor {t.name} is recomputed from the config, not read")
             else:
                 unused.append(t.name)
             continue
-        shape = mapping.gguf_shape(hf_name, t.shape)       # transposing is its own inverse
-        dtype = FLOAT_TYPES.get(t.qtype, "float32")
-        if mapping.norm_offset and hf_name.endswith("norm.weight"):
-            dtype = "float32"
-        load, rows = _loader(path, t, hf_name, mapping, hp)
-        refs[hf_name] = TensorRef(hf_name, shape, dtype, load, str(path), rows=rows)
-        gguf_names[hf_name] = t.name
+        for hf_name, index in to_hf[t.name]:
+            if index is not None and (len(t.shape) < 2 or index >= t.shape[0]):
+                raise CorruptInputError(f"tensor {t.name} has {t.shape[0] if t.shape else 0} experts, "
+                                        f"{hf_name} needs expert {index}", path)
+            chain = mapping.chain(hf_name)
+            stored = t.shape[1:] if index is not None else t.shape
+            dtype = "float32" if chain.changes_dtype else FLOAT_TYPES.get(t.qtype, "float32")
+            load, rows = _loader(path, t, chain, hp, index)
+            refs[hf_name] = TensorRef(hf_name, chain.shape(stored), dtype, load, str(path), rows=rows)
+            gguf_names[hf_name] = t.name if index is None else f"{t.name}[{index}]"
     aligned, report = align(refs, expected, path)
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,
                        generation_config=generation, notes=notes + report.notes(),

@@ -21,6 +21,7 @@ from gguf import GGMLQuantizationType as Q
 from ...architectures import spec_for
 from ...architectures.gguf_mapping import GGUFMapping
 from ...architectures.hparams import HParams, hparams
+from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef, rows_per_block
 from ...core.dtypes import resolve_dtype
 from ...core.errors import ModelConversionError, UsageError
@@ -43,48 +44,75 @@ DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 @dataclass
 class Planned:
     gguf_name: str
-    shape: tuple[int, ...]           # rows first, as numpy and torch order them
+    shape: tuple[int, ...]           # as written, rows first (numpy's order); experts first when stacked
     qtype: Q
-    ref: TensorRef | None            # None for tensors computed from the config (rope factors)
+    sources: list[TensorRef]         # the HF tensor, or one per expert in order; none when computed
+    chain: Chain = Chain(())
     computed: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
         return nbytes(self.qtype, self.shape)
 
+    @property
+    def rows(self) -> int:
+        return int(np.prod(self.shape[:-1])) if len(self.shape) >= 2 else 1
+
+    @property
+    def source_rows(self) -> int:
+        """Rows of the output each source fills (an expert's share of a stacked tensor)."""
+        return self.rows // max(1, len(self.sources))
+
 
 def mapping_for(bundle: ModelBundle) -> GGUFMapping:
     spec = spec_for(bundle.config, bundle.source)
     if spec.gguf is None:
-        from ...architectures import supported_model_types
-        with_gguf = [t for t in supported_model_types() if spec_for({"model_type": t}).gguf]
+        from ...architectures import registered
+        with_gguf = [s.model_type for s in registered() if s.gguf]
         raise UsageError(f"GGUF output for {spec.model_type!r} is not supported; it is for: {', '.join(with_gguf)}")
     return spec.gguf
 
 
 def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> list[Planned]:
-    arch = gguf.MODEL_ARCH[mapping.arch]
-    names = gguf.get_tensor_name_map(arch, hp.n_layer)
-    planned: list[Planned] = []
+    """Every GGUF tensor in file order, from shapes alone: each HF tensor renamed and reshaped by its
+    rules, per-expert tensors stacked (in expert order) into one, computed tensors after them."""
+    planned: dict[str, Planned] = {}
+    experts: dict[str, dict[int, TensorRef]] = {}
     unmapped = []
     for ref in bundle:
         if ref.alias_of is not None or ref.name.endswith(mapping.skip):
             continue
-        target = names.get_name(ref.name, try_suffixes=(".weight", ".bias"))
-        if target is None:
+        found = mapping.target(ref.name, hp.n_layer)
+        if found is None:
             unmapped.append(ref.name)
             continue
-        planned.append(Planned(target, mapping.gguf_shape(ref.name, ref.shape), Q.F32, ref))
+        name, expert = found
+        chain = mapping.chain(ref.name)
+        if expert is None:
+            planned[name] = Planned(name, chain.shape(ref.shape), Q.F32, [ref], chain)
+            continue
+        if name not in planned:
+            planned[name] = Planned(name, chain.shape(ref.shape), Q.F32, [], chain)
+        experts.setdefault(name, {})[expert] = ref
     if unmapped:
         raise ModelConversionError(f"no GGUF name for {len(unmapped)} tensor(s) of {mapping.arch}: "
                                    f"{', '.join(unmapped[:5])}", bundle.source)
+    for name, by_index in experts.items():
+        p = planned[name]
+        if sorted(by_index) != list(range(len(by_index))) or len({r.shape for r in by_index.values()}) != 1:
+            raise ModelConversionError(f"{name}: experts {sorted(by_index)} do not stack (missing or unequal)",
+                                       bundle.source)
+        p.sources = [by_index[i] for i in range(len(by_index))]
+        p.shape = (len(p.sources), *p.shape)
+    out = list(planned.values())
     for name, tensor in (mapping.extra_tensors(hp) if mapping.extra_tensors else {}).items():
-        planned.append(Planned(name, tuple(tensor.shape), Q.F32, None, tensor))
+        out.append(Planned(name, tuple(tensor.shape), Q.F32, [], computed=tensor))
+    arch = gguf.MODEL_ARCH[mapping.arch]
     shape = ModelShape(gguf.MODEL_ARCH_NAMES[arch], hp.n_layer, hp.n_head, hp.n_head_kv)
-    types = choose_types({p.gguf_name: p.shape for p in planned}, file_type(quant), shape)
-    for p in planned:
+    types = choose_types({p.gguf_name: p.shape for p in out}, file_type(quant), shape)
+    for p in out:
         p.qtype = types[p.gguf_name]
-    return planned
+    return out
 
 
 def _pooling(bundle: ModelBundle) -> int | None:
@@ -113,7 +141,7 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
     writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
     writer.add_file_type(int(file_type(quant)))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    mapping.metadata(writer, hp)
+    mapping.write_metadata(writer, hp)
     pooling = _pooling(bundle)
     if pooling is not None:
         writer.add_pooling_type(pooling)
@@ -123,34 +151,48 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
 
 @dataclass(frozen=True)
 class Piece:
+    """Output rows [start, stop) of one source's share (expert `index` of a stacked tensor). A block read
+    alone only ever goes through rules that keep rows, so its rows are the source's rows too."""
+
     planned: Planned
+    index: int
     start: int
     stop: int
 
     @property
-    def first(self) -> bool:
-        return self.start == 0
+    def whole(self) -> bool:
+        return self.start == 0 and self.stop == self.planned.source_rows
 
     @property
-    def last(self) -> bool:
-        return self.stop == self.planned.shape[0] if self.planned.shape else True
+    def first_row(self) -> int:
+        return self.index * self.planned.source_rows + self.start
 
     @property
     def nbytes(self) -> int:
-        rows = self.planned.shape[0] if self.planned.shape else 1
-        return self.planned.nbytes * (self.stop - self.start) // max(1, rows)
+        return self.planned.nbytes * (self.stop - self.start) // max(1, self.planned.rows)
 
 
-def pieces(p: Planned, mapping: GGUFMapping, hp: HParams) -> list[Piece]:
-    """Row ranges to stream `p` in: whole heads for permuted Q/K, whole rows always. A source that cannot
-    read rows alone (DCP, GGUF) gives its tensors whole: chunking would read them once per chunk."""
-    if len(p.shape) < 2 or p.ref is None or p.ref.rows is None or p.ref.name.endswith(mapping.transpose):
-        return [Piece(p, 0, p.shape[0] if p.shape else 1)]
-    rows = p.shape[0]
-    heads = mapping.permuted_heads(p.ref.name, hp)
-    unit = rows // heads if heads else 1
-    step = rows_per_block(int(np.prod(p.shape[1:])), unit)
-    return [Piece(p, start, min(rows, start + step)) for start in range(0, rows, step)]
+def pieces(p: Planned, hp: HParams) -> list[Piece]:
+    """Row blocks to stream `p` in, source by source (expert by expert): whole heads for permuted Q/K,
+    whole rows always. A source that cannot read rows alone (DCP, GGUF), and a tensor a rule needs whole
+    (a transpose), is given whole: chunking would read it once per chunk."""
+    if not p.sources:
+        return [Piece(p, 0, 0, 1)]
+    out = []
+    for index, ref in enumerate(p.sources):
+        rows = _rows(ref)
+        unit = p.chain.unit(hp, rows) if len(ref.shape) >= 2 and ref.rows is not None else None
+        if unit is None:
+            out.append(Piece(p, index, 0, p.source_rows))
+            continue
+        step = rows_per_block(int(np.prod(ref.shape[1:])), unit)
+        out += [Piece(p, index, start, min(rows, start + step)) for start in range(0, rows, step)]
+    return out
+
+
+def _rows(ref: TensorRef) -> int:
+    """Rows of a source tensor as the writer counts them: a 1-D tensor is one row."""
+    return ref.shape[0] if len(ref.shape) >= 2 else 1
 
 
 def data_offsets(writer: gguf.GGUFWriter) -> tuple[dict[str, tuple[int, int]], list[int]]:
@@ -182,7 +224,7 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     """Write `bundle` as the GGUF file `path` (in a fresh temporary folder), or as its split shards."""
     folder, file_name = path.parent, path.name
     mapping = mapping_for(bundle)
-    hp = hparams(bundle.config)
+    hp = hparams(bundle.config, spec_for(bundle.config).tie_default)
     quant = file_quant(bundle, options)
     planned = plan(bundle, mapping, hp, quant)
     writer = gguf.GGUFWriter(folder / file_name, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[mapping.arch]],
@@ -202,15 +244,14 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     def produce(piece: Piece) -> int:
         """Make one chunk and write it at its place: workers write in parallel, no copy waits on another."""
         p = piece.planned
-        if p.ref is None:
+        if not p.sources:
             tensor = p.computed
         else:
-            whole = piece.first and piece.last
-            chunk = p.ref.load() if whole else p.ref.load_rows(piece.start, piece.stop)
-            tensor = mapping.to_gguf(p.ref.name, chunk, hp, full_rows=p.ref.shape[0] if p.ref.shape else None)
+            ref = p.sources[piece.index]
+            chunk = ref.load() if piece.whole else ref.load_rows(piece.start, piece.stop)
+            tensor = p.chain.forward(chunk, hp, full_rows=_rows(ref))
         file_id, start = offsets[p.gguf_name]
-        row_bytes = p.nbytes // (p.shape[0] if len(p.shape) else 1)
-        fd, at = writer.fout[file_id].fileno(), start + piece.start * row_bytes
+        fd, at = writer.fout[file_id].fileno(), start + piece.first_row * (p.nbytes // p.rows)
         # a tensor a source could only give whole is still converted a row block at a time (rows are
         # independent in every GGML type), so only the source tensor is ever held whole
         step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
@@ -223,11 +264,11 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
             behind[file_id].wrote(at + done, len(view))
             done += len(view)
         if done != piece.nbytes:
-            raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop}, "
-                                       f"planned {piece.nbytes}", bundle.source)
+            raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop} of part "
+                                       f"{piece.index}, planned {piece.nbytes}", bundle.source)
         return done
 
-    work = [piece for p in planned for piece in pieces(p, mapping, hp)]
+    work = [piece for p in planned for piece in pieces(p, hp)]
     threads = max(1, options.threads)
     with progress_bar(sum(sizes), f"writing {file_name}") as bar:
         for _piece, written in prefetch(work, produce, window=2 * threads, threads=threads):
@@ -240,10 +281,12 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
 
 def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
     """--debug-params: each source tensor's GGUF name, shape as written and GGML type."""
-    planned = plan(bundle, mapping_for(bundle), hparams(bundle.config), file_quant(bundle, options))
-    return [{"source": bundle.origins.get(p.ref.name, p.ref.name) if p.ref else None,
-             "hf_name": p.ref.name if p.ref else None, "target": p.gguf_name, "shape": list(p.shape),
-             "dtype": p.ref.dtype if p.ref else "float32", "target_type": p.qtype.name} for p in planned]
+    planned = plan(bundle, mapping_for(bundle), hparams(bundle.config, spec_for(bundle.config).tie_default),
+                   file_quant(bundle, options))
+    return [{"source": bundle.origins.get(ref.name, ref.name) if ref else None, "hf_name": ref.name if ref else None,
+             "target": p.gguf_name if len(p.sources) < 2 else f"{p.gguf_name}[{i}]", "shape": list(p.shape),
+             "dtype": ref.dtype if ref else "float32", "target_type": p.qtype.name}
+            for p in planned for i, ref in (enumerate(p.sources) if p.sources else [(0, None)])]
 
 
 def _type_counts(planned: list[Planned]) -> dict[str, int]:

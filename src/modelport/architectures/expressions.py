@@ -1,0 +1,83 @@
+"""Small arithmetic over a config's values: the language shapes, conditions and metadata are written in.
+
+A family's spec says "heads * head_dim" or "layer >= first_k_dense_replace" rather than a Python
+function, so specs stay data (readable, listable in docs, checkable against transformers) and no
+spec can run arbitrary code. Allowed: names, numbers, strings, + - * // % ** (ints), comparisons,
+and/or/not, `x if c else y`, and the calls min, max, int, float, bool, len and get(name, default).
+"""
+from __future__ import annotations
+
+import ast
+import operator
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+           ast.Mod: operator.mod, ast.Pow: operator.pow, ast.Div: operator.truediv}
+_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+            ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
+            ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+_CALLS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "int": int, "float": float, "bool": bool, "len": len}
+
+
+class ExpressionError(ValueError):
+    """An expression a spec wrote is not in the small language, or names a value the config lacks."""
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> ast.expr:
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ExpressionError(f"not an expression: {text!r}") from exc
+    return tree
+
+
+def evaluate(text: str | int | float | bool | None, names: Mapping[str, Any]) -> Any:
+    """The value of `text` with `names` bound; a non-string is its own value."""
+    if not isinstance(text, str):
+        return text
+    return _eval(_parse(text), names, text)
+
+
+def _eval(node: ast.expr, names: Mapping[str, Any], text: str) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in ("None", "True", "False"):
+            return {"None": None, "True": True, "False": False}[node.id]
+        if node.id not in names:
+            raise ExpressionError(f"{text!r} names {node.id!r}, which this config does not give")
+        return names[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_eval(node.left, names, text), _eval(node.right, names, text))
+    if isinstance(node, ast.UnaryOp):
+        value = _eval(node.operand, names, text)
+        if isinstance(node.op, ast.Not):
+            return not value
+        if isinstance(node.op, ast.USub):
+            return -value
+    if isinstance(node, ast.BoolOp):
+        values = (_eval(v, names, text) for v in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, names, text)
+        for op, right_node in zip(node.ops, node.comparators):
+            right = _eval(right_node, names, text)
+            if not _COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.IfExp):
+        return _eval(node.body if _eval(node.test, names, text) else node.orelse, names, text)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_eval(e, names, text) for e in node.elts]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        args = [_eval(a, names, text) for a in node.args]
+        if node.func.id == "get":
+            return names.get(args[0], args[1] if len(args) > 1 else None)
+        if node.func.id in _CALLS:
+            return _CALLS[node.func.id](*args)
+    if isinstance(node, ast.Subscript):
+        return _eval(node.value, names, text)[_eval(node.slice, names, text)]
+    raise ExpressionError(f"{text!r}: {type(node).__name__} is not allowed in a spec expression")

@@ -1,0 +1,138 @@
+"""Tensor rules that know their inverse: how an HF tensor's values become a target's, and back.
+
+Each rule claims HF tensors by name suffix and says what it does to one: its values (`forward`, and
+`inverse` for reading back), its shape, whether a block of rows can be transformed alone (so a
+tensor streams) and in what unit (whole heads for a permutation). Rules chain in order; their
+inverses run in reverse. Structure (many tensors into one) is the mapping's business: stacked
+experts (gguf_mapping.py) are whole tensors side by side, each going through these rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .hparams import HParams
+
+
+@dataclass(frozen=True)
+class Rule:
+    suffixes: tuple[str, ...]
+
+    def matches(self, name: str) -> bool:
+        return name.endswith(self.suffixes)
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def unit(self, hp: "HParams", rows: int) -> int | None:
+        """Rows a streamed block must hold whole (1: any); None when only the whole tensor will do."""
+        return 1
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        raise NotImplementedError
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PermuteHeads(Rule):
+    """HF keeps each head's rotary pairs as two halves; llama.cpp's NORM rope wants them interleaved."""
+
+    heads: str = "heads"            # expression: how many heads the tensor's rows hold
+
+    def unit(self, hp: "HParams", rows: int) -> int:
+        return rows // hp.eval(self.heads)
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return permute_rows(array, hp.eval(self.heads) * array.shape[0] // full_rows)
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return unpermute_rows(array, hp.eval(self.heads))
+
+
+@dataclass(frozen=True)
+class Transpose(Rule):
+    """A 2-D weight stored (in, out), like GPT-2's Conv1D: llama.cpp wants (out, in)."""
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(reversed(shape)) if len(shape) == 2 else shape
+
+    def unit(self, hp: "HParams", rows: int) -> None:
+        return None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.T if array.ndim == 2 else array
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        return np.ascontiguousarray(array.T) if array.ndim == 2 else array
+
+
+@dataclass(frozen=True)
+class AddOffset(Rule):
+    """A constant added in float32: Gemma's RMSNorm scales by (1 + w), llama.cpp's by w."""
+
+    value: float = 1.0
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        return array.astype(np.float32) + np.float32(self.value)
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        return array.astype(np.float32) - np.float32(self.value)
+
+
+def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
+    return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def unpermute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
+    return (weight.reshape(n_head, weight.shape[0] // n_head // 2, 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The rules one tensor goes through, in order."""
+
+    rules: tuple[Rule, ...]
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        for rule in self.rules:
+            shape = rule.shape(shape)
+        return shape
+
+    def unit(self, hp: "HParams", rows: int) -> int | None:
+        unit = 1
+        for rule in self.rules:
+            u = rule.unit(hp, rows)
+            if u is None:
+                return None
+            unit = unit * u // _gcd(unit, u)
+        return unit
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        for rule in self.rules:
+            array = rule.forward(array, hp, full_rows)
+        return array
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        for rule in reversed(self.rules):
+            array = rule.inverse(array, hp)
+        return array
+
+    @property
+    def changes_dtype(self) -> bool:
+        return any(isinstance(r, AddOffset) for r in self.rules)
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a

@@ -1,0 +1,96 @@
+"""A family's tensors as data: names as templates over the layer (and expert) index, shapes and
+conditions as expressions over the config (architectures/expressions.py, architectures/hparams.py).
+
+`pre` tensors come before the layers, `layer` ones once per layer (`{L}`), `post` ones after, in
+the order `save_pretrained` writes them. Consecutive templates naming `{E}` form an expert block,
+repeated for each expert. A test (tests/test_architecture_specs.py) expands every family's tiny
+config and compares names, shapes and order with transformers' own model on the meta device, so the
+data cannot drift from transformers; at run time no transformers is needed to know them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .hparams import HParams
+
+Dim = str | int
+
+
+@dataclass(frozen=True)
+class TensorTemplate:
+    name: str                       # e.g. "model.layers.{L}.mlp.experts.{E}.up_proj.weight"
+    shape: tuple[Dim, ...]          # expressions, e.g. ("expert_ffn", "hidden")
+    when: str | None = None         # an expression; L (and E) are bound for layer tensors
+
+    @property
+    def per_expert(self) -> bool:
+        return "{E}" in self.name
+
+
+def t(name: str, *shape: Dim, when: str | None = None) -> TensorTemplate:
+    return TensorTemplate(name, shape, when)
+
+
+def linear(prefix: str, out: Dim, inp: Dim, bias: bool | str = False, when: str | None = None) -> list[TensorTemplate]:
+    """A Linear's weight (out, in) and, when `bias` holds (an expression or a constant), its bias."""
+    items = [t(f"{prefix}.weight", out, inp, when=when)]
+    if bias:
+        cond = bias if isinstance(bias, str) else None
+        both = " and ".join(f"({c})" for c in (when, cond) if c) or None
+        items.append(t(f"{prefix}.bias", out, when=both))
+    return items
+
+
+def norm(prefix: str, size: Dim = "hidden", bias: bool = False, when: str | None = None) -> list[TensorTemplate]:
+    return [t(f"{prefix}.weight", size, when=when)] + ([t(f"{prefix}.bias", size, when=when)] if bias else [])
+
+
+@dataclass(frozen=True)
+class Tensors:
+    pre: tuple[TensorTemplate, ...]
+    layer: tuple[TensorTemplate, ...]
+    post: tuple[TensorTemplate, ...] = ()
+    tied: dict[str, str] = field(default_factory=dict)     # alias -> target, when the config ties them
+    prefix: str = ""                                         # the base model's attribute ("model", "transformer")
+    classes: tuple[str, ...] = ()                            # the transformers classes these are the tensors of
+
+    def describe(self, config: dict) -> bool:
+        """Whether these templates are the config's model: its `architectures` names one of `classes` (or
+        none). Another head (a classifier on BERT, say) has other tensors, asked of transformers instead."""
+        named = config.get("architectures") or []
+        return not named or not self.classes or any(name in self.classes for name in named)
+
+    def expand(self, hp: HParams) -> dict[str, tuple[int, ...]]:
+        """Every tensor name and shape for this config, in saved order."""
+        out: dict[str, tuple[int, ...]] = {}
+        for template, names in self._instances(hp):
+            out[template.name.format(**names)] = tuple(int(hp.eval(d, **names)) for d in template.shape)
+        return out
+
+    def tied_for(self, hp: HParams) -> dict[str, str]:
+        return dict(self.tied) if hp["tie"] else {}
+
+    def _instances(self, hp: HParams) -> Iterator[tuple[TensorTemplate, dict]]:
+        yield from self._group(self.pre, hp, {})
+        for layer in range(hp.n_layer):
+            yield from self._group(self.layer, hp, {"L": layer})
+        yield from self._group(self.post, hp, {})
+
+    def _group(self, templates: tuple[TensorTemplate, ...], hp: HParams, names: dict) -> Iterator[tuple[TensorTemplate, dict]]:
+        i = 0
+        while i < len(templates):
+            if not templates[i].per_expert:
+                if templates[i].when is None or hp.eval(templates[i].when, **names):
+                    yield templates[i], names
+                i += 1
+                continue
+            block = []
+            while i < len(templates) and templates[i].per_expert:
+                block.append(templates[i])
+                i += 1
+            for expert in range(int(hp["experts"] or 0)):
+                bound = {**names, "E": expert}
+                for template in block:
+                    if template.when is None or hp.eval(template.when, **bound):
+                        yield template, bound

@@ -1,0 +1,70 @@
+"""Every family's spec, checked as data: no llama.cpp, seconds for all of them.
+
+- Its tensor templates give exactly the names, shapes and order transformers' own model has (built
+  on the meta device from the spec's tiny config, transformers 5's load-time conversions reverted to
+  the saved names), so the data cannot drift from transformers.
+- Every expected tensor has a GGUF name (or is one llama.cpp skips), and its rules then their
+  inverses give the input back, whole and a row block at a time.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelport.architectures import registered
+from modelport.architectures.expected import _from_transformers, expected_tensors
+from modelport.architectures.hparams import hparams
+from modelport.core.bundle import rows_per_block
+
+SPECS = [s for s in registered() if s.tensors is not None]
+GGUF_SPECS = [s for s in registered() if s.gguf is not None and s.tensors is not None]
+VOCAB = 96
+
+
+def tiny_config(spec, **overrides) -> dict:
+    return {"model_type": spec.model_type, "vocab_size": VOCAB, **spec.tiny, **overrides}
+
+
+def variants(spec) -> list[dict]:
+    """The tiny config, and the same with its optional tensors switched the other way."""
+    base = tiny_config(spec)
+    flipped = {k: not v for k, v in base.items() if k in ("tie_word_embeddings",)}
+    flipped.update({k: True for k in ("attention_bias", "mlp_bias") if k not in base})
+    return [base, {**base, **flipped}]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.model_type)
+def test_templates_match_transformers(spec):
+    for config in variants(spec):
+        ours = expected_tensors(spec, config)
+        theirs = _from_transformers(spec.hf_class, config)
+        assert list(ours.shapes.items()) == list(theirs.shapes.items()), config
+        assert ours.tied == theirs.tied, config
+
+
+@pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
+def test_rules_round_trip_and_every_tensor_has_a_target(spec):
+    config = tiny_config(spec)
+    hp = hparams(config, spec.tie_default)
+    mapping = spec.gguf
+    rng = np.random.default_rng(0)
+    expected = expected_tensors(spec, config)
+    for name, shape in expected.shapes.items():
+        if name.endswith(mapping.skip) or name in expected.tied:      # tied copies are written once, as their target
+            continue
+        assert mapping.target(name, hp.n_layer) is not None, f"{spec.model_type}: no GGUF name for {name}"
+        chain = mapping.chain(name)
+        value = rng.standard_normal(shape).astype(np.float32)
+        rows = shape[0] if len(shape) >= 2 else 1
+        whole = chain.forward(value, hp, rows)
+        assert tuple(whole.shape) == chain.shape(shape)
+        back = chain.inverse(whole, hp)
+        if chain.changes_dtype:         # an added offset comes back within float32 rounding of 1 + w
+            np.testing.assert_allclose(back, value, rtol=0, atol=4e-7)
+        else:
+            np.testing.assert_array_equal(back, value)
+        unit = chain.unit(hp, rows) if len(shape) >= 2 else None
+        if unit is not None:
+            step = max(unit, rows_per_block(int(np.prod(shape[1:])), unit) // 8 // unit * unit)
+            blocks = [chain.forward(value[i:i + step], hp, rows) for i in range(0, rows, step)]
+            np.testing.assert_array_equal(np.concatenate(blocks), whole)
