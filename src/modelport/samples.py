@@ -12,26 +12,6 @@ import torch
 
 CORPUS = "corpus.txt"
 
-_DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5)
-TINY_CONFIGS: dict[str, dict] = {
-    "llama": dict(_DECODER, tie_word_embeddings=False),
-    "mistral": dict(_DECODER, tie_word_embeddings=False, sliding_window=None),
-    "qwen2": dict(_DECODER, tie_word_embeddings=True),
-    "qwen3": dict(_DECODER, head_dim=32, tie_word_embeddings=True),
-    "gemma2": dict(_DECODER, head_dim=16, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
-                   final_logit_softcapping=30.0, sliding_window=4096, hidden_activation="gelu_pytorch_tanh"),
-    "phi3": dict(_DECODER, num_key_value_heads=4, tie_word_embeddings=False, original_max_position_embeddings=512,
-                 pad_token_id=None),
-    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=512, tie_word_embeddings=True),
-    "bert": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 max_position_embeddings=512, type_vocab_size=2),
-}
-TOKENIZER_KINDS = {"bert": "wordpiece"}
-# special tokens a family's real tokenizer always has (llama.cpp looks some of them up by name)
-EXTRA_SPECIALS = {"phi3": ["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"]}
-
-
 def corpus_text() -> str:
     return resources.files("modelport").joinpath("data", CORPUS).read_text(encoding="utf-8")
 
@@ -116,28 +96,42 @@ def _train_sentencepiece(lines: list[str], vocab_size: int, workdir: Path | None
 
 def make_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32,
                tokenizer: str | None = None, workdir: Path | None = None, **overrides):
-    """A random-weight transformers model and its tokenizer."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    """A random-weight transformers model of a registered family, from its spec's tiny config, and its
+    tokenizer (the spec says which kind and which special tokens its real tokenizer always has)."""
+    import transformers
+    from transformers import AutoConfig
 
-    tok = train_tokenizer(tokenizer or TOKENIZER_KINDS.get(family, "bpe"), workdir=workdir,
-                          extra_specials=EXTRA_SPECIALS.get(family))
-    settings = {**TINY_CONFIGS[family], **overrides}
+    from .architectures import spec_for
+
+    spec = spec_for({"model_type": family})
+    tok = train_tokenizer(tokenizer or spec.tiny_tokenizer, workdir=workdir, extra_specials=list(spec.tiny_specials))
+    if workdir is not None:         # as transformers loads it for this family (see save_model), its size included
+        import json
+
+        from transformers import AutoTokenizer
+        tok.save_pretrained(workdir)
+        (workdir / "config.json").write_text(json.dumps({"model_type": family}))
+        tok = AutoTokenizer.from_pretrained(workdir)
+    settings = {**spec.tiny, **overrides}
     ids = {k: getattr(tok, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id") if getattr(tok, k) is not None}
     config = AutoConfig.for_model(family, vocab_size=len(tok), **{**ids, **settings})
     torch.manual_seed(seed)
-    cls = AutoModel if family == "bert" else AutoModelForCausalLM
-    model = cls.from_config(config).to(dtype).eval()
-    if family == "bert":   # random init leaves LayerNorms at 1/0; vary them so a wrong mapping shows
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "LayerNorm" in name:
-                    p.add_(torch.randn_like(p) * 0.1)
+    cls = getattr(transformers, spec.hf_class)
+    model = (cls.from_config(config) if hasattr(cls, "from_config") else cls(config)).to(dtype).eval()
+    with torch.no_grad():       # random init leaves norms at 1 (or 0); vary them so a wrong mapping shows
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and ("norm" in name.lower() or "ln_" in name):
+                p.add_(torch.randn_like(p) * 0.1)
     return model, tok
 
 
 def save_model(out: Path, family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32,
                tokenizer: str | None = None, **overrides):
-    """Save a sample model as an HF folder at `out`; returns (model, tokenizer)."""
+    """Save a sample model as an HF folder at `out`; returns (model, tokenizer).
+
+    The tokenizer is saved as transformers loads it for this family: transformers 5 picks the
+    family's tokenizer class from the config, and some classes (Qwen2's) replace the pre-tokenizer a
+    tokenizer.json states. Saved back, tokenizer.json says what the model's users actually get."""
     model, tok = make_model(family, seed, dtype, tokenizer, workdir=out, **overrides)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -187,7 +181,7 @@ def save_other(out: Path, name: str, seed: int = 0):
     return model
 
 
-TRAINED_RECIPE = dict(family="llama", steps=300, seq=64, batch=8, lr=3e-3, seed=0,
+TRAINED_RECIPE = dict(family="llama", init="norms-varied", steps=300, seq=64, batch=8, lr=3e-3, seed=0,
                       overrides=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
 

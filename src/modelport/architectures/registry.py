@@ -37,7 +37,8 @@ class ArchitectureSpec:
     and cached. `hf_class` is the transformers class that runs the family when the config's
     `architectures` names none transformers has. `gguf` says how it becomes GGUF (None: it does not),
     `onnx` which ONNX export family it is (formats/onnx/families.py; None: no ONNX), and `tiny` is a
-    small config the tests build a random model from (every family is tested from it).
+    small config the tests build a random model from (every family is tested from it), with the kind of
+    tokenizer to train for it.
     """
 
     model_type: str
@@ -50,6 +51,8 @@ class ArchitectureSpec:
     gguf: "GGUFMapping | None" = None
     onnx: str | None = None
     tiny: dict = field(default_factory=dict)
+    tiny_tokenizer: str = "bpe"                  # samples.train_tokenizer's kind for test models
+    tiny_specials: tuple[str, ...] = ()          # special tokens the family's real tokenizer always has
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

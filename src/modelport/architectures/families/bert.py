@@ -33,4 +33,5 @@ SPEC = register_architecture(ArchitectureSpec(
                      skip=("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")),
     tiny=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               max_position_embeddings=512, type_vocab_size=2),
+    tiny_tokenizer="wordpiece",
 ))

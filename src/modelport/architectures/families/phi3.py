@@ -22,4 +22,5 @@ SPEC = register_architecture(ArchitectureSpec(
     gguf=GGUFMapping(arch="PHI3", metadata=KEYS),
     tiny=dict(TINY, num_key_value_heads=4, tie_word_embeddings=False, original_max_position_embeddings=512,
               pad_token_id=None),
+    tiny_specials=("<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"),
 ))
