@@ -8,7 +8,6 @@ import gguf
 import numpy as np
 
 
-
 def rewrite(src: Path, dst: Path, tensors: Callable[[dict[str, np.ndarray]], None] | None = None,
             fields: Callable[[dict[str, object]], None] | None = None) -> None:
     """Copy `src` to `dst`, letting `tensors` edit F32 tensor arrays and `fields` edit metadata values."""

@@ -10,7 +10,6 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import leftovers, run_cli
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from conftest import hf_logits, leftovers, run_cli
 
 
@@ -116,6 +115,7 @@ def test_convert_profile_flag(llama, tmp_path):
 def _file_type(path) -> str:
     """The llama.cpp file type a GGUF declares, in --quant spelling."""
     import gguf
+
     from modelport.formats.gguf.quant_types import FILE_TYPES
     value = int(gguf.GGUFReader(path).fields["general.file_type"].contents())
     return next(name for name, ft in FILE_TYPES.items() if int(ft) == value)

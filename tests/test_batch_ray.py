@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import hf_logits, run_cli
 
 pytest.importorskip("ray")

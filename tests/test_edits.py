@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import IDS, hf_logits, leftovers, run_cli
+from safetensors.torch import load_file
 
 TOKENS = """
 bos_token: "<|begin_of_text|>"
@@ -70,9 +69,9 @@ def test_added_tokens_in_gguf_tokenize_and_template_like_transformers(llama, tmp
     gguf_run = run_cli("convert", llama.path, tmp_path / "m.gguf", "--quant", "f32", "--add-tokens", tokens,
                        "--chat-template", chat, "--max-length", "256", "--verify")
     assert hf.code == 0 and gguf_run.code == 0, gguf_run.stderr
+    import gguf
     from transformers import AutoTokenizer
 
-    import gguf
     from modelport.runtimes.llama_cpp import LlamaCppRuntime
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
     reader = gguf.GGUFReader(tmp_path / "m.gguf")

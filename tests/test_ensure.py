@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 FAKE_HUB = Path(__file__).with_name("fake_hub.py")

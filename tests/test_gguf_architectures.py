@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 import modelport
-from conftest import run_cli
 from modelport.architectures import registered
 from modelport.runtimes.llama_cpp import LlamaCppRuntime
 from modelport.verify.prompts import PROMPTS

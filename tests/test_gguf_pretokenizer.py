@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import run_cli
+
 from modelport.formats.gguf import pretokenizer
 
 

@@ -7,9 +7,9 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 import modelport
-from conftest import run_cli
 from modelport.formats.gguf.quant_types import FILE_TYPES
 from modelport.formats.gguf.quantize import to_type
 from modelport.runtimes.llama_cpp import LlamaCppRuntime

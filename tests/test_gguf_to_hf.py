@@ -1,12 +1,11 @@
 """GGUF -> HF: names, Q/K permutation, transposes and norm offsets undone; transformers loads it."""
 from __future__ import annotations
 
-
 import pytest
 import torch
+from conftest import hf_logits, leftovers, run_cli
 
 import modelport
-from conftest import hf_logits, leftovers, run_cli
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3"])

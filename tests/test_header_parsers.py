@@ -5,11 +5,11 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import hostile
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hostile
 from modelport.core.errors import CorruptInputError
 from modelport.formats.gguf.header import read_header as read_gguf
 from modelport.formats.hf.safetensors_io import read_header as read_safetensors

@@ -12,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import hostile
+import pytest
 from conftest import leftovers, run_cli
 
 SECONDS = 10
@@ -178,7 +177,6 @@ def test_gguf_table_lies_are_named(gguf_file, tmp_path, capsys):
 def test_unused_gguf_tensor_fails_unless_allowed(gguf_file, tmp_path, capsys):
     """A tensor nothing maps to is not quietly dropped with a note."""
     import gguf as gguflib
-
     from gguf_faults import rewrite
     extra = tmp_path / "extra.gguf"
     rewrite(gguf_file, extra)

@@ -10,10 +10,10 @@ import pytest
 
 from modelport.architectures import spec_for
 from modelport.architectures.expected import cache_dir, expected_tensors
-from modelport.formats.checkpoints import step_of
 from modelport.core.errors import UnknownArchitectureError
 from modelport.core.sizes import parse_size
 from modelport.core.stream import prefetch
+from modelport.formats.checkpoints import step_of
 
 
 def test_prefetch_keeps_order_and_respects_byte_budget():

@@ -7,9 +7,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import leftovers, run_cli
 
 import modelport
-from conftest import leftovers, run_cli
 from modelport.core.errors import ModelVerificationError
 from modelport.formats.onnx import export as onnx_export
 from modelport.samples import save_other

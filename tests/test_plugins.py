@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
 
 PLUGINS = Path(__file__).resolve().parents[1] / "examples" / "plugins"

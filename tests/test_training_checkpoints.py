@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed.checkpoint as dcp
+from conftest import hf_logits, run_cli
 from safetensors.torch import load_file
 
 import modelport
-from conftest import hf_logits, run_cli
 
 
 def _fsdp_names(sd: dict) -> dict:

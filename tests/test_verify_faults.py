@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import modelport
 from conftest import run_cli
 from gguf_faults import rewrite
+
+import modelport
 from modelport.architectures.rules import unpermute_rows
 from modelport.samples import trained_model
 

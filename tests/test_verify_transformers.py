@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 
 import torch
-from safetensors.torch import load_file, save_file
-
 from conftest import run_cli
+from safetensors.torch import load_file, save_file
 
 
 def test_convert_with_verify_passes_and_writes_sidecar(llama, tmp_path):

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 WRITER = Path(__file__).with_name("checkpoint_writer.py")

@@ -3,7 +3,7 @@
 A family's spec says "heads * head_dim" or "layer >= first_k_dense_replace" rather than a Python
 function, so specs stay data (readable, listable in docs, checkable against transformers) and no
 spec can run arbitrary code. Allowed: names, numbers, strings, + - * // % ** (ints), comparisons,
-and/or/not, `x if c else y`, and the calls min, max, int, float, bool, len and get(name, default).
+and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len and get(name, default).
 """
 from __future__ import annotations
 
@@ -78,6 +78,10 @@ def _eval(node: ast.expr, names: Mapping[str, Any], text: str) -> Any:
             return names.get(args[0], args[1] if len(args) > 1 else None)
         if node.func.id in _CALLS:
             return _CALLS[node.func.id](*args)
+    if isinstance(node, ast.ListComp) and len(node.generators) == 1 and not node.generators[0].ifs \
+            and isinstance(node.generators[0].target, ast.Name):
+        loop = node.generators[0]
+        return [_eval(node.elt, {**names, loop.target.id: item}, text) for item in _eval(loop.iter, names, text)]
     if isinstance(node, ast.Subscript):
         return _eval(node.value, names, text)[_eval(node.slice, names, text)]
     raise ExpressionError(f"{text!r}: {type(node).__name__} is not allowed in a spec expression")

@@ -31,10 +31,15 @@ class Key:
     """One metadata value: an expression over the config, its GGUF type, and when it is written."""
 
     value: Any
-    type: str = "u32"              # u32, i32, f32, bool, str
+    type: str = "u32"              # u32, i32, f32, bool, str, or array (of what the list holds)
     when: str | None = None
 
 
+ROPE_SCALING_KEYS: dict[str, Key] = {
+    "{arch}.rope.scaling.type": Key("rope_type", "str", when="rope_type in ('linear', 'yarn', 'longrope')"),
+    "{arch}.rope.scaling.factor": Key("rope_factor", "f32", when="rope_type in ('linear', 'yarn') and rope_factor"),
+    "{arch}.rope.scaling.original_context_length": Key("rope_orig_ctx", when="rope_type == 'yarn'"),
+}
 CORE_KEYS: dict[str, Key] = {
     "{arch}.context_length": Key("ctx"), "{arch}.embedding_length": Key("hidden"), "{arch}.block_count": Key("layers"),
     "{arch}.feed_forward_length": Key("ffn"), "{arch}.attention.head_count": Key("heads"),
@@ -48,6 +53,26 @@ DECODER_KEYS: dict[str, Key] = {     # every RMSNorm + rotary decoder (llama, mi
     "{arch}.rope.dimension_count": Key("rot_dim"),
     "{arch}.attention.key_length": Key("head_dim", when="head_dim != hidden // heads"),
     "{arch}.attention.value_length": Key("head_dim", when="head_dim != hidden // heads"),
+    **ROPE_SCALING_KEYS,
+}
+TEXT_KEYS: dict[str, Key] = {       # what llama.cpp's converter writes for any text model the config describes
+    "{arch}.block_count": Key("layers"),
+    "{arch}.context_length": Key("ctx"),
+    "{arch}.embedding_length": Key("hidden"),
+    "{arch}.feed_forward_length": Key("ffn"),
+    "{arch}.attention.head_count": Key("heads"),
+    "{arch}.attention.head_count_kv": Key("kv_heads"),
+    **ROPE_SCALING_KEYS,
+    "{arch}.rope.freq_base": Key("rope_theta", "f32"),
+    "{arch}.rope.freq_base_swa": Key("rope_theta_swa", "f32", when="rope_theta_swa is not None"),
+    "{arch}.attention.layer_norm_rms_epsilon": Key("rms_eps", "f32", when="rms_eps is not None"),
+    "{arch}.attention.layer_norm_epsilon": Key("ln_eps", "f32", when="ln_eps is not None"),
+    "{arch}.expert_count": Key("experts", when="experts"),
+    "{arch}.expert_used_count": Key("experts_used", when="experts_used"),
+    "{arch}.attention.key_length": Key("head_dim", when="get('head_dim') is not None"),
+    "{arch}.attention.value_length": Key("head_dim", when="get('head_dim') is not None"),
+    "{arch}.rope.dimension_count": Key("rot_dim"),
+    "{arch}.vocab_size": Key("vocab"),
 }
 MetadataFn = Callable[["GGUFWriter", "HParams"], None]
 
@@ -59,6 +84,7 @@ class GGUFMapping:
     rules: tuple[Rule, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)   # HF name template -> GGUF name, beyond TensorNameMap
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
+    strip_prefix: str = ""                      # removed before TensorNameMap looks a name up (as llama.cpp's converter does)
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
     # shorthands, kept for plugins: each becomes a rule
     permute_qk: bool = False
@@ -83,7 +109,8 @@ class GGUFMapping:
         """(GGUF name, expert index when stacked) of an HF tensor; None when llama.cpp has no name for it."""
         match = EXPERT.search(hf_name)
         merged = EXPERT.sub(".experts.", hf_name) if match else hf_name
-        name = self._explicit(merged) or _names(self.arch, n_layer).get_name(merged, try_suffixes=(".weight", ".bias"))
+        name = self._explicit(merged) or _names(self.arch, n_layer).get_name(merged.removeprefix(self.strip_prefix),
+                                                                            try_suffixes=(".weight", ".bias"))
         return (name, int(match.group(1)) if match else None) if name else None
 
     def _explicit(self, hf_name: str) -> str | None:
@@ -125,7 +152,10 @@ def write_keys(writer: "GGUFWriter", keys: Mapping[str, Key], hp: "HParams") -> 
         value = hp.eval(spec.value)
         if value is None:
             continue
-        writer.add_key_value(key.format(arch=writer.arch), casts[spec.type](value), types[spec.type])
+        if spec.type == "array":
+            writer.add_array(key.format(arch=writer.arch), list(value))
+        else:
+            writer.add_key_value(key.format(arch=writer.arch), casts[spec.type](value), types[spec.type])
 
 
 def core_metadata(w: "GGUFWriter", hp: "HParams") -> None:

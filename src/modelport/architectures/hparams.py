@@ -24,9 +24,9 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "ffn": (("intermediate_size", "n_inner", "ffn_hidden_size"), "4 * hidden"),
     "vocab": (("vocab_size",), None),
     "ctx": (("max_position_embeddings", "n_positions", "n_ctx", "seq_length"), "2048"),
-    "rms_eps": (("rms_norm_eps",), None),
-    "ln_eps": (("layer_norm_eps", "layer_norm_epsilon"), None),
-    "partial_rotary": (("partial_rotary_factor",), "1.0"),
+    "rms_eps": (("rms_norm_eps", "norm_eps"), None),
+    "ln_eps": (("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"), None),
+    "partial_rotary": (("partial_rotary_factor", "rotary_pct"), "rope_partial_rotary"),
     "experts": (("num_local_experts", "num_experts", "n_routed_experts"), "0"),
     "experts_used": (("num_experts_per_tok", "moe_k"), "0"),
     "expert_ffn": (("moe_intermediate_size",), "ffn"),
@@ -84,6 +84,8 @@ class HParams:
 
 def variables(config: dict, tie_default: bool = False) -> dict[str, Any]:
     names: dict[str, Any] = dict(config)
+    params = config.get("rope_parameters")     # transformers 5 moves partial_rotary_factor in here
+    names["rope_partial_rotary"] = params.get("partial_rotary_factor", 1.0) if isinstance(params, dict) else 1.0
     for name, (keys, default) in VARIABLES.items():
         value = first(config, *keys)
         if value is None and name == "tie":
@@ -97,6 +99,12 @@ def variables(config: dict, tie_default: bool = False) -> dict[str, Any]:
     theta, rope = rope_settings(config)
     names["rope_theta"] = theta
     names["rope"] = rope
+    names["rope_type"] = rope.get("rope_type")
+    names["rope_factor"] = rope.get("factor")
+    names["rope_orig_ctx"] = rope.get("original_max_position_embeddings")
+    sliding = (config.get("rope_parameters") or {}).get("sliding_attention")
+    names["rope_theta_swa"] = (sliding.get("rope_theta") if isinstance(sliding, dict)
+                               else config.get("rope_local_base_freq"))
     if isinstance(names["head_dim"], int):
         names["rot_dim"] = int(names["head_dim"] * names["partial_rotary"])
     return names

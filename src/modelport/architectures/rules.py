@@ -136,3 +136,43 @@ def _gcd(a: int, b: int) -> int:
     while b:
         a, b = b, a % b
     return a
+
+
+@dataclass(frozen=True)
+class RegroupQKV(Rule):
+    """A fused QKV stored head by head ([q_h; k_h; v_h] for each head: GPT-NeoX, BLOOM) as llama.cpp wants
+    it: every head's q, then every k, then every v. A reordering of whole rows, so it needs the tensor whole."""
+
+    def unit(self, hp: "HParams", rows: int) -> None:
+        return None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(hp.n_head, 3, -1, *array.shape[1:]).swapaxes(0, 1).reshape(array.shape)
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(3, hp.n_head, -1, *array.shape[1:]).swapaxes(0, 1).reshape(array.shape)
+
+
+@dataclass(frozen=True)
+class UngroupQKV(Rule):
+    """A fused QKV stored per KV group ([q x group; k; v] for each KV head: Falcon) as q, k, v blocks."""
+
+    def unit(self, hp: "HParams", rows: int) -> None:
+        return None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        kv, group = hp.n_head_kv, hp.n_head // hp.n_head_kv
+        x = array.reshape(kv, group + 2, -1, *array.shape[1:])
+        q, k, v = x[:, :group], x[:, group], x[:, group + 1]
+        return np.concatenate([part.reshape(-1, *array.shape[1:]) for part in (q, k, v)]).reshape(array.shape)
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        kv, group = hp.n_head_kv, hp.n_head // hp.n_head_kv
+        head = array.shape[0] // (kv * (group + 2))
+        rest = array.shape[1:]
+        q = array[:kv * group * head].reshape(kv, group, head, *rest)
+        k = array[kv * group * head:kv * (group + 1) * head].reshape(kv, 1, head, *rest)
+        v = array[kv * (group + 1) * head:].reshape(kv, 1, head, *rest)
+        return np.concatenate([q, k, v], axis=1).reshape(array.shape)

@@ -33,8 +33,14 @@ def swiglu(prefix: str = "model.layers.{L}.mlp", ffn: str = "ffn", bias: bool | 
 
 
 LAYER_NORMS = (*norm("model.layers.{L}.input_layernorm"), *norm("model.layers.{L}.post_attention_layernorm"))
-TENSORS = Tensors(EMBED, (*attention(), *swiglu(), *LAYER_NORMS), HEAD, TIED, prefix="model",
-                  classes=("LlamaForCausalLM",))
+
+
+def decoder(cls: str, layer: tuple | None = None, head: tuple = HEAD) -> Tensors:
+    """The tensors of a Llama-shaped `cls`: Llama's own layer, or `layer`, between the embedding and the head."""
+    return Tensors(EMBED, layer or (*attention(), *swiglu(), *LAYER_NORMS), head, TIED, prefix="model", classes=(cls,))
+
+
+TENSORS = decoder("LlamaForCausalLM")
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=512, rms_norm_eps=1e-5)
 
