@@ -85,6 +85,7 @@ class GGUFMapping:
     names: Mapping[str, str] = field(default_factory=dict)   # HF name template -> GGUF name, beyond TensorNameMap
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
     strip_prefix: str = ""                      # removed before TensorNameMap looks a name up (as llama.cpp's converter does)
+    requires: Mapping[str, str] = field(default_factory=dict)   # expression -> what llama.cpp assumes, when it must hold
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
     # shorthands, kept for plugins: each becomes a rule
     permute_qk: bool = False
@@ -120,6 +121,10 @@ class GGUFMapping:
             if found:
                 return gguf_name.format(**found.groupdict())
         return None
+
+    def unmet(self, hp: "HParams") -> list[str]:
+        """What llama.cpp hard-codes for this arch that the config does otherwise (it would compute another function)."""
+        return [why for condition, why in self.requires.items() if not hp.eval(condition)]
 
     def write_metadata(self, writer: "GGUFWriter", hp: "HParams") -> None:
         if callable(self.metadata):

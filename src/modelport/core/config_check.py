@@ -23,10 +23,12 @@ DIMENSIONS = (
 )
 # the same, but null means "not set" (a default applies)
 OPTIONAL_DIMENSIONS = (
-    "num_key_value_heads", "head_dim", "n_inner", "n_ctx", "sliding_window", "original_max_position_embeddings",
+    "num_key_value_heads", "head_dim", "n_inner", "n_ctx", "original_max_position_embeddings",
     "num_local_experts", "num_experts", "num_experts_per_tok", "n_routed_experts", "n_shared_experts",
     "moe_intermediate_size", "shared_expert_intermediate_size", "type_vocab_size", "query_pre_attn_scalar",
 )
+# null or 0 mean "off"
+SWITCHABLE = ("sliding_window",)
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 FLAGS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
 POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "rope_theta")
@@ -50,6 +52,10 @@ def check_config(config: Mapping[str, Any], path: str | Path | None, names: Mapp
     for key in OPTIONAL_DIMENSIONS:
         if key in config:
             _count(config[key], key, fail, nullable=True)
+    for key in SWITCHABLE:
+        value = config.get(key)
+        if value is not None and (not _is_int(value) or not 0 <= value <= U32):
+            raise fail(key, f"{value!r} is not a size (a non-negative integer; 0 or null for none)")
     for key in TOKEN_IDS:
         value = config.get(key)
         for item in (value if isinstance(value, list) else [value]):

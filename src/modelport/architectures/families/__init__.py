@@ -1,30 +1,7 @@
-"""The built-in families, one module each; importing this package registers them all."""
-from . import (  # noqa: F401
-    bert,
-    bloom,
-    clip,
-    cohere,
-    encoders,
-    ernie4_5,
-    exaone4,
-    falcon,
-    gemma,
-    gpt2,
-    gpt_neox,
-    granite,
-    llama,
-    mistral,
-    olmo,
-    phi,
-    phi3,
-    qwen2,
-    qwen3,
-    seed_oss,
-    smollm3,
-    stablelm,
-    starcoder2,
-    t5,
-    vit,
-    wav2vec2,
-    whisper,
-)
+"""The built-in families, one module each: every module here is imported, and so registered, with the
+package. A new family is one new file."""
+from importlib import import_module
+from pkgutil import iter_modules
+
+for _module in iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")

@@ -76,6 +76,10 @@ def mapping_for(bundle: ModelBundle) -> GGUFMapping:
 def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> list[Planned]:
     """Every GGUF tensor in file order, from shapes alone: each HF tensor renamed and reshaped by its
     rules, per-expert tensors stacked (in expert order) into one, computed tensors after them."""
+    unmet = mapping.unmet(hp)
+    if unmet:
+        raise ModelConversionError(f"llama.cpp cannot run this {mapping.arch} model as it is: {'; '.join(unmet)}",
+                                   bundle.source)
     planned: dict[str, Planned] = {}
     experts: dict[str, dict[int, TensorRef]] = {}
     unmapped = []
