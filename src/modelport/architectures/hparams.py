@@ -27,10 +27,10 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "rms_eps": (("rms_norm_eps", "norm_eps"), None),
     "ln_eps": (("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"), None),
     "partial_rotary": (("partial_rotary_factor", "rotary_pct"), "rope_partial_rotary"),
-    "experts": (("num_local_experts", "num_experts", "n_routed_experts"), "0"),
+    "experts": (("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"), "0"),
     "experts_used": (("num_experts_per_tok", "moe_k"), "0"),
     "expert_ffn": (("moe_intermediate_size",), "ffn"),
-    "shared_experts": (("n_shared_experts", "num_shared_experts"), "0"),
+    "shared_experts": (("n_shared_experts", "num_shared_experts", "moe_num_shared_experts"), "0"),
     "tie": (("tie_word_embeddings",), "False"),
 }
 

@@ -42,6 +42,11 @@ def linear(prefix: str, out: Dim, inp: Dim, bias: bool | str = False, when: str 
     return items
 
 
+def only(condition: str, templates: list[TensorTemplate] | tuple[TensorTemplate, ...]) -> list[TensorTemplate]:
+    """`templates`, present only where `condition` holds too (e.g. the layers that are MoE)."""
+    return [TensorTemplate(t.name, t.shape, f"({condition}) and ({t.when})" if t.when else condition) for t in templates]
+
+
 def norm(prefix: str, size: Dim = "hidden", bias: bool = False, when: str | None = None) -> list[TensorTemplate]:
     return [t(f"{prefix}.weight", size, when=when)] + ([t(f"{prefix}.bias", size, when=when)] if bias else [])
 

@@ -6,7 +6,7 @@ tensors are the pattern most decoders share (mistral, qwen2, qwen3 build on them
 from ..gguf_mapping import GGUFMapping, llama3_rope_factors
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import PermuteHeads
-from ..tensors import Tensors, linear, norm, t
+from ..tensors import Tensors, linear, norm, only, t
 
 ATTENTION_BIAS = "get('attention_bias', False)"
 MLP_BIAS = "get('mlp_bias', False)"
@@ -18,13 +18,18 @@ PERMUTE_QK = (PermuteHeads(("q_proj.weight", "q_proj.bias"), "heads"),
 
 
 def attention(qkv_bias: bool | str = ATTENTION_BIAS, o_bias: bool | str = ATTENTION_BIAS,
-              qk_norm: bool = False) -> list:
+              qk_norm: bool | str = False) -> list:
     p = "model.layers.{L}.self_attn"
     return [*linear(f"{p}.q_proj", "heads * head_dim", "hidden", qkv_bias),
             *linear(f"{p}.k_proj", "kv_heads * head_dim", "hidden", qkv_bias),
             *linear(f"{p}.v_proj", "kv_heads * head_dim", "hidden", qkv_bias),
             *linear(f"{p}.o_proj", "hidden", "heads * head_dim", o_bias),
-            *(norm(f"{p}.q_norm", "head_dim") + norm(f"{p}.k_norm", "head_dim") if qk_norm else [])]
+            *_when(qk_norm, norm(f"{p}.q_norm", "head_dim") + norm(f"{p}.k_norm", "head_dim"))]
+
+
+def _when(condition: bool | str, templates: list) -> list:
+    """`templates` always (True), never (False), or where an expression holds."""
+    return only(condition, templates) if isinstance(condition, str) else templates if condition else []
 
 
 def swiglu(prefix: str = "model.layers.{L}.mlp", ffn: str = "ffn", bias: bool | str = MLP_BIAS) -> list:

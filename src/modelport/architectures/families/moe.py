@@ -15,6 +15,22 @@ MOE_KEYS = {
 }
 
 
+# DeepSeek-V3-style routing (dots1, GLM-4.5): leading dense layers, shared experts, sigmoid scores with a
+# selection bias, scaled and maybe renormalised weights
+SIGMOID = 2                     # gguf.ExpertGatingFuncType.SIGMOID
+ROUTED_KEYS = {
+    "{arch}.leading_dense_block_count": Key("get('first_k_dense_replace', 0)"),
+    "{arch}.expert_shared_count": Key("shared_experts"),
+    "{arch}.expert_weights_scale": Key("get('routed_scaling_factor', 1.0)", "f32"),
+    "{arch}.expert_weights_norm": Key("get('norm_topk_prob', False)", "bool"),
+    "{arch}.expert_gating_func": Key(SIGMOID),
+}
+
+
+# the selection bias, saved as `gate.e_score_correction_bias`, is llama.cpp's `exp_probs_b.bias`
+SELECTION_BIAS = {"model.layers.{L}.mlp.gate.e_score_correction_bias": "blk.{L}.exp_probs_b.bias"}
+
+
 def experts(prefix: str, gate: str = "gate_proj", up: str = "up_proj", down: str = "down_proj",
             ffn: str = "expert_ffn", router: str = "gate") -> list:
     """A router (experts x hidden) and every expert's SwiGLU, in the order transformers saves them."""
