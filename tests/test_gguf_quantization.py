@@ -52,6 +52,31 @@ def test_one_step_equals_f32_then_llama_quantize(f32_file, tmp_path, quant):
     assert sum(result["tensor_types"].values()) == len(mine)
 
 
+WIDE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("family,overrides", [
+    ("mixtral", dict(num_local_experts=8)),                      # llama-quantize's 8-expert special cases
+    ("qwen3_moe", dict(num_experts=4, moe_intermediate_size=256, head_dim=64)),
+    ("glm4_moe", dict(n_routed_experts=4, moe_intermediate_size=256, head_dim=64, first_k_dense_replace=1)),
+    ("falcon", dict(num_kv_heads=2)),                            # its own output and ffn_down rules
+    ("phi3", dict(num_key_value_heads=4)),                       # a fused attn_qkv counts as attn_v
+], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("quant", ["q4_k_m", "q3_k_m"])
+def test_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
+    """MoE and other families: every tensor's type and bytes equal llama_model_quantize's from our F32 file."""
+    from modelport.samples import save_model
+    save_model(tmp_path / "model", family, **{**WIDE, **overrides})
+    f32, ours, reference = tmp_path / "f32.gguf", tmp_path / "ours.gguf", tmp_path / "ref.gguf"
+    modelport.convert(tmp_path / "model", f32, quant="f32")
+    modelport.convert(tmp_path / "model", ours, quant=quant)
+    llama_quantize(f32, reference, quant)
+    mine, theirs = _tensors(ours), _tensors(reference)
+    assert set(mine) == set(theirs)
+    assert {n: mine[n][0] for n in mine} == {n: theirs[n][0] for n in theirs}
+    assert [n for n in mine if mine[n][1] != theirs[n][1]] == []
+
+
 def test_mix_gives_sensitive_tensors_more_bits(f32_file, tmp_path):
     sample, _ = f32_file
     out = tmp_path / "m.gguf"

@@ -2,7 +2,8 @@
 
 The K-quant "mixes" (Q4_K_M and friends) are not one type: llama-quantize gives sensitive tensors
 (attn_v, ffn_down in certain layers, the output head) more bits. These rules restate its behaviour
-(read from llama.cpp's llama-quant.cpp) so a one-step conversion makes the same per-tensor choices as
+(read from the llama-quant.cpp of the llama.cpp that llama-cpp-python builds: MoE and Falcon cases
+included) so a one-step conversion makes the same per-tensor choices as
 converting to F32 and then running llama-quantize; tests compare the two file by file.
 """
 from __future__ import annotations
@@ -85,6 +86,7 @@ class ModelShape:
     n_layer: int
     n_head: int
     n_head_kv: int
+    n_expert: int = 0
 
     @property
     def n_gqa(self) -> int:
@@ -128,11 +130,17 @@ def _fallback(qtype: Q, row: int) -> Q:
     return fallback if row % block_size(fallback) == 0 else Q.F16
 
 
+# ftypes whose attn_output llama-quantize raises to Q5_K in an 8-expert model
+EIGHT_EXPERT_ATTN_OUTPUT = (FT.MOSTLY_Q2_K, FT.MOSTLY_Q3_K_S, FT.MOSTLY_Q3_K_M, FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M)
+
+
 def _mix(name: str, shape: tuple[int, ...], ft: FT, qtype: Q, model: ModelShape, tied: bool,
          n_attn_v: int, counters: dict[str, int]) -> Q:
+    """llama_tensor_get_type_impl (llama-quant.cpp) for the file types modelport writes."""
     cat = category(name)
+    falcon = model.arch == "falcon"
     if cat == "output" or (tied and cat == "token_embd"):
-        if shape[-1] % block_size(qtype) != 0:
+        if falcon or shape[-1] % block_size(qtype) != 0:
             return Q.Q8_0
         return qtype if qtype == Q.Q8_0 else Q.Q6_K
     if cat in ("attn_v", "attn_qkv"):   # llama.cpp treats a fused qkv as attn_v (its own branch is unreachable)
@@ -149,22 +157,37 @@ def _mix(name: str, shape: tuple[int, ...], ft: FT, qtype: Q, model: ModelShape,
             qtype = Q.Q5_K
         if model.is_70b and qtype in (Q.Q3_K, Q.Q4_K):
             qtype = Q.Q5_K
+        if model.n_expert == 8:
+            qtype = Q.Q8_0
         counters["attn_v"] += 1
+    elif cat == "attn_k":
+        if model.n_expert == 8:
+            qtype = Q.Q8_0
     elif cat == "ffn_down":
-        i, n = counters["ffn_down"], model.n_layer
+        # a MoE model's layer is read from the name (its experts, shared experts and dense layers all count)
+        i = _layer(name) if model.n_expert > 1 else counters["ffn_down"]
+        n = model.n_layer
         if ft == FT.MOSTLY_Q2_K:
             qtype = Q.Q3_K
         elif ft == FT.MOSTLY_Q3_K_M:
-            qtype = Q.Q5_K if i < n // 16 else Q.Q4_K
+            qtype = Q.Q5_K if i < n // 16 else (Q.Q4_K if not falcon or _more_bits(i, n) else Q.Q3_K)
         elif ft == FT.MOSTLY_Q3_K_L:
-            qtype = Q.Q5_K
+            qtype = Q.Q4_K if falcon else Q.Q5_K
         elif ft == FT.MOSTLY_Q4_K_M:
-            qtype = Q.Q6_K if _more_bits(i, n) else qtype
+            if falcon:
+                qtype = Q.Q6_K if i < n // 16 else (Q.Q5_K if _more_bits(i, n) else Q.Q4_K)
+            elif _more_bits(i, n):
+                qtype = Q.Q6_K
         elif ft == FT.MOSTLY_Q5_K_M and _more_bits(i, n):
             qtype = Q.Q6_K
-        elif ft == FT.MOSTLY_Q4_K_S and i < n // 8:
+        elif ft == FT.MOSTLY_Q4_K_S and not falcon and i < n // 8:
             qtype = Q.Q5_K
         counters["ffn_down"] += 1
     elif cat == "attn_output":
-        qtype = {FT.MOSTLY_Q2_K: Q.Q3_K, FT.MOSTLY_Q3_K_M: Q.Q4_K, FT.MOSTLY_Q3_K_L: Q.Q5_K}.get(ft, qtype)
+        if falcon:
+            qtype = Q.Q4_K if ft == FT.MOSTLY_Q3_K_L else qtype
+        elif model.n_expert == 8:
+            qtype = Q.Q5_K if ft in EIGHT_EXPERT_ATTN_OUTPUT else qtype
+        else:
+            qtype = {FT.MOSTLY_Q2_K: Q.Q3_K, FT.MOSTLY_Q3_K_M: Q.Q4_K, FT.MOSTLY_Q3_K_L: Q.Q5_K}.get(ft, qtype)
     return qtype

@@ -112,7 +112,7 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
     for name, tensor in (mapping.extra_tensors(hp) if mapping.extra_tensors else {}).items():
         out.append(Planned(name, tuple(tensor.shape), Q.F32, [], computed=tensor))
     arch = gguf.MODEL_ARCH[mapping.arch]
-    shape = ModelShape(gguf.MODEL_ARCH_NAMES[arch], hp.n_layer, hp.n_head, hp.n_head_kv)
+    shape = ModelShape(gguf.MODEL_ARCH_NAMES[arch], hp.n_layer, hp.n_head, hp.n_head_kv, int(hp["experts"] or 0))
     types = choose_types({p.gguf_name: p.shape for p in out}, file_type(quant), shape)
     for p in out:
         p.qtype = types[p.gguf_name]
