@@ -63,19 +63,24 @@ def test_rules_round_trip_and_every_tensor_has_a_target(spec):
     for name, shape in expected.shapes.items():
         if name.endswith(mapping.skip) or name in expected.tied:      # tied copies are written once, as their target
             continue
-        assert mapping.target(name, hp.n_layer) is not None, f"{spec.model_type}: no GGUF name for {name}"
-        chain = mapping.chain(name)
+        targets = mapping.targets(name, hp.n_layer)
+        assert targets, f"{spec.model_type}: no GGUF name for {name}"
         value = rng.standard_normal(shape).astype(np.float32)
         rows = shape[0] if len(shape) >= 2 else 1
-        whole = chain.forward(value, hp, rows)
-        assert tuple(whole.shape) == chain.shape(shape)
-        back = chain.inverse(whole, hp)
-        if chain.changes_dtype:         # an added offset comes back within float32 rounding of 1 + w
+        backs = []
+        for target in targets:
+            chain = target.chain
+            whole = chain.forward(value, hp, rows)
+            assert tuple(whole.shape) == chain.shape(shape)
+            assert chain.inverse_shape(tuple(whole.shape)) == tuple(shape)
+            backs.append(chain.inverse(whole, hp))
+            unit = chain.unit(hp, shape) if len(shape) >= 2 else None
+            if unit is not None:
+                step = max(unit, rows_per_block(int(np.prod(shape[1:])), unit) // 8 // unit * unit)
+                blocks = [chain.forward(value[i:i + step], hp, rows) for i in range(0, rows, step)]
+                np.testing.assert_array_equal(np.concatenate(blocks), whole)
+        back = targets[0].chain.take.join(backs) if len(targets) > 1 else backs[0]
+        if targets[0].chain.changes_dtype:      # an added offset comes back within float32 rounding of 1 + w
             np.testing.assert_allclose(back, value, rtol=0, atol=4e-7)
         else:
             np.testing.assert_array_equal(back, value)
-        unit = chain.unit(hp, rows) if len(shape) >= 2 else None
-        if unit is not None:
-            step = max(unit, rows_per_block(int(np.prod(shape[1:])), unit) // 8 // unit * unit)
-            blocks = [chain.forward(value[i:i + step], hp, rows) for i in range(0, rows, step)]
-            np.testing.assert_array_equal(np.concatenate(blocks), whole)

@@ -246,6 +246,15 @@ def test_integer_weights_are_refused(llama, tmp_path, capsys):
     assert "floating point" in line and "up_proj" in line
 
 
+def test_quantized_checkpoints_are_refused_by_their_method(llama, tmp_path, capsys):
+    src = tmp_path / "mxfp4"
+    shutil.copytree(llama.path, src)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "mxfp4"}}))
+    line = refused(cli(capsys, "convert", src, tmp_path / "out.gguf"), "config.json", tmp_path / "out.gguf")
+    assert "quantized (mxfp4)" in line and "dequantize" in line
+
+
 def test_a_huge_tensor_name_is_cut_in_the_message(llama, tmp_path, capsys):
     cases = hostile.safetensors_mutations((llama.path / "model.safetensors").read_bytes())
     src = tmp_path / "named"

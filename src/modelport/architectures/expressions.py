@@ -3,7 +3,7 @@
 A family's spec says "heads * head_dim" or "layer >= first_k_dense_replace" rather than a Python
 function, so specs stay data (readable, listable in docs, checkable against transformers) and no
 spec can run arbitrary code. Allowed: names, numbers, strings, + - * // % ** (ints), comparisons,
-and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len and get(name, default).
+and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len, range and get(name, default).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
             ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
-_CALLS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "int": int, "float": float, "bool": bool, "len": len}
+_CALLS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "int": int, "float": float, "bool": bool, "len": len,
+                                         "range": range}
 
 
 class ExpressionError(ValueError):

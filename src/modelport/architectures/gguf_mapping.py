@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .rules import AddOffset, Chain, PermuteHeads, Rule, Transpose
+from .rules import AddOffset, Chain, PermuteHeads, Rule, Take, Transpose
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,6 +39,8 @@ ROPE_SCALING_KEYS: dict[str, Key] = {
     "{arch}.rope.scaling.type": Key("rope_type", "str", when="rope_type in ('linear', 'yarn', 'longrope')"),
     "{arch}.rope.scaling.factor": Key("rope_factor", "f32", when="rope_type in ('linear', 'yarn') and rope_factor"),
     "{arch}.rope.scaling.original_context_length": Key("rope_orig_ctx", when="rope_type == 'yarn'"),
+    **{f"{{arch}}.rope.scaling.yarn_{key}": Key(f"rope_{key}", "f32", when=f"rope_type == 'yarn' and rope_{key} is not None")
+       for key in ("ext_factor", "attn_factor", "beta_fast", "beta_slow")},
 }
 CORE_KEYS: dict[str, Key] = {
     "{arch}.context_length": Key("ctx"), "{arch}.embedding_length": Key("hidden"), "{arch}.block_count": Key("layers"),
@@ -77,6 +79,29 @@ TEXT_KEYS: dict[str, Key] = {       # what llama.cpp's converter writes for any 
 MetadataFn = Callable[["GGUFWriter", "HParams"], None]
 
 
+@dataclass(frozen=True)
+class Part:
+    """One GGUF tensor that is part of a fused HF tensor (a gate_up split into gate and up)."""
+
+    name: str                   # GGUF name, `{L}` for the layer
+    take: Take
+
+
+def split(*names: str, axis: int = -1, interleaved: bool = False) -> tuple[Part, ...]:
+    """A fused HF tensor cut into len(names) equal parts along `axis`, the i-th part becoming names[i]."""
+    return tuple(Part(name, Take((), i, len(names), axis, interleaved)) for i, name in enumerate(names))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one HF tensor (or one part of it, when `chain` takes a part) goes: a GGUF tensor, or
+    expert `expert` of a stacked one."""
+
+    name: str
+    expert: int | None
+    chain: Chain
+
+
 @dataclass(frozen=True, eq=False)        # compared (and cached) by identity: each family has one
 class GGUFMapping:
     arch: str                                   # gguf.MODEL_ARCH member name, e.g. "LLAMA"
@@ -86,6 +111,7 @@ class GGUFMapping:
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
     strip_prefix: str = ""                      # removed before TensorNameMap looks a name up (as llama.cpp's converter does)
     requires: Mapping[str, str] = field(default_factory=dict)   # expression -> what llama.cpp assumes, when it must hold
+    splits: Mapping[str, tuple[Part, ...]] = field(default_factory=dict)   # HF name template -> its GGUF parts
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
     # shorthands, kept for plugins: each becomes a rule
     permute_qk: bool = False
@@ -106,6 +132,17 @@ class GGUFMapping:
     def chain(self, hf_name: str) -> Chain:
         return _chain(self, hf_name)
 
+    def targets(self, hf_name: str, n_layer: int) -> list[Target]:
+        """Where an HF tensor goes: one target, one per part of a split tensor, or none (no GGUF name)."""
+        for template, parts in self.splits.items():
+            found = re.fullmatch(_pattern(template), hf_name)
+            if found:
+                chain = self.chain(hf_name)
+                return [Target(part.name.format(**found.groupdict()), None, Chain((part.take, *chain.rules)))
+                        for part in parts]
+        found = self.target(hf_name, n_layer)
+        return [Target(found[0], found[1], self.chain(hf_name))] if found else []
+
     def target(self, hf_name: str, n_layer: int) -> tuple[str, int | None] | None:
         """(GGUF name, expert index when stacked) of an HF tensor; None when llama.cpp has no name for it."""
         match = EXPERT.search(hf_name)
@@ -116,8 +153,7 @@ class GGUFMapping:
 
     def _explicit(self, hf_name: str) -> str | None:
         for template, gguf_name in self.names.items():
-            pattern = re.escape(template).replace(r"\{L\}", r"(?P<L>\d+)")
-            found = re.fullmatch(pattern, hf_name)
+            found = re.fullmatch(_pattern(template), hf_name)
             if found:
                 return gguf_name.format(**found.groupdict())
         return None
@@ -131,6 +167,11 @@ class GGUFMapping:
             self.metadata(writer, hp)
         else:
             write_keys(writer, self.metadata, hp)
+
+
+@lru_cache(maxsize=256)
+def _pattern(template: str) -> str:
+    return re.escape(template).replace(r"\{L\}", r"(?P<L>\d+)")
 
 
 @lru_cache(maxsize=256)

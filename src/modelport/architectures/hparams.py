@@ -35,6 +35,11 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 
 
+# YaRN's tuning, as llama.cpp's converter reads it from the rope parameters
+YARN = {"rope_ext_factor": ("extrapolation_factor",), "rope_attn_factor": ("attention_factor", "attn_factor"),
+        "rope_beta_fast": ("beta_fast",), "rope_beta_slow": ("beta_slow",)}
+
+
 def first(config: dict, *names: str, default=None):
     for name in names:
         if config.get(name) is not None:
@@ -102,6 +107,8 @@ def variables(config: dict, tie_default: bool = False) -> dict[str, Any]:
     names["rope_type"] = rope.get("rope_type")
     names["rope_factor"] = rope.get("factor")
     names["rope_orig_ctx"] = rope.get("original_max_position_embeddings")
+    for name, keys in YARN.items():
+        names[name] = first(rope, *keys)
     sliding = (config.get("rope_parameters") or {}).get("sliding_attention")
     names["rope_theta_swa"] = (sliding.get("rope_theta") if isinstance(sliding, dict)
                                else config.get("rope_local_base_freq"))

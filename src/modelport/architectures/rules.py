@@ -27,8 +27,13 @@ class Rule:
     def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape
 
-    def unit(self, hp: "HParams", rows: int) -> int | None:
-        """Rows a streamed block must hold whole (1: any); None when only the whole tensor will do."""
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape `inverse` gives back (every rule but a split keeps or swaps axes both ways alike)."""
+        return self.shape(shape)
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
+        """Source rows (first-dimension entries) a streamed block must hold whole (1: any); None when only the
+        whole tensor will do."""
         return 1
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
@@ -44,8 +49,8 @@ class PermuteHeads(Rule):
 
     heads: str = "heads"            # expression: how many heads the tensor's rows hold
 
-    def unit(self, hp: "HParams", rows: int) -> int:
-        return rows // hp.eval(self.heads)
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int:
+        return shape[0] // hp.eval(self.heads)
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
         return permute_rows(array, hp.eval(self.heads) * array.shape[0] // full_rows)
@@ -56,20 +61,21 @@ class PermuteHeads(Rule):
 
 @dataclass(frozen=True)
 class Transpose(Rule):
-    """A 2-D weight stored (in, out), like GPT-2's Conv1D: llama.cpp wants (out, in)."""
+    """The last two axes swapped: a 2-D weight stored (in, out) like GPT-2's Conv1D, or each expert of a
+    3-D expert tensor saved (in, out) like Llama 4's and gpt-oss's. llama.cpp wants (out, in)."""
 
     def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(reversed(shape)) if len(shape) == 2 else shape
+        return (*shape[:-2], shape[-1], shape[-2]) if len(shape) >= 2 else shape
 
-    def unit(self, hp: "HParams", rows: int) -> None:
-        return None
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
+        return 1 if len(shape) >= 3 else None        # expert by expert; a 2-D transpose needs every row
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
-        return array.T if array.ndim == 2 else array
+        return array.swapaxes(-1, -2) if array.ndim >= 2 else array
 
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         import numpy as np
-        return np.ascontiguousarray(array.T) if array.ndim == 2 else array
+        return np.ascontiguousarray(array.swapaxes(-1, -2)) if array.ndim >= 2 else array
 
 
 @dataclass(frozen=True)
@@ -108,13 +114,24 @@ class Chain:
             shape = rule.shape(shape)
         return shape
 
-    def unit(self, hp: "HParams", rows: int) -> int | None:
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        for rule in reversed(self.rules):
+            shape = rule.inverse_shape(shape)
+        return shape
+
+    @property
+    def take(self) -> "Take | None":
+        """The split this chain takes one part of, if any."""
+        return next((r for r in self.rules if isinstance(r, Take)), None)
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
         unit = 1
         for rule in self.rules:
-            u = rule.unit(hp, rows)
+            u = rule.unit(hp, shape)
             if u is None:
                 return None
             unit = unit * u // _gcd(unit, u)
+            shape = rule.shape(shape)
         return unit
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
@@ -143,7 +160,7 @@ class RegroupQKV(Rule):
     """A fused QKV stored head by head ([q_h; k_h; v_h] for each head: GPT-NeoX, BLOOM) as llama.cpp wants
     it: every head's q, then every k, then every v. A reordering of whole rows, so it needs the tensor whole."""
 
-    def unit(self, hp: "HParams", rows: int) -> None:
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> None:
         return None
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
@@ -157,7 +174,7 @@ class RegroupQKV(Rule):
 class UngroupQKV(Rule):
     """A fused QKV stored per KV group ([q x group; k; v] for each KV head: Falcon) as q, k, v blocks."""
 
-    def unit(self, hp: "HParams", rows: int) -> None:
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> None:
         return None
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
@@ -176,3 +193,46 @@ class UngroupQKV(Rule):
         k = array[kv * group * head:kv * (group + 1) * head].reshape(kv, 1, head, *rest)
         v = array[kv * (group + 1) * head:].reshape(kv, 1, head, *rest)
         return np.concatenate([q, k, v], axis=1).reshape(array.shape)
+
+
+@dataclass(frozen=True)
+class Take(Rule):
+    """Part `index` of `parts` equal parts of a fused tensor along `axis` (`interleaved`: every parts-th
+    entry from `index`, as gpt-oss fuses gate and up). A part alone cannot be undone: `join` puts the
+    parts back together."""
+
+    index: int = 0
+    parts: int = 2
+    axis: int = -1
+    interleaved: bool = False
+
+    def _axis(self, ndim: int) -> int:
+        return self.axis % ndim
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        axis = self._axis(len(shape))
+        return (*shape[:axis], shape[axis] // self.parts, *shape[axis + 1:])
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        axis = self._axis(len(shape))
+        return (*shape[:axis], shape[axis] * self.parts, *shape[axis + 1:])
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
+        return 1 if self._axis(len(shape)) > 0 else None      # a split across rows needs them all
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        axis = self._axis(array.ndim)
+        width = array.shape[axis] // self.parts
+        index = slice(self.index, None, self.parts) if self.interleaved else slice(self.index * width,
+                                                                                 (self.index + 1) * width)
+        return array[(slice(None),) * axis + (index,)]
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array                # the part as it is; `join` makes the whole
+
+    def join(self, parts: list["np.ndarray"]) -> "np.ndarray":
+        import numpy as np
+        axis = self._axis(parts[0].ndim)
+        if not self.interleaved:
+            return np.concatenate(parts, axis=axis)
+        return np.stack(parts, axis=axis + 1).reshape(self.inverse_shape(parts[0].shape))

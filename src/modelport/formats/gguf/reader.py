@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType as Q
 from ...architectures import spec_for
 from ...architectures.alignment import align
 from ...architectures.expected import expected_tensors
+from ...architectures.gguf_mapping import Target
 from ...architectures.hparams import hparams
 from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef
@@ -144,8 +145,32 @@ def _loader(path: Path, t: TensorInfo, chain: Chain, hp, index: int | None) -> t
     def rows(start: int, stop: int) -> np.ndarray:
         return chain.inverse(decode(start, stop), hp)
 
-    streams = len(shape) >= 2 and chain.unit(hp, n_rows) == 1
+    streams = len(shape) >= 2 and chain.unit(hp, chain.inverse_shape(shape)) == 1
     return load, (rows if streams else None)
+
+
+def _joined(found: list[tuple[Target, TensorRef]], wanted: int, path: Path) -> TensorRef:
+    """One HF tensor from the GGUF tensor(s) it went to: the one, or its parts joined in order."""
+    if len(found) == 1 and wanted == 1:
+        return found[0][1]
+    if len(found) != wanted:
+        names = ", ".join(target.name for target, _ in found)
+        raise CorruptInputError(f"{found[0][1].name} is split into {wanted} tensors, but the file has only {names}",
+                                path)
+    found = sorted(found, key=lambda part: part[0].chain.take.index)
+    take, refs = found[0][0].chain.take, [ref for _, ref in found]
+    if len({ref.shape for ref in refs}) != 1 or len({ref.dtype for ref in refs}) != 1:
+        raise CorruptInputError(f"the parts of {refs[0].name} ({', '.join(t.name for t, _ in found)}) differ in "
+                                "shape or type", path)
+
+    def load() -> np.ndarray:
+        return take.join([ref.load() for ref in refs])
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        return take.join([ref.load_rows(start, stop) for ref in refs])
+
+    streams = all(ref.rows is not None for ref in refs)
+    return TensorRef(refs[0].name, refs[0].shape, refs[0].dtype, load, str(path), rows=rows if streams else None)
 
 
 def checked_header(path: Path) -> GGUFHeader:
@@ -179,14 +204,15 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
         raise CorruptInputError(f"general.architecture is {header.architecture!r}, but the model's config describes "
                                 f"a llama.cpp {arch!r} model", path)
     expected = expected_tensors(spec, config)
-    # every expected HF tensor's place in the file: a GGUF tensor, or one expert of a stacked one
-    to_hf: dict[str, list[tuple[str, int | None]]] = {}
+    # every expected HF tensor's place in the file: a GGUF tensor, one expert of a stacked one, or the
+    # GGUF tensors its parts went to
+    to_hf: dict[str, list[tuple[str, Target]]] = {}
     for hf_name in expected.shapes:
-        found = mapping.target(hf_name, hp.n_layer)
-        if found is not None and hf_name not in expected.tied:
-            to_hf.setdefault(found[0], []).append((hf_name, found[1]))
+        if hf_name not in expected.tied:
+            for target in mapping.targets(hf_name, hp.n_layer):
+                to_hf.setdefault(target.name, []).append((hf_name, target))
     computed = set(mapping.extra_tensors(hp)) if mapping.extra_tensors else set()
-    refs: dict[str, TensorRef] = {}
+    parts: dict[str, list[tuple[Target, TensorRef]]] = {}
     gguf_names: dict[str, str] = {}
     unused: list[str] = []
     for t in header.tensors:
@@ -196,16 +222,20 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
             else:
                 unused.append(t.name)
             continue
-        for hf_name, index in to_hf[t.name]:
+        for hf_name, target in to_hf[t.name]:
+            index, chain = target.expert, target.chain
             if index is not None and (len(t.shape) < 2 or index >= t.shape[0]):
                 raise CorruptInputError(f"tensor {t.name} has {t.shape[0] if t.shape else 0} experts, "
                                         f"{hf_name} needs expert {index}", path)
-            chain = mapping.chain(hf_name)
             stored = t.shape[1:] if index is not None else t.shape
             dtype = "float32" if chain.changes_dtype else FLOAT_TYPES.get(t.qtype, "float32")
             load, rows = _loader(path, t, chain, hp, index)
-            refs[hf_name] = TensorRef(hf_name, chain.shape(stored), dtype, load, str(path), rows=rows)
-            gguf_names[hf_name] = t.name if index is None else f"{t.name}[{index}]"
+            parts.setdefault(hf_name, []).append(
+                (target, TensorRef(hf_name, chain.inverse_shape(stored), dtype, load, str(path), rows=rows)))
+            name = t.name if index is None else f"{t.name}[{index}]"
+            gguf_names[hf_name] = f"{gguf_names[hf_name]}+{name}" if hf_name in gguf_names else name
+    refs = {hf_name: _joined(found, len(mapping.targets(hf_name, hp.n_layer)), path)
+            for hf_name, found in parts.items()}
     aligned, report = align(refs, expected, path)
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,
                        generation_config=generation, notes=notes + report.notes(),

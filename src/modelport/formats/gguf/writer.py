@@ -86,18 +86,18 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
     for ref in bundle:
         if ref.alias_of is not None or ref.name.endswith(mapping.skip):
             continue
-        found = mapping.target(ref.name, hp.n_layer)
-        if found is None:
+        targets = mapping.targets(ref.name, hp.n_layer)
+        if not targets:
             unmapped.append(ref.name)
             continue
-        name, expert = found
-        chain = mapping.chain(ref.name)
-        if expert is None:
-            planned[name] = Planned(name, chain.shape(ref.shape), Q.F32, [ref], chain)
-            continue
-        if name not in planned:
-            planned[name] = Planned(name, chain.shape(ref.shape), Q.F32, [], chain)
-        experts.setdefault(name, {})[expert] = ref
+        for target in targets:
+            name, chain = target.name, target.chain
+            if target.expert is None:
+                planned[name] = Planned(name, chain.shape(ref.shape), Q.F32, [ref], chain)
+                continue
+            if name not in planned:
+                planned[name] = Planned(name, chain.shape(ref.shape), Q.F32, [], chain)
+            experts.setdefault(name, {})[target.expert] = ref
     if unmapped:
         raise ModelConversionError(f"no GGUF name for {len(unmapped)} tensor(s) of {mapping.arch}: "
                                    f"{', '.join(unmapped[:5])}", bundle.source)
@@ -155,42 +155,51 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
 
 @dataclass(frozen=True)
 class Piece:
-    """Output rows [start, stop) of one source's share (expert `index` of a stacked tensor). A block read
-    alone only ever goes through rules that keep rows, so its rows are the source's rows too."""
+    """Source rows [start, stop) of one source (expert `index` of a stacked tensor), which become
+    `ratio` output rows each when read alone: one for a 2-D source (its rules keep rows), an expert's
+    rows for a 3-D one. A whole source becomes its share of the output, whatever its rules do."""
 
     planned: Planned
     index: int
     start: int
     stop: int
+    ratio: int | None = None        # None: the whole source
 
     @property
     def whole(self) -> bool:
-        return self.start == 0 and self.stop == self.planned.source_rows
+        return self.ratio is None
 
     @property
-    def first_row(self) -> int:
-        return self.index * self.planned.source_rows + self.start
+    def output_rows(self) -> tuple[int, int]:
+        """[first, last) output rows of the planned tensor this piece fills."""
+        base = self.index * self.planned.source_rows
+        if self.ratio is None:
+            return base, base + self.planned.source_rows
+        return base + self.start * self.ratio, base + self.stop * self.ratio
 
     @property
     def nbytes(self) -> int:
-        return self.planned.nbytes * (self.stop - self.start) // max(1, self.planned.rows)
+        first, last = self.output_rows
+        return self.planned.nbytes * (last - first) // max(1, self.planned.rows)
 
 
 def pieces(p: Planned, hp: HParams) -> list[Piece]:
     """Row blocks to stream `p` in, source by source (expert by expert): whole heads for permuted Q/K,
-    whole rows always. A source that cannot read rows alone (DCP, GGUF), and a tensor a rule needs whole
-    (a transpose), is given whole: chunking would read it once per chunk."""
+    whole rows always, whole experts of a 3-D expert tensor. A source that cannot read rows alone (DCP,
+    GGUF), and a tensor a rule needs whole (a 2-D transpose), is given whole: chunking would read it
+    once per chunk."""
     if not p.sources:
         return [Piece(p, 0, 0, 1)]
     out = []
     for index, ref in enumerate(p.sources):
         rows = _rows(ref)
-        unit = p.chain.unit(hp, rows) if len(ref.shape) >= 2 and ref.rows is not None else None
+        unit = p.chain.unit(hp, ref.shape) if len(ref.shape) >= 2 and ref.rows is not None else None
         if unit is None:
-            out.append(Piece(p, index, 0, p.source_rows))
+            out.append(Piece(p, index, 0, rows))
             continue
         step = rows_per_block(int(np.prod(ref.shape[1:])), unit)
-        out += [Piece(p, index, start, min(rows, start + step)) for start in range(0, rows, step)]
+        ratio = p.source_rows // rows
+        out += [Piece(p, index, start, min(rows, start + step), ratio) for start in range(0, rows, step)]
     return out
 
 
@@ -254,8 +263,10 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
             ref = p.sources[piece.index]
             chunk = ref.load() if piece.whole else ref.load_rows(piece.start, piece.stop)
             tensor = p.chain.forward(chunk, hp, full_rows=_rows(ref))
+            if tensor.ndim > 2:                     # whole experts of a 3-D tensor: their rows, in order
+                tensor = tensor.reshape(-1, tensor.shape[-1])
         file_id, start = offsets[p.gguf_name]
-        fd, at = writer.fout[file_id].fileno(), start + piece.first_row * (p.nbytes // p.rows)
+        fd, at = writer.fout[file_id].fileno(), start + piece.output_rows[0] * (p.nbytes // p.rows)
         # a tensor a source could only give whole is still converted a row block at a time (rows are
         # independent in every GGML type), so only the source tensor is ever held whole
         step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
