@@ -214,6 +214,10 @@ class Take(Rule):
         return (*shape[:axis], shape[axis] // self.parts, *shape[axis + 1:])
 
     def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape                # the part, as `inverse` gives it
+
+    def joined_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The whole tensor's shape, from one part's."""
         axis = self._axis(len(shape))
         return (*shape[:axis], shape[axis] * self.parts, *shape[axis + 1:])
 
@@ -235,4 +239,4 @@ class Take(Rule):
         axis = self._axis(parts[0].ndim)
         if not self.interleaved:
             return np.concatenate(parts, axis=axis)
-        return np.stack(parts, axis=axis + 1).reshape(self.inverse_shape(parts[0].shape))
+        return np.stack(parts, axis=axis + 1).reshape(self.joined_shape(parts[0].shape))

@@ -145,7 +145,8 @@ def _loader(path: Path, t: TensorInfo, chain: Chain, hp, index: int | None) -> t
     def rows(start: int, stop: int) -> np.ndarray:
         return chain.inverse(decode(start, stop), hp)
 
-    streams = len(shape) >= 2 and chain.unit(hp, chain.inverse_shape(shape)) == 1
+    whole = chain.take.joined_shape(chain.inverse_shape(shape)) if chain.take else chain.inverse_shape(shape)
+    streams = len(shape) >= 2 and chain.unit(hp, whole) == 1
     return load, (rows if streams else None)
 
 
@@ -170,7 +171,8 @@ def _joined(found: list[tuple[Target, TensorRef]], wanted: int, path: Path) -> T
         return take.join([ref.load_rows(start, stop) for ref in refs])
 
     streams = all(ref.rows is not None for ref in refs)
-    return TensorRef(refs[0].name, refs[0].shape, refs[0].dtype, load, str(path), rows=rows if streams else None)
+    return TensorRef(refs[0].name, take.joined_shape(refs[0].shape), refs[0].dtype, load, str(path),
+                     rows=rows if streams else None)
 
 
 def checked_header(path: Path) -> GGUFHeader:
