@@ -63,24 +63,25 @@ def test_rules_round_trip_and_every_tensor_has_a_target(spec):
     for name, shape in expected.shapes.items():
         if name.endswith(mapping.skip) or name in expected.tied:      # tied copies are written once, as their target
             continue
-        targets = mapping.targets(name, hp.n_layer)
+        targets = mapping.targets(name, hp)
         assert targets, f"{spec.model_type}: no GGUF name for {name}"
         value = rng.standard_normal(shape).astype(np.float32)
         rows = shape[0] if len(shape) >= 2 else 1
-        backs = []
+        backs, back_shapes = [], []
         for target in targets:
             chain = target.chain
             whole = chain.forward(value, hp, rows)
             assert tuple(whole.shape) == chain.shape(shape)
-            back_shape = chain.inverse_shape(tuple(whole.shape))
-            assert (chain.take.joined_shape(back_shape) if chain.take else back_shape) == tuple(shape)
+            back_shapes.append(chain.inverse_shape(tuple(whole.shape)))
             backs.append(chain.inverse(whole, hp))
             unit = chain.unit(hp, shape) if len(shape) >= 2 else None
             if unit is not None:
                 step = max(unit, rows_per_block(int(np.prod(shape[1:])), unit) // 8 // unit * unit)
                 blocks = [chain.forward(value[i:i + step], hp, rows) for i in range(0, rows, step)]
                 np.testing.assert_array_equal(np.concatenate(blocks), whole)
-        back = targets[0].chain.take.join(backs) if len(targets) > 1 else backs[0]
+        take = targets[0].chain.take
+        assert (take.joined_shape(back_shapes) if take else back_shapes[0]) == tuple(shape)
+        back = take.join(backs) if take else backs[0]
         if targets[0].chain.changes_dtype:      # an added offset comes back within float32 rounding of 1 + w
             np.testing.assert_allclose(back, value, rtol=0, atol=4e-7)
         else:

@@ -64,6 +64,8 @@ WIDE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_att
     ("gpt_oss", dict(intermediate_size=256, head_dim=64)),       # experts split from 3-D gate_up, expert biases
     ("granitemoeshared", dict(intermediate_size=256, shared_intermediate_size=256)),  # split across rows
     ("llama4_text", dict(intermediate_size=256, intermediate_size_mlp=512, head_dim=64)),  # dense + MoE layers
+    ("deepseek_v3", dict(moe_intermediate_size=256, q_lora_rank=256, kv_lora_rank=256,   # MLA's split kv_b
+                         qk_nope_head_dim=64, v_head_dim=64, qk_rope_head_dim=64, head_dim=64, num_key_value_heads=4)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q3_k_m"])
 def test_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):

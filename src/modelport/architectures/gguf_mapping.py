@@ -81,15 +81,28 @@ MetadataFn = Callable[["GGUFWriter", "HParams"], None]
 
 @dataclass(frozen=True)
 class Part:
-    """One GGUF tensor that is part of a fused HF tensor (a gate_up split into gate and up)."""
+    """One GGUF tensor that is part of a fused HF tensor (a gate_up split into gate and up): which part,
+    cut how (see rules.Take; `sizes` and `groups` are expressions over the config), and the rules only
+    this part goes through after the cut."""
 
     name: str                   # GGUF name, `{L}` for the layer
-    take: Take
+    index: int
+    parts: int
+    axis: int = -1
+    interleaved: bool = False
+    sizes: tuple[str, ...] = ()
+    groups: str | None = None
+    rules: tuple[Rule, ...] = ()
+
+    def take(self, hp: "HParams") -> Take:
+        return Take((), self.index, self.parts, self.axis, self.interleaved,
+                    tuple(int(hp.eval(size)) for size in self.sizes),
+                    int(hp.eval(self.groups)) if self.groups else 0)
 
 
 def split(*names: str, axis: int = -1, interleaved: bool = False) -> tuple[Part, ...]:
     """A fused HF tensor cut into len(names) equal parts along `axis`, the i-th part becoming names[i]."""
-    return tuple(Part(name, Take((), i, len(names), axis, interleaved)) for i, name in enumerate(names))
+    return tuple(Part(name, i, len(names), axis, interleaved) for i, name in enumerate(names))
 
 
 @dataclass(frozen=True)
@@ -132,15 +145,15 @@ class GGUFMapping:
     def chain(self, hf_name: str) -> Chain:
         return _chain(self, hf_name)
 
-    def targets(self, hf_name: str, n_layer: int) -> list[Target]:
+    def targets(self, hf_name: str, hp: "HParams") -> list[Target]:
         """Where an HF tensor goes: one target, one per part of a split tensor, or none (no GGUF name)."""
         for template, parts in self.splits.items():
             found = re.fullmatch(_pattern(template), hf_name)
             if found:
                 chain = self.chain(hf_name)
-                return [Target(part.name.format(**found.groupdict()), None, Chain((part.take, *chain.rules)))
-                        for part in parts]
-        found = self.target(hf_name, n_layer)
+                return [Target(part.name.format(**found.groupdict()), None,
+                               Chain((part.take(hp), *part.rules, *chain.rules))) for part in parts]
+        found = self.target(hf_name, hp.n_layer)
         return [Target(found[0], found[1], self.chain(hf_name))] if found else []
 
     def target(self, hf_name: str, n_layer: int) -> tuple[str, int | None] | None:
@@ -161,6 +174,12 @@ class GGUFMapping:
     def unmet(self, hp: "HParams") -> list[str]:
         """What llama.cpp hard-codes for this arch that the config does otherwise (it would compute another function)."""
         return [why for condition, why in self.requires.items() if not hp.eval(condition)]
+
+    def metadata_values(self, hp: "HParams") -> dict[str, Any]:
+        """The metadata this config gets (empty when a function writes it: plugins)."""
+        import gguf
+        return {} if callable(self.metadata) else key_values(
+            self.metadata, hp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[self.arch]])
 
     def write_metadata(self, writer: "GGUFWriter", hp: "HParams") -> None:
         if callable(self.metadata):
@@ -185,23 +204,33 @@ def _names(arch: str, n_layer: int):
     return gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch], n_layer)
 
 
-def write_keys(writer: "GGUFWriter", keys: Mapping[str, Key], hp: "HParams") -> None:
-    """Write a keys table's entries whose condition holds, in the table's order (`{arch}` in a key is
-    llama.cpp's name of the architecture)."""
-    from gguf import GGUFValueType as V
-
-    types = {"u32": V.UINT32, "i32": V.INT32, "f32": V.FLOAT32, "bool": V.BOOL, "str": V.STRING}
-    casts = {"u32": int, "i32": int, "f32": float, "bool": bool, "str": str}
+def _entries(keys: Mapping[str, Key], hp: "HParams", arch: str) -> list[tuple[str, Any, str]]:
+    """(key, value, type) of a keys table's entries whose condition holds and whose value is not None,
+    in the table's order (`{arch}` in a key is llama.cpp's name of the architecture)."""
+    casts = {"u32": int, "i32": int, "f32": float, "bool": bool, "str": str, "array": list}
+    entries = []
     for key, spec in keys.items():
         if spec.when is not None and not hp.eval(spec.when):
             continue
         value = hp.eval(spec.value)
-        if value is None:
-            continue
-        if spec.type == "array":
-            writer.add_array(key.format(arch=writer.arch), list(value))
+        if value is not None:
+            entries.append((key.format(arch=arch), casts[spec.type](value), spec.type))
+    return entries
+
+
+def key_values(keys: Mapping[str, Key], hp: "HParams", arch: str) -> dict[str, Any]:
+    return {key: value for key, value, _ in _entries(keys, hp, arch)}
+
+
+def write_keys(writer: "GGUFWriter", keys: Mapping[str, Key], hp: "HParams") -> None:
+    from gguf import GGUFValueType as V
+
+    types = {"u32": V.UINT32, "i32": V.INT32, "f32": V.FLOAT32, "bool": V.BOOL, "str": V.STRING}
+    for key, value, kind in _entries(keys, hp, writer.arch):
+        if kind == "array":
+            writer.add_array(key, value)
         else:
-            writer.add_key_value(key.format(arch=writer.arch), casts[spec.type](value), types[spec.type])
+            writer.add_key_value(key, value, types[kind])
 
 
 def core_metadata(w: "GGUFWriter", hp: "HParams") -> None:

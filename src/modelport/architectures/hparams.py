@@ -37,7 +37,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str | None]] = {
 
 # YaRN's tuning, as llama.cpp's converter reads it from the rope parameters
 YARN = {"rope_ext_factor": ("extrapolation_factor",), "rope_attn_factor": ("attention_factor", "attn_factor"),
-        "rope_beta_fast": ("beta_fast",), "rope_beta_slow": ("beta_slow",)}
+        "rope_beta_fast": ("beta_fast",), "rope_beta_slow": ("beta_slow",), "rope_mscale_all_dim": ("mscale_all_dim",)}
 
 
 def first(config: dict, *names: str, default=None):

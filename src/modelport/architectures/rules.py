@@ -197,46 +197,55 @@ class UngroupQKV(Rule):
 
 @dataclass(frozen=True)
 class Take(Rule):
-    """Part `index` of `parts` equal parts of a fused tensor along `axis` (`interleaved`: every parts-th
-    entry from `index`, as gpt-oss fuses gate and up). A part alone cannot be undone: `join` puts the
-    parts back together."""
+    """Part `index` of a fused tensor along `axis`: one of `parts` equal parts, or `sizes[index]` wide
+    when the parts differ; `interleaved`, every parts-th entry from `index` (gpt-oss's gate and up);
+    `groups`, the rows first viewed as that many groups (DeepSeek's kv_b_proj: per head, k then v).
+    A part alone cannot be undone: `join` puts the parts back together."""
 
     index: int = 0
     parts: int = 2
     axis: int = -1
     interleaved: bool = False
+    sizes: tuple[int, ...] = ()
+    groups: int = 0
 
-    def _axis(self, ndim: int) -> int:
-        return self.axis % ndim
+    def _grouped(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.groups, shape[0] // self.groups, *shape[1:]) if self.groups else shape
+
+    def _cut(self, length: int) -> slice:
+        if self.interleaved:
+            return slice(self.index, None, self.parts)
+        start = sum(self.sizes[:self.index]) if self.sizes else self.index * (length // self.parts)
+        return slice(start, start + (self.sizes[self.index] if self.sizes else length // self.parts))
 
     def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        axis = self._axis(len(shape))
-        return (*shape[:axis], shape[axis] // self.parts, *shape[axis + 1:])
+        shape = self._grouped(shape)
+        axis = self.axis % len(shape)
+        cut = self._cut(shape[axis])
+        return (*shape[:axis], len(range(shape[axis])[cut]), *shape[axis + 1:])
 
     def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape                # the part, as `inverse` gives it
 
-    def joined_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The whole tensor's shape, from one part's."""
-        axis = self._axis(len(shape))
-        return (*shape[:axis], shape[axis] * self.parts, *shape[axis + 1:])
+    def joined_shape(self, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        """The whole tensor's shape, from every part's (in order)."""
+        axis = self.axis % len(shapes[0])
+        shape = (*shapes[0][:axis], sum(s[axis] for s in shapes), *shapes[0][axis + 1:])
+        return (shape[0] * shape[1], *shape[2:]) if self.groups else shape
 
     def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
-        return 1 if self._axis(len(shape)) > 0 else None      # a split across rows needs them all
+        return 1 if not self.groups and self.axis % len(shape) > 0 else None    # a cut across rows needs them all
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
-        axis = self._axis(array.ndim)
-        width = array.shape[axis] // self.parts
-        index = slice(self.index, None, self.parts) if self.interleaved else slice(self.index * width,
-                                                                                 (self.index + 1) * width)
-        return array[(slice(None),) * axis + (index,)]
+        array = array.reshape(self._grouped(array.shape))
+        axis = self.axis % array.ndim
+        return array[(slice(None),) * axis + (self._cut(array.shape[axis]),)]
 
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         return array                # the part as it is; `join` makes the whole
 
     def join(self, parts: list["np.ndarray"]) -> "np.ndarray":
         import numpy as np
-        axis = self._axis(parts[0].ndim)
-        if not self.interleaved:
-            return np.concatenate(parts, axis=axis)
-        return np.stack(parts, axis=axis + 1).reshape(self.joined_shape(parts[0].shape))
+        axis = self.axis % parts[0].ndim
+        whole = np.stack(parts, axis=axis + 1) if self.interleaved else np.concatenate(parts, axis=axis)
+        return whole.reshape(self.joined_shape([p.shape for p in parts]))

@@ -40,7 +40,8 @@ def experts(prefix: str, gate: str = "gate_proj", up: str = "up_proj", down: str
             t(f"{prefix}.experts.{{E}}.{down}.weight", "hidden", ffn)]
 
 
-def shared_expert(prefix: str, ffn: str, name: str = "shared_expert", when: str | None = None) -> list:
-    return [*linear(f"{prefix}.{name}.gate_proj", ffn, "hidden", when=when),
-            *linear(f"{prefix}.{name}.up_proj", ffn, "hidden", when=when),
-            *linear(f"{prefix}.{name}.down_proj", "hidden", ffn, when=when)]
+def shared_expert(prefix: str, ffn: str, name: str = "shared_expert", when: str | None = None,
+                  bias: bool | str = False) -> list:
+    return [*linear(f"{prefix}.{name}.gate_proj", ffn, "hidden", bias, when=when),
+            *linear(f"{prefix}.{name}.up_proj", ffn, "hidden", bias, when=when),
+            *linear(f"{prefix}.{name}.down_proj", "hidden", ffn, bias, when=when)]

@@ -17,8 +17,8 @@ from gguf import GGMLQuantizationType as Q
 from ...architectures import spec_for
 from ...architectures.alignment import align
 from ...architectures.expected import expected_tensors
-from ...architectures.gguf_mapping import Target
-from ...architectures.hparams import hparams
+from ...architectures.gguf_mapping import GGUFMapping, Target
+from ...architectures.hparams import HParams, hparams
 from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef
 from ...core.config_check import check_config, check_layers
@@ -48,7 +48,7 @@ METADATA_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_f
                  "rope_theta": "rope.freq_base", "vocab_size": "vocab_size", "head_dim": "attention.key_length"}
 # what a config beside the file must agree on with the metadata llama.cpp runs the file by
 # (layer counts and sizes are held to the tensors themselves)
-MUST_AGREE = ("hidden_size", "num_attention_heads", "num_key_value_heads")
+MUST_AGREE = ("{arch}.embedding_length", "{arch}.attention.head_count", "{arch}.attention.head_count_kv")
 
 
 def metadata_config(header: GGUFHeader) -> tuple[dict, dict[str, str]]:
@@ -94,12 +94,15 @@ def rebuilt_config(header: GGUFHeader) -> dict:
     return config
 
 
-def _check_agreement(header: GGUFHeader, config: dict, config_path: Path) -> None:
-    """A config beside the file against the metadata llama.cpp will run it by."""
-    stated, names = metadata_config(header)
+def _check_agreement(header: GGUFHeader, mapping: GGUFMapping, hp: HParams, config_path: Path) -> None:
+    """A config beside the file against the metadata llama.cpp will run it by: the sizes the file states
+    must be what this config would have been written with."""
+    written = mapping.metadata_values(hp)
     for key in MUST_AGREE:
-        if key in stated and key in config and stated[key] != config[key]:
-            raise CorruptInputError(f"{names[key]} is {stated[key]}, but {config_path} says {key} {config[key]} "
+        name = key.format(arch=header.architecture)
+        stated = header.get(name)
+        if name in written and stated is not None and stated != written[name]:
+            raise CorruptInputError(f"{name} is {stated}, but {config_path} makes it {written[name]} "
                                     "(which one describes the tensors?)", header.path)
 
 
@@ -145,8 +148,7 @@ def _loader(path: Path, t: TensorInfo, chain: Chain, hp, index: int | None) -> t
     def rows(start: int, stop: int) -> np.ndarray:
         return chain.inverse(decode(start, stop), hp)
 
-    whole = chain.take.joined_shape(chain.inverse_shape(shape)) if chain.take else chain.inverse_shape(shape)
-    streams = len(shape) >= 2 and chain.unit(hp, whole) == 1
+    streams = len(shape) >= 2 and chain.unit(hp, chain.inverse_shape(shape)) == 1   # a part streams as its whole does
     return load, (rows if streams else None)
 
 
@@ -160,9 +162,9 @@ def _joined(found: list[tuple[Target, TensorRef]], wanted: int, path: Path) -> T
                                 path)
     found = sorted(found, key=lambda part: part[0].chain.take.index)
     take, refs = found[0][0].chain.take, [ref for _, ref in found]
-    if len({ref.shape for ref in refs}) != 1 or len({ref.dtype for ref in refs}) != 1:
+    if len({ref.dtype for ref in refs}) != 1:
         raise CorruptInputError(f"the parts of {refs[0].name} ({', '.join(t.name for t, _ in found)}) differ in "
-                                "shape or type", path)
+                                "type", path)
 
     def load() -> np.ndarray:
         return take.join([ref.load() for ref in refs])
@@ -171,7 +173,7 @@ def _joined(found: list[tuple[Target, TensorRef]], wanted: int, path: Path) -> T
         return take.join([ref.load_rows(start, stop) for ref in refs])
 
     streams = all(ref.rows is not None for ref in refs)
-    return TensorRef(refs[0].name, take.joined_shape(refs[0].shape), refs[0].dtype, load, str(path),
+    return TensorRef(refs[0].name, take.joined_shape([ref.shape for ref in refs]), refs[0].dtype, load, str(path),
                      rows=rows if streams else None)
 
 
@@ -190,12 +192,10 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
     try:
         companions = find_companions(path, options.base_model)
         config, tokenizer_files, generation = companions.config, companions.tokenizer_files, companions.generation_config
-        notes = []
-        if header.architecture is not None:
-            _check_agreement(header, config, companions.config_path)
+        notes, config_path = [], companions.config_path
     except ModelFileNotFoundError:
         config, tokenizer_files, generation = rebuilt_config(header), {}, None
-        notes = ["config rebuilt from GGUF metadata; no tokenizer files (pass --base-model to copy them)"]
+        notes, config_path = ["config rebuilt from GGUF metadata; no tokenizer files (pass --base-model to copy them)"], None
     check_layers(config, len(header.tensors), path)
     spec = spec_for(config, path)
     if spec.gguf is None:
@@ -205,13 +205,15 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
     if header.architecture != arch:
         raise CorruptInputError(f"general.architecture is {header.architecture!r}, but the model's config describes "
                                 f"a llama.cpp {arch!r} model", path)
+    if config_path is not None:
+        _check_agreement(header, mapping, hp, config_path)
     expected = expected_tensors(spec, config)
     # every expected HF tensor's place in the file: a GGUF tensor, one expert of a stacked one, or the
     # GGUF tensors its parts went to
     to_hf: dict[str, list[tuple[str, Target]]] = {}
     for hf_name in expected.shapes:
         if hf_name not in expected.tied:
-            for target in mapping.targets(hf_name, hp.n_layer):
+            for target in mapping.targets(hf_name, hp):
                 to_hf.setdefault(target.name, []).append((hf_name, target))
     computed = set(mapping.extra_tensors(hp)) if mapping.extra_tensors else set()
     parts: dict[str, list[tuple[Target, TensorRef]]] = {}
@@ -236,7 +238,7 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
                 (target, TensorRef(hf_name, chain.inverse_shape(stored), dtype, load, str(path), rows=rows)))
             name = t.name if index is None else f"{t.name}[{index}]"
             gguf_names[hf_name] = f"{gguf_names[hf_name]}+{name}" if hf_name in gguf_names else name
-    refs = {hf_name: _joined(found, len(mapping.targets(hf_name, hp.n_layer)), path)
+    refs = {hf_name: _joined(found, len(mapping.targets(hf_name, hp)), path)
             for hf_name, found in parts.items()}
     aligned, report = align(refs, expected, path)
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,

@@ -86,7 +86,7 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
     for ref in bundle:
         if ref.alias_of is not None or ref.name.endswith(mapping.skip):
             continue
-        targets = mapping.targets(ref.name, hp.n_layer)
+        targets = mapping.targets(ref.name, hp)
         if not targets:
             unmapped.append(ref.name)
             continue
