@@ -5,6 +5,7 @@
   the saved names), so the data cannot drift from transformers.
 - Every expected tensor has a GGUF name (or is one llama.cpp skips), and its rules then their
   inverses give the input back, whole and a row block at a time.
+- docs/architectures.md's family table lists every registered family with its GGUF arch and ONNX family.
 """
 from __future__ import annotations
 
@@ -86,3 +87,46 @@ def test_rules_round_trip_and_every_tensor_has_a_target(spec):
             np.testing.assert_allclose(back, value, rtol=0, atol=4e-7)
         else:
             np.testing.assert_array_equal(back, value)
+
+
+def test_docs_table_lists_every_family():
+    import re
+    from pathlib import Path
+
+    import gguf
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architectures.md").read_text()
+    table = doc.split("<!-- families:start -->")[1].split("<!-- families:end -->")[0]
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in table.strip().splitlines()[2:])}
+    assert set(rows) == {s.model_type for s in registered()}, "run bench/measure_families.py --write"
+    for spec in registered():
+        _, _, arch, cpp, back, onnx, _ = rows[spec.model_type]
+        assert arch == (gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[spec.gguf.arch]] if spec.gguf else "—"), spec.model_type
+        assert onnx == (spec.onnx or "—"), spec.model_type
+        if spec.gguf and spec.hf_class.endswith("CausalLM"):       # measured, within the test's own bounds
+            assert re.fullmatch(r"\d\.\de[-+]\d\d", cpp) and float(cpp) < 1e-3, (spec.model_type, cpp)
+            assert float(back) < 1e-4, (spec.model_type, back)
+
+
+@pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
+def test_configs_rebuilt_from_gguf_use_transformers_spelling(spec):
+    """Each config key a GGUF's metadata is read back into is one the family's transformers config takes
+    (the spelling of the spec's tiny config): a key it ignores would leave its default in force."""
+    from transformers import AutoConfig
+
+    from modelport.architectures.hparams import VARIABLES
+    from modelport.formats.gguf.config_rebuild import ROPE, _source, _spelling
+    from modelport.architectures.gguf_mapping import key_values
+    config = AutoConfig.for_model(spec.model_type)
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    saved = AutoConfig.for_model(**tiny_config(spec)).to_dict()        # every key, as config.json holds them
+    written = key_values(spec.gguf.metadata, hparams(saved, spec.tie_default), "{arch}")
+    for key, entry in spec.gguf.metadata.items():
+        name = _source(entry.value)
+        if key not in written:              # not written for this family: never read back
+            continue
+        if name is None or name in ROPE or name in ("rope_theta", "rot_dim", "rope_theta_swa"):
+            continue
+        spellings = VARIABLES[name][0] if name in VARIABLES else (name,)
+        if any(s in known for s in spellings):      # a setting this config has: under the name it reads
+            assert _spelling(spec, name) in known, (spec.model_type, key, _spelling(spec, name))

@@ -59,7 +59,7 @@ WIDE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_att
     ("mixtral", dict(num_local_experts=8)),                      # llama-quantize's 8-expert special cases
     ("qwen3_moe", dict(num_experts=4, moe_intermediate_size=256, head_dim=64)),
     ("glm4_moe", dict(n_routed_experts=4, moe_intermediate_size=256, head_dim=64, first_k_dense_replace=1)),
-    ("falcon", dict(num_kv_heads=2)),                            # its own output and ffn_down rules
+    ("falcon", dict(num_kv_heads=2, ffn_hidden_size=1024)),      # its own output and ffn_down rules
     ("phi3", dict(num_key_value_heads=4)),                       # a fused attn_qkv counts as attn_v
     ("gpt_oss", dict(intermediate_size=256, head_dim=64)),       # experts split from 3-D gate_up, expert biases
     ("granitemoeshared", dict(intermediate_size=256, shared_intermediate_size=256)),  # split across rows

@@ -11,7 +11,7 @@ from ..core.bundle import ModelBundle
 from ..core.errors import KeyMismatchError, ModelConversionError, UsageError
 from ..edits import apply as apply_edits
 from ..files.atomic import atomic_files, atomic_output, check_apart, check_destination
-from ..formats import Format, load, target
+from ..formats import Format, load, resolve_source, target
 from ..formats.gguf.profiles import file_name, quants_for
 from .options import ConvertOptions
 
@@ -32,6 +32,9 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     check_apart([Path(src).expanduser(), *([options.read.base_model] if options.read.base_model else [])], dst_path)
     writer_options = options.writer_options(fmt)
     check_destination(dst_path, options.overwrite)
+    source, source_fmt = resolve_source(Path(src).expanduser(), options.checkpoint)
+    if source_fmt.name == fmt.name and fmt.transcode is not None and not options.edits and not options.debug_params:
+        return _transcoded(source, fmt, dst_path, writer_options, options.overwrite, started)
     # edited tokenizer files live in a work folder until the writer has copied them
     with (tempfile.TemporaryDirectory(prefix="modelport-edits-") if options.edits else contextlib.nullcontext()) as work:
         bundle = load(src, options.read, options.checkpoint)
@@ -66,15 +69,29 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     }
 
 
+def _transcoded(src: Path, fmt: Format, dst: Path, options, overwrite: bool, started: float) -> dict:
+    """Same format in and out, without the interchange (GGUF -> GGUF: llama-quantize's way)."""
+    written = _publish(lambda out: fmt.transcode(src, out, options), fmt, dst, overwrite)
+    return {"ok": True, "source": str(src), "source_format": fmt.name, "destination": str(dst), "format": fmt.name,
+            "architecture": written["architecture"], "dtype": written["dtype"], "tensors": written["tensors"],
+            "parameters": written["parameters"], "files": written["files"], "bytes_written": written["bytes_written"],
+            "seconds": round(time.perf_counter() - started, 3), "read_seconds": 0.0, "notes": written["notes"],
+            "tensor_types": written["types"]}
+
+
 def _write(bundle: ModelBundle, fmt: Format, dst: Path, options, overwrite: bool) -> dict:
+    return _publish(lambda out: fmt.write(bundle, out, options), fmt, dst, overwrite)
+
+
+def _publish(write, fmt: Format, dst: Path, overwrite: bool) -> dict:
     """Write through `fmt` into a temporary beside `dst`, published whole: a folder renamed into place, or
     the files named after `dst` (split shards, ONNX graphs) moved beside it, the first one last."""
     try:
         if fmt.output == "files":
             with atomic_files(dst, overwrite) as tmp:
-                return fmt.write(bundle, tmp / dst.name, options)
+                return write(tmp / dst.name)
         with atomic_output(dst, overwrite) as tmp:
-            return fmt.write(bundle, tmp, options)
+            return write(tmp)
     except (MemoryError, RuntimeError) as exc:
         raise ModelConversionError(f"conversion failed: {exc}", dst) from exc
 

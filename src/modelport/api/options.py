@@ -38,7 +38,7 @@ class ConvertOptions:
                               split_max_size=parse_size(split_max_size) if split_max_size else 0,
                               pre_tokenizer=pre_tokenizer, with_past=with_past, opset=opset, threads=threads or 2)
         base = Path(base_model).expanduser() if base_model is not None else None
-        return cls(to, ReadOptions(base, trust_remote_code), write, checkpoint, overwrite, allow_unused,
+        return cls(to, ReadOptions(base, trust_remote_code, pre_tokenizer), write, checkpoint, overwrite, allow_unused,
                    debug_params, edits)
 
     def writer_options(self, fmt: Format):

@@ -29,6 +29,7 @@ class KeyReport:
     retied: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)      # source names nothing uses
     derived: list[str] = field(default_factory=list)         # recomputable buffers, dropped
+    fresh: list[str] = field(default_factory=list)           # optional tensors the source lacks
     origins: dict[str, str] = field(default_factory=dict)    # architecture name -> name in the source
 
     def notes(self) -> list[str]:
@@ -43,6 +44,8 @@ class KeyReport:
             out.append(f"dropped {summarize(self.derived)} buffer(s) transformers recomputes")
         if self.unexpected:
             out.append(f"ignored {summarize(self.unexpected)} unexpected tensor(s)")
+        if self.fresh:
+            out.append(f"the source has no {summarize(self.fresh)} tensor(s); transformers initializes them afresh")
         return out
 
 
@@ -123,9 +126,10 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
     if integral:
         raise KeyMismatchError(f"weights must be floating point; {summarize(integral)} tensor(s) are not "
                                "(an integer-quantized checkpoint is not supported)", source)
-    missing = [n for n in expected.shapes if n not in out]
+    report.fresh = [n for n in expected.shapes if n not in out and expected.optional and n.endswith(expected.optional)]
+    missing = [n for n in expected.shapes if n not in out and n not in report.fresh]
     if missing:
         hint = f"; unexpected: {summarize(report.unexpected)}" if report.unexpected else ""
         raise KeyMismatchError(f"missing {summarize(missing)} tensor(s){hint}", source)
-    ordered = {n: out[n] for n in expected.shapes}
+    ordered = {n: out[n] for n in expected.shapes if n in out}
     return ordered, report

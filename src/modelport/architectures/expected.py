@@ -32,6 +32,7 @@ class ExpectedTensors:
     shapes: dict[str, tuple[int, ...]]
     tied: dict[str, str]          # alias -> tensor it is tied to (only when the config ties them)
     base_model_prefix: str
+    optional: tuple[str, ...] = ()    # name suffixes a source may lack (transformers initializes them afresh)
 
 
 def cache_dir() -> Path:
@@ -43,7 +44,8 @@ def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
     transformers' own model, asked once per config and kept on disk."""
     if spec.tensors is not None and spec.tensors.describe(config):
         hp = hparams(config, spec.tie_default)
-        return ExpectedTensors(spec.tensors.expand(hp), spec.tensors.tied_for(hp), spec.tensors.prefix)
+        return ExpectedTensors(spec.tensors.expand(hp), spec.tensors.tied_for(hp), spec.tensors.prefix,
+                               spec.tensors.optional)
     if spec.expected_tensors is not None:
         return ExpectedTensors(spec.expected_tensors(config), dict(spec.tied_weights), "")
     return _cached(spec.hf_class, json.dumps(config, sort_keys=True))

@@ -1,8 +1,7 @@
-"""The one registry of model families, extended by built-in specs and plugins alike.
+"""The one registry of model families, extended by built-in specs (families/) and plugins alike.
 
-A spec is data first: which HF `model_type`s it covers and what differs between formats. The
-tensors a model of that family must have are taken from transformers itself (the model built on
-the meta device), so a spec never restates what transformers already knows.
+A spec is data first: which HF `model_type`s it covers, its tensors as templates, how each format
+takes it, and a tiny config to test it by. Tests and docs iterate the registry, so a family is one file.
 """
 from __future__ import annotations
 

@@ -59,6 +59,7 @@ class Tensors:
     tied: dict[str, str] = field(default_factory=dict)     # alias -> target, when the config ties them
     prefix: str = ""                                         # the base model's attribute ("model", "transformer")
     classes: tuple[str, ...] = ()                            # the transformers classes these are the tensors of
+    optional: tuple[str, ...] = ()      # name suffixes a checkpoint may lack: a head transformers initializes
 
     def describe(self, config: dict) -> bool:
         """Whether these templates are the config's model: its `architectures` names one of `classes` (or

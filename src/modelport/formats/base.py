@@ -25,6 +25,7 @@ FLAGS = {"dtype": "--dtype", "quant": "--quant", "max_shard_size": "--max-shard-
 class ReadOptions:
     base_model: Path | None = None          # config and tokenizer for a bare checkpoint
     trust_remote_code: bool = False         # allow pickles that run code
+    pre_tokenizer: str | None = None        # a GGUF source's split rules, when its tokenizer.ggml.pre is unknown
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,5 @@ class Format:
     runtime: str = "transformers"                                   # runtimes/: what runs a file of it
     check: Callable[[Path], None] | None = None                     # headers and tables checked, no config needed
     describe: Callable[["ModelBundle", Any], list[dict]] | None = None   # --debug-params rows, when names change
+    # to this same format without the interchange (GGUF -> GGUF keeps what no bundle carries): source, target
+    transcode: Callable[[Path, Path, Any], dict] | None = None

@@ -11,6 +11,7 @@ class Runtime(Protocol):
     """A model running in some engine, fed token ids, answering per position."""
 
     name: str       # "transformers", "llama.cpp", "onnxruntime": what reports call it
+    vocab_size: int     # ids it takes: [0, vocab_size)
 
     def logits(self, ids: list[int]) -> "np.ndarray":
         """[positions, vocab] float32 logits (hidden states, for encoders without a head)."""
@@ -20,3 +21,6 @@ class Runtime(Protocol):
 
     def greedy(self, ids: list[int], n: int) -> list[int]:
         """The next `n` tokens by argmax, each step conditioned on the ones before."""
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of `ids` (for reports)."""

@@ -72,6 +72,13 @@ class LlamaCppRuntime:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int] | None:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
 
+    def decode(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.llm.n_vocab())
+
     def embed(self, text: str) -> np.ndarray:
         with _quiet_stderr():
             return np.array(self.llm.embed(text), dtype=np.float32)

@@ -33,6 +33,14 @@ class OnnxRuntime:
             feeds["token_type_ids"] = np.zeros((1, len(ids)), dtype=np.int64)
         return self.session.run([self.output], feeds)[0][0].astype(np.float32)
 
+    @property
+    def vocab_size(self) -> int:
+        shape = self.session.get_outputs()[0].shape
+        return int(shape[-1]) if isinstance(shape[-1], int) else 0
+
+    def decode(self, ids: list[int]) -> str:
+        return str(ids)
+
     def tokenize(self, text: str) -> None:
         """An ONNX file carries no tokenizer: the source's ids are used, and agreement is not compared."""
         return None

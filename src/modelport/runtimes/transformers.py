@@ -101,6 +101,10 @@ class TransformersRuntime:
     def tokenize(self, text: str) -> list[int] | None:
         return None if self.tokenizer is None else list(self.tokenizer(text)["input_ids"])
 
+    @property
+    def vocab_size(self) -> int:
+        return int(getattr(self.model.config, "vocab_size", 256))
+
     @torch.no_grad()
     def greedy(self, ids: list[int], n: int) -> list[int]:
         """transformers' own greedy search (EOS does not stop it early)."""

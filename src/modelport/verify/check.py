@@ -1,8 +1,9 @@
 """`modelport verify`: the source and the result, each in its own runtime, fed the same token ids.
 
-The source runs in transformers; the result runs in the runtime its format names (formats table:
-GGUF in llama.cpp, ONNX in onnxruntime, anything else in transformers), behind the one Runtime
-interface, so checking is one loop whatever the formats. Thresholds depend on the result's type.
+Each runs in the runtime its format names (formats table: GGUF in llama.cpp, ONNX in onnxruntime,
+anything else in transformers; a source other than GGUF always in transformers), behind the one
+Runtime interface, so checking is one loop whatever the formats. A re-quantized GGUF is checked
+against its GGUF source, both in llama.cpp. Thresholds depend on the result's type.
 """
 from __future__ import annotations
 
@@ -36,10 +37,17 @@ class Reference:
         self.base = Path(base_model).expanduser() if base_model else None
         if not self.path.exists():
             raise UsageError("no such file or folder", self.path)
-        self.runtime = TransformersRuntime.open(load(self.path, ReadOptions(self.base)))
-        self.vocab = int(getattr(self.runtime.model.config, "vocab_size", 256))
+        path, fmt = resolve_source(self.path)
+        bundle = (lambda: load(path, ReadOptions(self.base)))
+        if fmt.runtime == "llama.cpp":
+            if fmt.check is not None:
+                fmt.check(path)
+            self.runtime = open_runtime(fmt.runtime, path, bundle)
+        else:
+            self.runtime = TransformersRuntime.open(bundle())
+        self.vocab = self.runtime.vocab_size
         self.texts = list(PROMPTS) + list(prompts or [])
-        self.has_tokenizer = self.runtime.tokenizer is not None
+        self.has_tokenizer = self.runtime.tokenize(self.texts[0]) is not None
         self.ids = [(self.runtime.tokenize(t) or [])[:ID_LIMIT] if self.has_tokenizer else _synthetic_ids(t, self.vocab)
                     for t in self.texts]
         self.logits = [self.runtime.logits(ids) for ids in self.ids]

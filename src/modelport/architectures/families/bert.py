@@ -27,7 +27,7 @@ SPEC = register_architecture(ArchitectureSpec(
                      t("embeddings.token_type_embeddings.weight", "get('type_vocab_size', 2)", "hidden"),
                      *norm("embeddings.LayerNorm", bias=True)),
                     LAYER, tuple(linear("pooler.dense", "hidden", "hidden", True)), prefix="bert",
-                    classes=("BertModel",)),
+                    classes=("BertModel",), optional=("pooler.dense.weight", "pooler.dense.bias")),
     onnx="encoder",
     gguf=GGUFMapping(arch="BERT", metadata=KEYS,
                      skip=("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")),

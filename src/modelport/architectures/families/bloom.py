@@ -24,5 +24,5 @@ SPEC = register_architecture(ArchitectureSpec(
     onnx="decoder",
     gguf=GGUFMapping(arch="BLOOM", metadata=TEXT_KEYS,
                      rules=(RegroupQKV(("query_key_value.weight", "query_key_value.bias")),), strip_prefix="transformer."),
-    tiny=dict(hidden_size=64, n_layer=2, n_head=4),
+    tiny=dict(hidden_size=64, n_layer=2, n_head=4, layer_norm_epsilon=1e-5),
 ))

@@ -75,6 +75,7 @@ V2 = register_architecture(ArchitectureSpec(
         requires={**REQUIRES, "get('topk_method', 'greedy') == 'greedy' or get('n_group', 1) in (None, 1)":
                   "experts are chosen greedily: llama.cpp scores groups by their top two, not by their best "
                   "(topk_method group_limited_greedy)"}),
+    note="greedy routing (V2-Lite); group-limited greedy is refused: llama.cpp scores groups as V3 does",
     tiny=TINY_DEEPSEEK,
 ))
 V3 = register_architecture(ArchitectureSpec(

@@ -26,5 +26,5 @@ SPEC = register_architecture(ArchitectureSpec(
     gguf=GGUFMapping(arch="FALCON", metadata=TEXT_KEYS, rules=(UngroupQKV(("query_key_value.weight",
                                                                             "query_key_value.bias")),)),
     tiny=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
-              new_decoder_architecture=True),
+              new_decoder_architecture=True, ffn_hidden_size=256, layer_norm_epsilon=1e-5),
 ))

@@ -19,6 +19,15 @@ SOFTCAP_KEYS = {
                                           when="get('final_logit_softcapping') is not None"),
     "{arch}.attention.sliding_window": Key("sliding_window", when="get('sliding_window')"),
 }
+
+
+def query_scale(layers_27b: int) -> dict[str, str]:
+    """llama.cpp scales queries by 1/sqrt(head_dim), or by 1/sqrt(hidden / heads) for the 27B model
+    (which it knows by its layer count), whatever query_pre_attn_scalar says."""
+    return {f"get('query_pre_attn_scalar', head_dim) == (hidden // heads if layers == {layers_27b} else head_dim)":
+            "queries are scaled by the head size (query_pre_attn_scalar), or hidden/heads for the 27B model"}
+
+
 TINY_GEMMA = dict(TINY, head_dim=16, query_pre_attn_scalar=16, hidden_activation="gelu_pytorch_tanh")
 
 GEMMA = register_architecture(ArchitectureSpec(
@@ -36,7 +45,8 @@ GEMMA2 = register_architecture(ArchitectureSpec(
                     classes=("Gemma2ForCausalLM",)),
     tie_default=True,
     onnx="decoder",
-    gguf=GGUFMapping(arch="GEMMA2", metadata={**DECODER_KEYS, **HEAD_DIM_KEYS, **SOFTCAP_KEYS}, rules=NORM_PLUS_ONE),
+    gguf=GGUFMapping(arch="GEMMA2", metadata={**DECODER_KEYS, **HEAD_DIM_KEYS, **SOFTCAP_KEYS}, rules=NORM_PLUS_ONE,
+                     requires=query_scale(46)),
     tiny=dict(TINY_GEMMA, attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096),
 ))
 GEMMA3 = register_architecture(ArchitectureSpec(
@@ -46,6 +56,7 @@ GEMMA3 = register_architecture(ArchitectureSpec(
                     classes=("Gemma3ForCausalLM",)),
     tie_default=True,
     onnx="decoder",
-    gguf=GGUFMapping(arch="GEMMA3", metadata={**TEXT_KEYS, **HEAD_DIM_KEYS, **SOFTCAP_KEYS}, rules=NORM_PLUS_ONE),
+    gguf=GGUFMapping(arch="GEMMA3", metadata={**TEXT_KEYS, **HEAD_DIM_KEYS, **SOFTCAP_KEYS}, rules=NORM_PLUS_ONE,
+                     requires=query_scale(62)),
     tiny=dict(TINY_GEMMA, sliding_window=4096, final_logit_softcapping=None),
 ))

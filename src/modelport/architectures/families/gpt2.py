@@ -24,5 +24,6 @@ SPEC = register_architecture(ArchitectureSpec(
     gguf=GGUFMapping(arch="GPT2", metadata=KEYS,
                      rules=(Transpose((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")),),
                      skip=(".attn.bias", ".attn.masked_bias")),
-    tiny=dict(n_embd=64, n_layer=2, n_head=4, n_positions=512, tie_word_embeddings=True),
+    tiny=dict(n_embd=64, n_layer=2, n_head=4, n_positions=512, n_inner=256, layer_norm_epsilon=1e-5,
+              tie_word_embeddings=True),
 ))

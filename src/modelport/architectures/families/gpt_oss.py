@@ -9,7 +9,7 @@ read: a dequantized (bf16) checkpoint converts.
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, split
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Transpose
-from ..tensors import linear, norm, t
+from ..tensors import linear, t
 from .llama import LAYER_NORMS, TINY, attention, decoder
 
 P = "model.layers.{L}.mlp"
@@ -41,6 +41,7 @@ SPEC = register_architecture(ArchitectureSpec(
         requires={f"get('layer_types') is None or layer_types == {ALTERNATING}":
                   "its layers alternate sliding-window and full attention, sliding first"},
     ),
+    note="unquantized checkpoints; MXFP4 ones (as published) are refused by their quantization_config",
     tiny=dict(TINY, num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, head_dim=16,
               sliding_window=4, tie_word_embeddings=False,
               rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 2.0, "beta_fast": 32.0,

@@ -46,6 +46,7 @@ SPEC = register_architecture(ArchitectureSpec(
         },
         extra_tensors=llama3_rope_factors,
     ),
+    note="text model; llama.cpp's fixed chunking, temperature tuning and rope pattern are required",
     tiny=dict(TINY, num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=1, intermediate_size=32,
               intermediate_size_mlp=128, interleave_moe_layer_step=2, head_dim=16, tie_word_embeddings=False,
               no_rope_layers=[1, 1, 1, 0]),

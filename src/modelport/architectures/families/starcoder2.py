@@ -16,5 +16,5 @@ SPEC = register_architecture(ArchitectureSpec(
     tie_default=True,
     onnx="decoder",
     gguf=GGUFMapping(arch="STARCODER2", metadata=TEXT_KEYS),
-    tiny=dict(TINY),
+    tiny=dict(TINY, norm_epsilon=1e-5),
 ))

@@ -49,6 +49,11 @@ def _describe(bundle, options: GGUFOptions) -> list[dict]:
     return describe(bundle, options)
 
 
+def _transcode(src: Path, path: Path, options: GGUFOptions) -> dict:
+    from .requantize import write
+    return write(src, path, options)
+
+
 def _check(path: Path) -> None:
     from .reader import checked_header
     checked_header(path)
@@ -56,4 +61,5 @@ def _check(path: Path) -> None:
 
 FORMAT = Format("gguf", sniff, _read, _write, GGUFOptions.from_settings,
                 takes=frozenset({"quant", "dtype", "split_max_size", "pre_tokenizer", "threads"}),
-                output="files", suffix=".gguf", runtime="llama.cpp", check=_check, describe=_describe)
+                output="files", suffix=".gguf", runtime="llama.cpp", check=_check, describe=_describe,
+                transcode=_transcode)

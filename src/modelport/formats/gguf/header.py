@@ -55,8 +55,9 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]       # rows first, as torch and numpy order them (GGUF lists the fastest first)
     qtype: GGMLQuantizationType
-    offset: int                  # absolute byte offset in the file
+    offset: int                  # absolute byte offset in `file`
     nbytes: int
+    file: Path                   # the file (the shard, of a split model) holding its data
 
     @property
     def rows(self) -> int:
@@ -72,6 +73,7 @@ class GGUFHeader:
     alignment: int
     data_start: int
     file_size: int
+    shards: tuple[Path, ...] = ()       # every file of a split model (shards.py), first to last
 
     def get(self, key: str, default: Any = None) -> Any:
         field = self.fields.get(key)
@@ -252,7 +254,7 @@ def _laid_out(cur: _Cursor, infos: list, data_start: int, alignment: int, file_s
         if data_start + offset + nbytes > file_size:
             raise cur.fail(f"{what} ({qtype.name}, {list(shape)}) needs bytes up to "
                            f"{data_start + offset + nbytes}, but the file has {file_size} (truncated?)")
-        tensors.append(TensorInfo(name, shape, qtype, data_start + offset, nbytes))
+        tensors.append(TensorInfo(name, shape, qtype, data_start + offset, nbytes, cur.path))
         expected = -(-(offset + nbytes) // alignment) * alignment
     end = data_start + expected
     if tensors and file_size > end:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from gguf import GGMLQuantizationType as Q
 
 from ...architectures import spec_for
 from ...architectures.alignment import align
@@ -22,7 +21,6 @@ from ...architectures.hparams import HParams, hparams
 from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef
 from ...core.config_check import check_config, check_layers
-from ...core.dtypes import numpy_dtype
 from ...core.errors import (
     CorruptInputError,
     ModelFileNotFoundError,
@@ -31,15 +29,13 @@ from ...core.errors import (
 )
 from ..base import ReadOptions
 from ..companions import find_companions
-from .header import GGUFHeader, TensorInfo, read_header
+from .header import GGUFHeader, TensorInfo
+from . import tokenizer_rebuild
+from .config_rebuild import rebuilt_config
+from .shards import read_model
+from .tensor_data import FLOAT_TYPES, decode, raw_rows
 
-FLOAT_TYPES = {Q.F32: "float32", Q.F16: "float16", Q.BF16: "bfloat16"}     # read as they are; others dequantize
 BLOCK = re.compile(r"blk\.(\d+)\.")
-# llama.cpp arch -> (HF model_type, HF class) for configs rebuilt from metadata
-REBUILDABLE = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-               "qwen3": ("qwen3", "Qwen3ForCausalLM")}
-
-
 # HF config key -> the key (after "{arch}.") llama.cpp stores it under, for every architecture
 METADATA_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
                  "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
@@ -64,36 +60,6 @@ def metadata_config(header: GGUFHeader) -> tuple[dict, dict[str, str]]:
     return found, names
 
 
-def rebuilt_config(header: GGUFHeader) -> dict:
-    path, arch = header.path, header.architecture
-    if arch not in REBUILDABLE:
-        raise ModelFileNotFoundError(f"no config.json for this {arch} GGUF; pass --base-model DIR with the HF config "
-                                     f"(configs are rebuilt from metadata only for {', '.join(REBUILDABLE)})", path)
-    if any(t.name == "rope_freqs.weight" for t in header.tensors):
-        raise ModelFileNotFoundError("this GGUF uses scaled rope (rope_freqs); pass --base-model DIR with the HF "
-                                     "config, whose rope_scaling the file does not spell out", path)
-    model_type, cls = REBUILDABLE[arch]
-    config, names = metadata_config(header)
-    missing = [f"{arch}.{METADATA_KEYS[k]}" for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                        "intermediate_size") if k not in config]
-    if missing:
-        raise CorruptInputError(f"metadata lacks {', '.join(missing)}, which a {arch} config needs", path)
-    config.setdefault("num_key_value_heads", config["num_attention_heads"])
-    config.setdefault("rope_theta", 10000.0)
-    config.setdefault("vocab_size", len(header.get("tokenizer.ggml.tokens") or []))
-    config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
-    config.update({
-        "architectures": [cls], "model_type": model_type,
-        "tie_word_embeddings": not any(t.name == "output.weight" for t in header.tensors),
-        "bos_token_id": header.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": header.get("tokenizer.ggml.eos_token_id"),
-    })
-    names.update(bos_token_id="tokenizer.ggml.bos_token_id", eos_token_id="tokenizer.ggml.eos_token_id")
-    config = {key: value for key, value in config.items() if value is not None}
-    check_config(config, path, names)
-    return config
-
-
 def _check_agreement(header: GGUFHeader, mapping: GGUFMapping, hp: HParams, config_path: Path) -> None:
     """A config beside the file against the metadata llama.cpp will run it by: the sizes the file states
     must be what this config would have been written with."""
@@ -104,6 +70,15 @@ def _check_agreement(header: GGUFHeader, mapping: GGUFMapping, hp: HParams, conf
         if name in written and stated is not None and stated != written[name]:
             raise CorruptInputError(f"{name} is {stated}, but {config_path} makes it {written[name]} "
                                     "(which one describes the tensors?)", header.path)
+
+
+def _check_vocabulary(header: GGUFHeader) -> None:
+    """llama.cpp takes the vocabulary size from the token list, and the embedding must have a row for each."""
+    tokens = header.get("tokenizer.ggml.tokens")
+    embedding = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+    if tokens is not None and embedding is not None and len(embedding.shape) == 2 and embedding.shape[0] != len(tokens):
+        raise CorruptInputError(f"tokenizer.ggml.tokens lists {len(tokens)} tokens, but token_embd.weight has "
+                                f"{embedding.shape[0]} rows (llama.cpp needs one per token)", header.path)
 
 
 def _check_blocks(header: GGUFHeader) -> None:
@@ -122,31 +97,22 @@ def _check_blocks(header: GGUFHeader) -> None:
                                 "disagree)", header.path)
 
 
-def _loader(path: Path, t: TensorInfo, chain: Chain, hp, index: int | None) -> tuple[callable, callable | None]:
+def _loader(t: TensorInfo, chain: Chain, hp: HParams, index: int | None) -> tuple[callable, callable | None]:
     """(load, rows) for one HF tensor: the GGUF tensor `t`, or expert `index` of it when it is stacked.
-    Rows are read and dequantized alone (every GGML type stores whole rows of blocks) unless a rule
-    needs the tensor whole (permuted Q/K heads, a transpose)."""
+    Rows are read and dequantized alone unless a rule needs the tensor whole (permuted Q/K heads, a
+    transpose)."""
     shape = t.shape[1:] if index is not None else t.shape
     n_rows = shape[0] if shape else 1
     parts = t.shape[0] if index is not None else 1                  # experts side by side in the file
     row_bytes = t.nbytes // (parts * max(n_rows, 1))                # a 1-D tensor's "rows" are its values
     first = (index or 0) * n_rows
 
-    def decode(start: int, stop: int) -> np.ndarray:
-        count = (stop - start) * row_bytes
-        raw = np.fromfile(path, dtype=np.uint8, count=count, offset=t.offset + (first + start) * row_bytes)
-        if raw.size != count:
-            raise CorruptInputError(f"tensor {t.name} is cut short", path)
-        part = (stop - start, *shape[1:]) if shape else shape
-        if t.qtype in FLOAT_TYPES:
-            return raw.view(numpy_dtype(FLOAT_TYPES[t.qtype])).reshape(part)
-        return np.ascontiguousarray(gguf.quants.dequantize(raw.reshape(stop - start, -1), t.qtype)).reshape(part)
+    def rows(start: int, stop: int) -> np.ndarray:
+        raw = raw_rows(t, first + start, stop - start, row_bytes)
+        return chain.inverse(decode(raw, t.qtype, (stop - start, *shape[1:]) if shape else shape), hp)
 
     def load() -> np.ndarray:
-        return chain.inverse(decode(0, n_rows), hp)
-
-    def rows(start: int, stop: int) -> np.ndarray:
-        return chain.inverse(decode(start, stop), hp)
+        return rows(0, n_rows)
 
     streams = len(shape) >= 2 and chain.unit(hp, chain.inverse_shape(shape)) == 1   # a part streams as its whole does
     return load, (rows if streams else None)
@@ -180,8 +146,9 @@ def _joined(found: list[tuple[Target, TensorRef]], wanted: int, path: Path) -> T
 def checked_header(path: Path) -> GGUFHeader:
     """The header, its tensor table and the metadata llama.cpp sizes the model by, each checked against
     the others: all that can be known of a GGUF without a config (llama.cpp aborts on some of it)."""
-    header = read_header(path)
+    header = read_model(path)
     _check_blocks(header)
+    _check_vocabulary(header)
     if header.architecture is not None:
         metadata_config(header)
     return header
@@ -195,7 +162,13 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
         notes, config_path = [], companions.config_path
     except ModelFileNotFoundError:
         config, tokenizer_files, generation = rebuilt_config(header), {}, None
-        notes, config_path = ["config rebuilt from GGUF metadata; no tokenizer files (pass --base-model to copy them)"], None
+        notes, config_path = [f"config rebuilt from GGUF metadata as {config['model_type']}"], None
+    if not tokenizer_files and header.get("tokenizer.ggml.tokens"):
+        tokenizer_rebuild.check(header, options.pre_tokenizer)
+        tokenizer_files = tokenizer_rebuild.LazyTokenizerFiles(header, options.pre_tokenizer)
+        generation = generation or {key: value for key, value in config.items()
+                                    if key in ("bos_token_id", "eos_token_id", "pad_token_id")} or None
+        notes.append("tokenizer rebuilt from tokenizer.ggml.* metadata")
     check_layers(config, len(header.tensors), path)
     spec = spec_for(config, path)
     if spec.gguf is None:
@@ -233,7 +206,7 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
                                         f"{hf_name} needs expert {index}", path)
             stored = t.shape[1:] if index is not None else t.shape
             dtype = "float32" if chain.changes_dtype else FLOAT_TYPES.get(t.qtype, "float32")
-            load, rows = _loader(path, t, chain, hp, index)
+            load, rows = _loader(t, chain, hp, index)
             parts.setdefault(hf_name, []).append(
                 (target, TensorRef(hf_name, chain.inverse_shape(stored), dtype, load, str(path), rows=rows)))
             name = t.name if index is None else f"{t.name}[{index}]"

@@ -41,4 +41,4 @@ def _write(bundle, out: Path, options: HFOptions) -> dict:
 
 
 FORMAT = Format("hf", sniff, _read, _write, HFOptions.from_settings,
-                takes=frozenset({"dtype", "max_shard_size", "threads"}))
+                takes=frozenset({"dtype", "max_shard_size", "threads", "pre_tokenizer"}))   # pre_tokenizer: for a GGUF source

@@ -1,0 +1,147 @@
+"""GGUF -> GGUF as llama-quantize does it: the same tensors under the same names, each re-typed by
+llama-quantize's rules (quant_types.py) or copied byte for byte when its type stays, and every
+metadata key kept (general.*, the tokenizer, the chat template, keys no one here knows).
+
+This is the one conversion that skips the HF interchange, on purpose: a GGUF's names, metadata and
+architecture are already what the target needs, and going through HF names would drop whatever the
+registry does not know (an architecture it has no spec for, a key it does not write). Only the
+file type and the split layout change.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from ...core.bundle import rows_per_block
+from ...core.errors import CorruptInputError
+from ...core.progress import progress_bar
+from ...core.stream import prefetch
+from ...files.writeback import WriteBehind
+from . import GGUFOptions
+from .header import GGUFHeader, TensorInfo
+from .quant_types import FILE_TYPES, ModelShape, choose_types, file_type, nbytes
+from .quantize import to_type
+from .shards import read_model
+from .tensor_data import FLOAT_TYPES, decode, raw_rows
+from .writer import DTYPE_QUANT, data_offsets
+
+# keys the writer itself sets for the new file
+REWRITTEN = ("general.architecture", "general.alignment", "general.file_type", "general.quantization_version")
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows [start, stop) of one tensor, in GGML rows (the last axis is a row)."""
+
+    tensor: TensorInfo
+    qtype: gguf.GGMLQuantizationType
+    start: int
+    stop: int
+
+
+def _rows(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+
+
+def model_shape(header: GGUFHeader) -> ModelShape:
+    """What llama-quantize's rules ask of the model, from the metadata (per-layer arrays: layer 0's)."""
+    arch = header.architecture or ""
+
+    def first(key: str, default: int = 0) -> int:
+        value = header.get(f"{arch}.{key}", default)
+        value = value[0] if isinstance(value, list) and value else value
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    heads = first("attention.head_count", 1)
+    return ModelShape(arch, first("block_count"), heads, first("attention.head_count_kv", heads), first("expert_count"))
+
+
+def target_quant(header: GGUFHeader, options: GGUFOptions) -> str | None:
+    """--quant, else the type --dtype names, else None: every tensor keeps its type."""
+    if options.quant:
+        return options.quant.lower()
+    return DTYPE_QUANT.get(options.dtype or "")
+
+
+def plan(header: GGUFHeader, quant: str | None) -> dict[str, gguf.GGMLQuantizationType]:
+    if quant is None:
+        return {t.name: t.qtype for t in header.tensors}
+    return choose_types({t.name: t.shape for t in header.tensors}, file_type(quant), model_shape(header))
+
+
+def write(src: Path, path: Path, options: GGUFOptions) -> dict:
+    header = read_model(src)
+    if header.architecture is None:
+        raise CorruptInputError("has no general.architecture; llama.cpp could not run it either", src)
+    quant = target_quant(header, options)
+    types = plan(header, quant)
+    writer = gguf.GGUFWriter(path, header.architecture, split_max_size=options.split_max_size)
+    for key, field in header.fields.items():
+        if key not in REWRITTEN and not key.startswith("split."):
+            writer.add_key_value(key, field.value, field.type, field.item_type)
+    ftype = file_type(quant) if quant else header.get("general.file_type")
+    if ftype is not None:
+        writer.add_file_type(int(ftype))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for t in header.tensors:
+        writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(types[t.name], t.shape),
+                               raw_dtype=types[t.name])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    offsets, sizes = data_offsets(writer)
+    for fout, size in zip(writer.fout, sizes):
+        os.ftruncate(fout.fileno(), size)
+    behind = [WriteBehind(fout.fileno()) for fout in writer.fout]
+
+    def produce(block: Block) -> int:
+        t, rows = block.tensor, _rows(block.tensor.shape)
+        raw = raw_rows(t, block.start, block.stop - block.start, t.nbytes // rows)
+        if block.qtype != t.qtype:
+            values = decode(raw, t.qtype, (block.stop - block.start, t.shape[-1]) if t.shape else t.shape)
+            raw = to_type(values, block.qtype, threads=1, scratch=True).reshape(-1).view(np.uint8)
+        file_id, start = offsets[t.name]
+        at = start + block.start * (nbytes(block.qtype, t.shape) // rows)
+        view, done = memoryview(raw), 0
+        while done < len(view):
+            done += os.pwrite(writer.fout[file_id].fileno(), view[done:], at + done)
+        behind[file_id].wrote(at, len(view))
+        return len(view)
+
+    work = []
+    for t in header.tensors:
+        rows = _rows(t.shape)
+        step = rows_per_block(t.shape[-1] if t.shape else 1)
+        work += [Block(t, types[t.name], i, min(rows, i + step)) for i in range(0, rows, step)]
+    with progress_bar(sum(sizes), f"writing {path.name}") as bar:
+        for _block, written in prefetch(work, produce, window=2 * max(1, options.threads),
+                                        threads=max(1, options.threads)):
+            bar.update(written)
+    writer.close()
+    folder = path.parent
+    files = sorted(f.name for f in folder.iterdir())
+    counts: dict[str, int] = {}
+    for qtype in types.values():
+        counts[qtype.name] = counts.get(qtype.name, 0) + 1
+    return {"files": files, "bytes_written": sum((folder / f).stat().st_size for f in files),
+            "tensors": len(types), "types": counts, "dtype": quant or _name(ftype),
+            "architecture": header.architecture, "notes": _notes(header, types, src),
+            "parameters": sum(int(np.prod(t.shape)) for t in header.tensors)}
+
+
+def _name(ftype: int | None) -> str:
+    return next((name for name, value in FILE_TYPES.items() if int(value) == ftype), "as the source")
+
+
+def _notes(header: GGUFHeader, types: dict, src: Path) -> list[str]:
+    requantized = [t.name for t in header.tensors if t.qtype not in FLOAT_TYPES and types[t.name] != t.qtype]
+    kept = sum(1 for t in header.tensors if types[t.name] == t.qtype)
+    notes = [f"{kept} of {len(types)} tensors kept their type and were copied byte for byte"]
+    if requantized:
+        notes.append(f"{len(requantized)} tensors were already quantized and are quantized again: the errors "
+                     f"compound (llama-quantize's --allow-requantize), so compare against the original if you can")
+    return notes
