@@ -13,26 +13,27 @@ if TYPE_CHECKING:
     from .base import Runtime
 
 
-def _transformers(path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+def _transformers(path: Path, bundle: Callable[[], "ModelBundle"], context: int) -> "Runtime":
     from .transformers import TransformersRuntime
     return TransformersRuntime.open(bundle())
 
 
-def _llama_cpp(path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+def _llama_cpp(path: Path, bundle: Callable[[], "ModelBundle"], context: int) -> "Runtime":
     from .llama_cpp import LlamaCppRuntime
-    return LlamaCppRuntime(path, n_ctx=1024)
+    return LlamaCppRuntime(path, n_ctx=context)
 
 
-def _onnxruntime(path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
+def _onnxruntime(path: Path, bundle: Callable[[], "ModelBundle"], context: int) -> "Runtime":
     from .onnxruntime import OnnxRuntime
     return OnnxRuntime(path)
 
 
-RUNTIMES: dict[str, Callable[[Path, Callable[[], "ModelBundle"]], "Runtime"]] = {
+RUNTIMES: dict[str, Callable[[Path, Callable[[], "ModelBundle"], int], "Runtime"]] = {
     "transformers": _transformers, "llama.cpp": _llama_cpp, "onnxruntime": _onnxruntime,
 }
 
 
-def open_runtime(name: str, path: Path, bundle: Callable[[], "ModelBundle"]) -> "Runtime":
-    """The runtime `name` on the model at `path`; `bundle` reads it, for runtimes that run a bundle."""
-    return RUNTIMES[name](path, bundle)
+def open_runtime(name: str, path: Path, bundle: Callable[[], "ModelBundle"], context: int = 1024) -> "Runtime":
+    """The runtime `name` on the model at `path`; `bundle` reads it, for runtimes that run a bundle.
+    `context` is the longest run of ids it will be fed (runtimes that size a cache up front use it)."""
+    return RUNTIMES[name](path, bundle, context)

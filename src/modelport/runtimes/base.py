@@ -12,6 +12,7 @@ class Runtime(Protocol):
 
     name: str       # "transformers", "llama.cpp", "onnxruntime": what reports call it
     vocab_size: int     # ids it takes: [0, vocab_size)
+    max_positions: int | None   # the longest sequence the model was made for, when it says
 
     def logits(self, ids: list[int]) -> "np.ndarray":
         """[positions, vocab] float32 logits (hidden states, for encoders without a head)."""

@@ -79,6 +79,10 @@ class LlamaCppRuntime:
     def vocab_size(self) -> int:
         return int(self.llm.n_vocab())
 
+    @property
+    def max_positions(self) -> int | None:
+        return int(self.llm.n_ctx_train()) or None
+
     def embed(self, text: str) -> np.ndarray:
         with _quiet_stderr():
             return np.array(self.llm.embed(text), dtype=np.float32)

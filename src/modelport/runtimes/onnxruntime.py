@@ -19,6 +19,7 @@ def session(path: Path):
 
 class OnnxRuntime:
     name = "onnxruntime"
+    max_positions = None      # an exported graph takes any length; its source's config says the limit
 
     def __init__(self, path: Path) -> None:
         self.session = session(path)

@@ -105,6 +105,11 @@ class TransformersRuntime:
     def vocab_size(self) -> int:
         return int(getattr(self.model.config, "vocab_size", 256))
 
+    @property
+    def max_positions(self) -> int | None:
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if value else None
+
     @torch.no_grad()
     def greedy(self, ids: list[int], n: int) -> list[int]:
         """transformers' own greedy search (EOS does not stop it early)."""

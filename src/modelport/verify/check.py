@@ -11,16 +11,21 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..core.dtypes import config_dtype
 from ..core.errors import ModelVerificationError, UsageError
 from ..formats import ReadOptions, load, resolve_source
 from ..runtimes import open_runtime
 from ..runtimes.transformers import TransformersRuntime
+from .corpus import Chunk, Corpus, CorpusSettings
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
+from .quality import QualityStats
 from .thresholds import THRESHOLDS, failures, threshold_class
 
 ID_LIMIT = 512
+CACHE_BYTES = 256 << 20     # the source's scored logits are kept for further results up to this size
 
 
 def _synthetic_ids(text: str, vocab: int) -> list[int]:
@@ -32,17 +37,19 @@ class Reference:
     """The source side of a verification, run once however many results are checked against it:
     the model is loaded once and its logits (and greedy tokens) on each prompt computed once."""
 
-    def __init__(self, source: str | Path, base_model: str | Path | None, prompts: list[str] | None) -> None:
+    def __init__(self, source: str | Path, base_model: str | Path | None, prompts: list[str] | None,
+                 corpus: CorpusSettings | None = None) -> None:
         self.path = Path(source).expanduser()
         self.base = Path(base_model).expanduser() if base_model else None
         if not self.path.exists():
             raise UsageError("no such file or folder", self.path)
         path, fmt = resolve_source(self.path)
         bundle = (lambda: load(path, ReadOptions(self.base)))
+        self.context = max(ID_LIMIT * 2, corpus.ctx if corpus else 0)
         if fmt.runtime == "llama.cpp":
             if fmt.check is not None:
                 fmt.check(path)
-            self.runtime = open_runtime(fmt.runtime, path, bundle)
+            self.runtime = open_runtime(fmt.runtime, path, bundle, self.context)
         else:
             self.runtime = TransformersRuntime.open(bundle())
         self.vocab = self.runtime.vocab_size
@@ -52,6 +59,18 @@ class Reference:
                     for t in self.texts]
         self.logits = [self.runtime.logits(ids) for ids in self.ids]
         self._greedy: dict[int, list[int]] = {}
+        self.corpus = Corpus(corpus, self.runtime, self.runtime.max_positions) if corpus else None
+        self._scored: dict[int, np.ndarray] = {}
+
+    def scored(self, chunk: Chunk) -> np.ndarray:
+        """The source's logits at a chunk's scored positions; kept for the next result while they fit
+        CACHE_BYTES, else computed again (a corpus-sized logit array is never held)."""
+        if chunk.index in self._scored:
+            return self._scored[chunk.index]
+        logits = self.runtime.logits(chunk.ids)[chunk.first:-1]
+        if (len(self._scored) + 1) * logits.nbytes <= CACHE_BYTES:
+            self._scored[chunk.index] = logits
+        return logits
 
     def greedy(self, n: int) -> list[int]:
         if n not in self._greedy:
@@ -61,10 +80,21 @@ class Reference:
 
 def verify(source: str | Path, converted: str | Path, *, base_model: str | Path | None = None,
            prompts: list[str] | None = None, write_sidecar: bool = True, thresholds: dict[str, float] | None = None,
-           generate: int = 0) -> dict:
-    """Compare `converted` against `source` on the built-in prompts; raises on failure."""
-    return check(Reference(source, base_model, prompts), converted, write_sidecar=write_sidecar,
+           generate: int = 0, corpus: CorpusSettings | None = None) -> dict:
+    """Compare `converted` against `source` on the built-in prompts (and `corpus`, when given); raises
+    on failure."""
+    return check(Reference(source, base_model, prompts, corpus), converted, write_sidecar=write_sidecar,
                  thresholds=thresholds, generate=generate)
+
+
+def quality(reference: Reference, runtime) -> dict:
+    """Perplexity and KL-divergence statistics of `runtime` against the source over the corpus, chunk
+    by chunk: each chunk's logits are compared as they are produced, then dropped."""
+    stats = QualityStats()
+    for chunk in reference.corpus.chunks():
+        stats.add(reference.scored(chunk), runtime.logits(chunk.ids)[chunk.first:-1], np.array(chunk.next_tokens()))
+    return {**reference.corpus.describe(), **stats.summary(), **stats.profile(),
+            "per_chunk": [vars(c) for c in stats.chunks]}
 
 
 def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = True,
@@ -78,7 +108,7 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
     bundle = (lambda: load(path, ReadOptions(reference.base)))
     dtype_key = threshold_class(fmt.name, path, lambda: _dtype_key(bundle()))
     limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
-    runtime = open_runtime(fmt.runtime, path, bundle)
+    runtime = open_runtime(fmt.runtime, path, bundle, reference.context)
     parts, agree = [], []
     for text, ids, expected in zip(reference.texts, reference.ids, reference.logits):
         theirs = runtime.tokenize(text) if reference.has_tokenizer else None
@@ -87,7 +117,8 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         parts.append(compare(expected, runtime.logits(ids)))
     # not measured (the converted runtime, or the source, carries no tokenizer) is None: "not compared"
     summary = {**aggregate(parts), "tokenization_agreement": sum(agree) / len(agree) if agree else None}
-    failed = failures(summary, limits)
+    stats = quality(reference, runtime) if reference.corpus else None
+    failed = failures({**summary, **(stats or {})}, limits)
     report = {
         "ok": not failed,
         "source": str(reference.path),
@@ -98,9 +129,13 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         "metrics": summary,
         "prompts": len(reference.texts),
         "tokenization_agreement": summary["tokenization_agreement"],
+        "per_prompt": [{"prompt": text, **part} for text, part in zip(reference.texts, parts)],
         "failures": failed,
+        "bytes": _size(dst),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if stats is not None:
+        report["quality"] = stats
     if generate > 0:
         mine, theirs = reference.greedy(generate), list(runtime.greedy(reference.ids[0], generate))
         report["generation"] = {"prompt": reference.texts[0], "source": reference.runtime.decode(mine),
@@ -113,6 +148,13 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
     if failed:
         raise ModelVerificationError(f"verification failed: {'; '.join(failed)}", dst).with_report(report)
     return report
+
+
+def _size(path: Path) -> int:
+    """Bytes on disk of a file, or of a folder's files (a report's size axis)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _dtype_key(bundle) -> str:

@@ -26,12 +26,16 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "2-3 bit": {"min_cosine": 0.4, "mean_kl": 0.6, "tokenization_agreement": 1.0},
     "int8": {"min_cosine": 0.95, "tokenization_agreement": 1.0},   # onnxruntime dynamic int8 (see README)
 }
-LOWER_IS_BETTER = {"mean_kl", "max_rel_diff", "max_abs_diff"}
+# measured over a --corpus (verify/quality.py); no class bounds them unless asked
+QUALITY = ("kld_mean", "kld_median", "kld_p90", "kld_p99", "kld_p99_9", "kld_max", "same_top1", "ppl_ratio",
+           "ln_ppl_ratio", "dp_rms")
+LOWER_IS_BETTER = {"mean_kl", "max_rel_diff", "max_abs_diff", "ppl_ratio", "ln_ppl_ratio", "dp_rms",
+                   *(key for key in QUALITY if key.startswith("kld_"))}
 GGUF_CLASSES = {"ALL_F32": "float32", "MOSTLY_F16": "float16", "MOSTLY_BF16": "bfloat16", "MOSTLY_Q8_0": "q8_0",
                 "MOSTLY_Q2_K": "2-3 bit", "MOSTLY_Q3_K_S": "2-3 bit", "MOSTLY_Q3_K_M": "2-3 bit",
                 "MOSTLY_Q3_K_L": "2-3 bit"}
 KNOWN = ("min_cosine", "mean_cosine", "mean_kl", "max_rel_diff", "max_abs_diff", "top1_agreement",
-         "tokenization_agreement")
+         "tokenization_agreement", *QUALITY)
 
 
 def gguf_class(path: Path) -> str:
@@ -65,8 +69,8 @@ def threshold_class(fmt: str, path: Path, bundle_dtype: Callable[[], str]) -> st
     return FILE_CLASSES[fmt](path) if fmt in FILE_CLASSES else bundle_dtype()
 
 
-def parse_overrides(items: list[str]) -> dict[str, float]:
-    """`--threshold KEY=VALUE` (repeatable) -> {KEY: VALUE}."""
+def parse_overrides(items: list[str], corpus: bool = False) -> dict[str, float]:
+    """`--threshold KEY=VALUE` (repeatable) -> {KEY: VALUE}; the corpus statistics need `--corpus`."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -77,6 +81,8 @@ def parse_overrides(items: list[str]) -> dict[str, float]:
             out[key] = float(value)
         except ValueError:
             raise UsageError(f"--threshold {item!r}: {value!r} is not a number") from None
+        if key in QUALITY and not corpus:
+            raise UsageError(f"--threshold {key} is measured over a corpus: give --corpus FILE|builtin")
     return out
 
 
@@ -84,7 +90,7 @@ def failures(measured: dict[str, float | None], limits: dict[str, float]) -> lis
     """Every bound a measurement breaks; a figure that was not measured (None) breaks none."""
     out = []
     for key, bound in limits.items():
-        value = measured[key]
+        value = measured.get(key)
         if value is None:
             continue
         if key in LOWER_IS_BETTER and value > bound:

@@ -219,8 +219,12 @@ def _switches(spec: ArchitectureSpec, config: dict) -> list[str]:
 
 
 def _with_switches(spec: ArchitectureSpec, config: dict, header: GGUFHeader) -> dict:
-    """The config with each unknown switch set so the family's tensors are exactly the file's."""
+    """The config with each unknown switch set so the family's tensors are exactly the file's. A tensor
+    llama.cpp has no name for tells nothing about the config: it is left to the reader, which refuses
+    it unless --allow-unused."""
     have = {t.name: t.shape for t in header.tensors}
+    known = _llama_cpp_names(header.architecture, int(config.get("num_hidden_layers") or 0))
+    unnamed = {n for n in have if n.rsplit(".", 1)[0] not in known}
     switches = _switches(spec, config)[:MAX_SWITCHES]
     reason = "no setting of its switches gives the file's tensors"
     for values in itertools.product((False, True), repeat=len(switches)):
@@ -230,15 +234,25 @@ def _with_switches(spec: ArchitectureSpec, config: dict, header: GGUFHeader) -> 
         except Exception as exc:  # a setting this family's templates cannot evaluate
             reason = f"{type(exc).__name__}: {exc}"
             continue
-        if found == have:
+        relevant = {n: shape for n, shape in have.items() if n in found or n not in unnamed}
+        if found == relevant:
             _check_forwards(spec, trial, header)
             return trial
-        extra, absent = sorted(set(found) - set(have)), sorted(set(have) - set(found))
+        extra, absent = sorted(set(found) - set(relevant)), sorted(set(relevant) - set(found))
         differ = sorted(n for n in found if n in have and found[n] != have[n])
         reason = (f"its tensors would include {extra[0]}" if extra else
                   f"the file has {absent[0]}, which it has no place for" if absent else
                   f"its {differ[0]} would be {list(found[differ[0]])}, the file's is {list(have[differ[0]])}")
     raise Mismatch(reason)
+
+
+def _llama_cpp_names(arch: str, n_layer: int) -> set[str]:
+    """Every tensor name (without .weight/.bias) llama.cpp's tables give this architecture."""
+    arch_id = next((a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == arch), None)
+    if arch_id is None:
+        return set()
+    return {gguf.TENSOR_NAMES[t].format(bid=b) for t in gguf.MODEL_TENSORS.get(arch_id, ())
+            for b in range(max(n_layer, 1))}
 
 
 def _gguf_tensors(spec: ArchitectureSpec, config: dict) -> dict[str, tuple[int, ...]]:

@@ -25,7 +25,9 @@ from . import GGUFOptions
 from .header import GGUFHeader, TensorInfo
 from .quant_types import FILE_TYPES, ModelShape, choose_types, file_type, nbytes
 from .quantize import to_type
-from .shards import read_model
+from ..base import ReadOptions
+from ..companions import search_dirs
+from .reader import checked_header, read
 from .tensor_data import FLOAT_TYPES, decode, raw_rows
 from .writer import DTYPE_QUANT, data_offsets
 
@@ -74,7 +76,9 @@ def plan(header: GGUFHeader, quant: str | None) -> dict[str, gguf.GGMLQuantizati
 
 
 def write(src: Path, path: Path, options: GGUFOptions) -> dict:
-    header = read_model(src)
+    header = checked_header(src)          # the tables and the metadata checked as for any GGUF source
+    if any((d / "config.json").is_file() for d in search_dirs(src, None)):
+        read(src, ReadOptions())          # a config beside it must describe the same model (lazy: no tensor read)
     if header.architecture is None:
         raise CorruptInputError("has no general.architecture; llama.cpp could not run it either", src)
     quant = target_quant(header, options)
