@@ -236,3 +236,26 @@ def test_counters_from_names_and_metadata(tmp_path, name, meta, expected):
         path.with_suffix(".json").write_text(json.dumps(meta))
     found = counters(Checkpoint(path, step_of(name)))
     assert (found.step, found.window) == expected
+
+
+def test_versions_carry_quality_statistics_and_a_report(llama, tmp_path):
+    """With --corpus, every artifact's manifest entry holds the corpus statistics, and the version holds a
+    page comparing its quants (size against KLD)."""
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    write("normal", run / "latest_model.pth", llama.path, 1)
+    (run / "latest_model.json").write_text(json.dumps({"global_step": 5}))
+    result = run_cli("watch", run, "--output", out, "--base-model", llama.path, "--quant", "q8_0", "q2_k",
+                     "--settle", "0", "--once", "--registry", tmp_path / "r.sqlite", "--corpus", "builtin",
+                     "--ctx", "64", "--tokens", "256", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["published"], result.stdout
+    version = out / result.json()["published"][0]
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["conversion"]["corpus"] == {"corpus": "builtin", "ctx": 64, "tokens": 256}
+    kld = {name: manifest["verification"][name]["quality"]["kld_mean"] for name in ("model-q8_0.gguf", "model-q2_k.gguf")}
+    assert 0 < kld["model-q8_0.gguf"] < kld["model-q2_k.gguf"]
+    assert manifest["verification"]["hf"]["quality"]["chunks"] == 4
+    page = (version / "verify.html").read_text()
+    assert "model-q8_0.gguf" in page and "Size against KL divergence" in page
+    assert run_cli("watch", run, "--output", out, "--corpus", tmp_path / "none.txt", "--once").code == 2

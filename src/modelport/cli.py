@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX decoders: also write DST_with_past.onnx, which takes and returns the KV cache")
     c.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     c.add_argument("--verify", action="store_true", help="verify the result against the source")
+    _quality_flags(c, "with --verify: ")
     c.add_argument("--add-tokens", metavar="YAML", help="add tokens / set BOS, EOS, PAD, UNK (see README)")
     c.add_argument("--chat-template", metavar="FILE", help="Jinja2 chat template for the tokenizer and GGUF metadata")
     c.add_argument("--max-length", type=int, metavar="N", help="set the model's maximum positions")
@@ -88,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--base-model")
     v.add_argument("--prompt", action="append", default=[], help="extra prompt (repeatable)")
     v.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a bound: min_cosine, mean_kl, max_rel_diff, top1_agreement, tokenization_agreement")
+                   help="override a bound: min_cosine, mean_kl, max_rel_diff, top1_agreement, tokenization_agreement; "
+                   "with --corpus also kld_mean, kld_median, kld_p90, kld_p99, kld_p99_9, kld_max, same_top1, "
+                   "ppl_ratio, ln_ppl_ratio, dp_rms")
     v.add_argument("--generate", type=int, default=0, metavar="N", help="also generate N greedy tokens with both")
+    _quality_flags(v)
     _common(v)
 
     i = sub.add_parser("inspect", help="what a model path holds")
@@ -120,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-attempts", type=int, help="attempts per checkpoint before giving up on it (default 3)")
     w.add_argument("--backoff", type=float, help="seconds before retrying a failed checkpoint; doubles (default 60)")
     w.add_argument("--no-verify", dest="verify", action="store_const", const=False, help="publish without verifying")
+    w.add_argument("--corpus", help="also score each artifact over this text (FILE or 'builtin'): perplexity and "
+                   "KL-divergence statistics in the manifest, verify.html in each version")
+    w.add_argument("--ctx", type=int, help="tokens per scored chunk (default 512)")
+    w.add_argument("--tokens", type=int, help="tokens of the corpus scored at most (default 32768)")
     w.add_argument("--allow-unused", action="store_const", const=True,
                    help="drop checkpoint tensors no target takes, instead of failing the checkpoint")
     w.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
@@ -159,12 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quality_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--corpus", metavar="FILE|builtin",
+                   help=f"{prefix}score this text as llama-perplexity does: perplexity, KL divergence, same top-1, "
+                   "delta p ('builtin': a few pages shipped with modelport)")
+    p.add_argument("--ctx", type=int, metavar="N", help="tokens per chunk; the second half is scored (default 512)")
+    p.add_argument("--tokens", type=int, metavar="N", help="tokens of the corpus used at most (default 32768)")
+    p.add_argument("--report", metavar="FILE.html", help=f"{prefix}write a self-contained HTML report with plots")
+
+
+def _corpus(args: argparse.Namespace):
+    """--corpus/--ctx/--tokens as one setting, or None; --ctx/--tokens alone are a usage error."""
+    from .verify.corpus import DEFAULT_CTX, DEFAULT_TOKENS, CorpusSettings
+    if args.corpus is None:
+        if args.ctx is not None or args.tokens is not None:
+            raise UsageError("--ctx and --tokens size the scored corpus: give --corpus FILE|builtin")
+        return None
+    return CorpusSettings(args.corpus, args.ctx or DEFAULT_CTX, args.tokens or DEFAULT_TOKENS)
+
+
 def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     from .api import convert, convert_profile
     options = dict(dtype=args.dtype, base_model=args.base_model, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, threads=args.threads,
                    split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer,
                    allow_unused=args.allow_unused, debug_params=args.debug_params, edits=_edits(args))
+    corpus = _corpus(args)
+    if (corpus or args.report) and not args.verify:
+        raise UsageError("--corpus and --report describe the verification: add --verify")
     if args.profile:
         if args.quant or args.to not in (None, "gguf"):
             raise UsageError("--profile chooses the GGUF types itself; drop --quant/--to")
@@ -173,6 +203,9 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
             _say(f"note: {note}")
         for out in result["outputs"]:
             _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
+        if args.verify:
+            result["verification"] = _checked(result["source"], [o["destination"] for o in result["outputs"]],
+                                              args.base_model, corpus=corpus, report=args.report)
         return result, 0
     result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant,
                      with_past=args.with_past, opset=args.opset, **options)
@@ -182,7 +215,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
          f"({result['format']}, {result['dtype']}): {result['tensors']} tensors, "
          f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
     if args.verify:
-        result["verification"] = _checked(result["source"], args.dst, args.base_model)
+        result["verification"], = _checked(result["source"], [args.dst], args.base_model, corpus=corpus,
+                                           report=args.report)
     return result, 0
 
 
@@ -196,22 +230,38 @@ def _edits(args: argparse.Namespace):
 
 def _verify(args: argparse.Namespace) -> tuple[dict, int]:
     from .verify.thresholds import parse_overrides
-    return _checked(args.source, args.converted, args.base_model, args.prompt,
-                    parse_overrides(args.threshold), args.generate), 0
+    corpus = _corpus(args)
+    report, = _checked(args.source, [args.converted], args.base_model, args.prompt,
+                       parse_overrides(args.threshold, corpus=corpus is not None), args.generate, corpus, args.report)
+    return report, 0
 
 
-def _checked(source: str, converted: str, base_model: str | None, prompts: list[str] | None = None,
-             thresholds: dict[str, float] | None = None, generate: int = 0) -> dict:
-    """Run verification and print its one-line table whether it passes or not."""
-    from .verify import verify
-    try:
-        report = verify(source, converted, base_model=base_model, prompts=prompts, thresholds=thresholds,
-                        generate=generate)
-    except ModelVerificationError as exc:
-        _print_verification(exc.report)
-        raise
-    _print_verification(report)
-    return report
+def _checked(source: str, converted: list[str], base_model: str | None, prompts: list[str] | None = None,
+             thresholds: dict[str, float] | None = None, generate: int = 0, corpus=None,
+             report: str | None = None) -> list[dict]:
+    """Verify each result against one run of the source, printing each one's figures whether it passes
+    or not; the HTML report (if asked) is written before the first failure is raised."""
+    from .verify import Reference, check
+    reference = Reference(source, base_model, prompts, corpus)
+    reports, failure = [], None
+    for path in converted:
+        try:
+            reports.append(check(reference, path, thresholds=thresholds, generate=generate))
+        except ModelVerificationError as exc:
+            if exc.report is None:
+                raise
+            reports.append(exc.report)
+            failure = failure or exc
+        _print_verification(reports[-1])
+    if report:
+        from .verify.report import write_report
+        page = write_report(reports, report)
+        for r in reports:
+            r["report"] = str(page)
+        _say(f"report: {page}")
+    if failure is not None:
+        raise failure
+    return reports
 
 
 def _print_verification(report: dict | None) -> None:
@@ -222,6 +272,13 @@ def _print_verification(report: dict | None) -> None:
          f"max|d|={m['max_abs_diff']:.3g} (rel {m['max_rel_diff']:.2g}) min cos={m['min_cosine']:.6f} top1={m['top1_agreement']:.3f} "
          f"KL={m['mean_kl']:.3g} tokens agree={_agreement(report['tokenization_agreement'])} -> "
          f"{'PASS' if report['ok'] else 'FAIL'}")
+    q = report.get("quality")
+    if q:
+        _say(f"  {q['corpus']}: {q['chunks']} chunks x {q['ctx']} tokens, {q['positions']} scored: "
+             f"PPL {q['ppl_source']:.4g} -> {q['ppl_converted']:.4g} (ln ratio {q['ln_ppl_ratio']:+.4f} "
+             f"± {q['ln_ppl_ratio_error']:.4f}), KLD mean {q['kld_mean']:.4g} median {q['kld_median']:.4g} "
+             f"p99 {q['kld_p99']:.4g} max {q['kld_max']:.4g}, same top-1 {100 * q['same_top1']:.2f}%, "
+             f"RMS dp {100 * q['dp_rms']:.2f}%")
     for failure in report.get("failures", []):
         _say(f"  failed: {failure}")
     gen = report.get("generation")
@@ -268,7 +325,8 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
                      base_model=args.base_model, dtype=args.dtype, interval=args.interval, settle=args.settle,
                      keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
                      verify=args.verify, allow_unused=args.allow_unused, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                     registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once)
+                     registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once,
+                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens)
     if args.config is None and (args.checkpoint_dir is None or args.output is None):
         raise UsageError("watch needs CHECKPOINT_DIR and --output (or --config FILE naming them)")
     summary = run(config.load(Path(args.config) if args.config else None, overrides))

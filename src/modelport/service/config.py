@@ -30,6 +30,9 @@ class WatchConfig(BaseModel):
     keep: int = Field(1, ge=1)
     version: str = DEFAULT_VERSION
     verify: bool = True
+    corpus: str | None = None                # score each artifact over this text (a file, or "builtin")
+    ctx: int = Field(512, ge=4)              # tokens per scored chunk
+    tokens: int = Field(32768, ge=4)         # corpus tokens scored at most
     allow_unused: bool = False               # drop source tensors no target takes (else the checkpoint fails)
     max_attempts: int = Field(3, ge=1)       # per checkpoint (and per rewrite of it)
     backoff: float = Field(60.0, ge=0)       # seconds before the 2nd attempt; doubles after each failure
@@ -53,6 +56,19 @@ class WatchConfig(BaseModel):
             file_type(quant)
         return [q.lower() for q in value]
 
+    @field_validator("corpus")
+    @classmethod
+    def _corpus(cls, value: str | None) -> str | None:
+        if value is not None and value != "builtin" and not Path(value).expanduser().is_file():
+            raise ValueError(f"{value}: no such file (a text file, or 'builtin')")
+        return value
+
+    @property
+    def corpus_settings(self):
+        """The scored corpus as verify takes it, or None."""
+        from ..verify.corpus import CorpusSettings
+        return CorpusSettings(self.corpus, self.ctx, self.tokens) if self.corpus else None
+
     @property
     def quants(self) -> list[str]:
         return self.quant if self.to == "gguf" else []
@@ -74,5 +90,8 @@ def load(yaml_path: Path | None, overrides: dict) -> WatchConfig:
         for key in PATH_KEYS:
             if data.get(key) is not None and not Path(data[key]).expanduser().is_absolute():
                 data[key] = yaml_path.parent / Path(data[key]).expanduser()
+        corpus = data.get("corpus")
+        if isinstance(corpus, str) and corpus != "builtin" and not Path(corpus).expanduser().is_absolute():
+            data["corpus"] = str(yaml_path.parent / Path(corpus).expanduser())
     data.update({k: v for k, v in overrides.items() if v is not None})
     return validated(WatchConfig, data, yaml_path)

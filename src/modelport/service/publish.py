@@ -14,11 +14,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.version import __version__
 from ..files.atomic import fsync_dir, fsync_tree, remove_path, temp_sibling
 from .discovery import Found
 from .versioning import newest_first
+
+if TYPE_CHECKING:
+    from ..verify.corpus import CorpusSettings
 
 MANIFEST = "manifest.json"
 LATEST, LATEST_JSON = "latest", "latest.json"
@@ -32,6 +36,7 @@ class BuildOptions:
     verify: bool = True
     threads: int | None = None
     allow_unused: bool = False
+    corpus: "CorpusSettings | None" = None      # quality statistics over a corpus, when set
 
 
 @dataclass
@@ -55,6 +60,7 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     """
     from ..api import convert
     from ..verify import Reference, check, verify
+    from ..verify.report import write_report
 
     started = time.perf_counter()
     convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model, threads=options.threads,
@@ -63,7 +69,7 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     if options.verify:
         build.stage = "verify"
         t = time.perf_counter()
-        report = verify(found.path, staging, base_model=options.base_model, write_sidecar=False)
+        report = verify(found.path, staging, base_model=options.base_model, write_sidecar=False, corpus=options.corpus)
         build.verification["hf"] = {**report, "converted": "."}
         build.timings["verify_hf"] = round(time.perf_counter() - t, 3)
     targets = []
@@ -77,11 +83,13 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     if options.verify and targets:
         build.stage = "verify"
         t = time.perf_counter()
-        reference = Reference(staging, None, None)        # the HF files, run once for every GGUF
+        reference = Reference(staging, None, None, options.corpus)     # the HF files, run once for every GGUF
         for target in targets:
             report = check(reference, target, write_sidecar=False)
             build.verification[target.name] = {**report, "source": ".", "converted": target.name}
         build.timings["verify_gguf"] = round(time.perf_counter() - t, 3)
+        if options.corpus:            # a page per version: each quant's drift, and size against KLD
+            write_report([build.verification[t.name] for t in targets], staging / "verify.html")
     build.stage = "publish"
 
 

@@ -132,13 +132,15 @@ class WatchService:
         build = Build()
         self.busy = True
         try:
-            options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused)
+            options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused,
+                                   cfg.corpus_settings if cfg.verify else None)
             build_version(found, staging, options, build)
             manifest = write_manifest(staging, {
                 "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,
                 "source": {"path": str(found.path), "signature": sig},
                 "conversion": {"to": ["hf"] + [f"gguf:{q}" for q in cfg.quants], "dtype": cfg.dtype,
-                               "base_model": cfg.base_model, "verify": cfg.verify},
+                               "base_model": cfg.base_model, "verify": cfg.verify,
+                               "corpus": {"corpus": cfg.corpus, "ctx": cfg.ctx, "tokens": cfg.tokens} if cfg.corpus else None},
                 "verification": build.verification or None,
                 "timings": {**build.timings, "total": round(time.perf_counter() - started, 3)},
             })
