@@ -113,6 +113,19 @@ def test_verify_corpus_cli_json_thresholds_and_report(quants, tmp_path):
         assert bad.code == 2 and message in bad.stderr, (argv, bad.stderr)
 
 
+def test_a_gguf_source_is_scored_in_llama_cpp(quants, tmp_path):
+    """verify A.gguf B.gguf --corpus: both in llama.cpp, the source's context length from its metadata."""
+    _source, out, text = quants
+    r = run_cli("verify", out / "q8_0.gguf", out / "q2_k.gguf", "--corpus", text, "--ctx", "64", "--tokens", "512",
+                "--threshold", "min_cosine=0", "--threshold", "mean_kl=100", "--json")
+    assert r.code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["runtime"] == {"source": "llama.cpp", "converted": "llama.cpp"}
+    assert report["quality"]["chunks"] == 8 and report["quality"]["kld_mean"] > 0
+    long = run_cli("verify", out / "q8_0.gguf", out / "q2_k.gguf", "--corpus", text, "--ctx", "1024")
+    assert long.code == 2 and "512 positions" in long.stderr
+
+
 def test_convert_verify_carries_the_statistics(quants, tmp_path):
     source, _out, text = quants
     r = run_cli("convert", source, tmp_path / "m.gguf", "--quant", "q8_0", "--verify", "--corpus", text,

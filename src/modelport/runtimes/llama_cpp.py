@@ -81,7 +81,9 @@ class LlamaCppRuntime:
 
     @property
     def max_positions(self) -> int | None:
-        return int(self.llm.n_ctx_train()) or None
+        """The training context the file states ({arch}.context_length), when it states one."""
+        value = self.llm.metadata.get(f"{self.llm.metadata.get('general.architecture')}.context_length")
+        return int(value) if value else None
 
     def embed(self, text: str) -> np.ndarray:
         with _quiet_stderr():
