@@ -27,14 +27,20 @@ def test_starting_the_package_imports_no_heavy_library():
 
 
 def test_hf_to_gguf_and_inspect_never_import_torch(llama, tmp_path):
-    """The numpy path: safetensors -> GGUF (a quantized type) and inspect, with an empty cache, without torch
-    or transformers ever imported."""
+    """The numpy path: safetensors -> GGUF (a quantized type), GGUF -> GGUF and inspect, through the API and
+    the command's own entry, with an empty cache, without torch or transformers ever imported."""
+    cli = "from modelport.cli import main\n" + "".join(
+        f"assert main({argv!r}) in (0, None)\n" for argv in (
+            ["convert", str(llama.path), str(tmp_path / "c.gguf"), "--quant", "q8_0"],
+            ["convert", str(tmp_path / "c.gguf"), str(tmp_path / "d.gguf"), "--quant", "q4_k_m"],
+            ["inspect", str(tmp_path / "d.gguf")]))
     code = ("import sys\n"
             "from modelport import convert, inspect\n"
             f"convert({str(llama.path)!r}, {str(tmp_path / 'm.gguf')!r}, quant='q8_0')\n"
             f"inspect({str(llama.path)!r}); inspect({str(tmp_path / 'm.gguf')!r})\n"
-            "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+            f"{cli}"
+            "print('heavy:' + ','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
     env = {**__import__("os").environ, "MODELPORT_CACHE_DIR": str(tmp_path / "cache")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "" and (tmp_path / "m.gguf").stat().st_size > 0
+    assert run.stdout.strip().splitlines()[-1] == "heavy:" and (tmp_path / "d.gguf").stat().st_size > 0

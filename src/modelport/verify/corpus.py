@@ -34,13 +34,13 @@ class CorpusSettings:
             raise UsageError(f"--ctx {self.ctx}: a chunk needs at least 4 tokens (2 of context, 2 scored)")
         if self.tokens < self.ctx:
             raise UsageError(f"--tokens {self.tokens} is less than one chunk (--ctx {self.ctx})")
+        if self.corpus != BUILTIN and not Path(self.corpus).expanduser().is_file():
+            raise UsageError("--corpus: no such file (a text file, or 'builtin')", Path(self.corpus).expanduser())
 
     def text(self) -> str:
         if self.corpus == BUILTIN:
             return resources.files("modelport").joinpath("data", "quality.txt").read_text(encoding="utf-8")
         path = Path(self.corpus).expanduser()
-        if not path.is_file():
-            raise UsageError("--corpus: no such file", path)
         try:
             return path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

@@ -23,6 +23,20 @@ import numpy as np
 from .metrics import log_softmax
 
 
+ROWS = 32          # positions per float64 pass: bounds the temporaries at 32 x vocabulary
+
+
+def _positions(source: np.ndarray, converted: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(NLL source, NLL converted, KLD, same top, delta p) of each row."""
+    log_p = log_softmax(np.asarray(source, dtype=np.float64))
+    # a converted model with added tokens is compared on the source's vocabulary
+    log_q = log_softmax(np.asarray(converted, dtype=np.float64)[:, :log_p.shape[1]])
+    rows = np.arange(len(tokens))
+    nll_p, nll_q = -log_p[rows, tokens], -log_q[rows, tokens]
+    kld = np.maximum((np.exp(log_p) * (log_p - log_q)).sum(-1), 0.0)
+    return nll_p, nll_q, kld, log_p.argmax(-1) == log_q.argmax(-1), np.exp(-nll_q) - np.exp(-nll_p)
+
+
 def _mean_and_error(values: np.ndarray) -> tuple[float, float]:
     """Mean, and its standard error (0 for fewer than 11 values, as llama.cpp has it)."""
     n = len(values)
@@ -62,18 +76,13 @@ class QualityStats:
 
     def add(self, source_logits: np.ndarray, converted_logits: np.ndarray, next_tokens: np.ndarray) -> ChunkFigures:
         """Fold in one chunk's scored positions: row i of both logit arrays predicts next_tokens[i]."""
-        log_p = log_softmax(np.asarray(source_logits, dtype=np.float64))
-        # a converted model with added tokens is compared on the source's vocabulary
-        log_q = log_softmax(np.asarray(converted_logits, dtype=np.float64)[:, :log_p.shape[1]])
-        rows = np.arange(len(next_tokens))
-        nll_p, nll_q = -log_p[rows, next_tokens], -log_q[rows, next_tokens]
-        kld = np.maximum((np.exp(log_p) * (log_p - log_q)).sum(-1), 0.0)
-        same = log_p.argmax(-1) == log_q.argmax(-1)
-        p_diff = np.exp(-nll_q) - np.exp(-nll_p)
+        parts = [_positions(source_logits[i:i + ROWS], converted_logits[i:i + ROWS], next_tokens[i:i + ROWS])
+                 for i in range(0, len(next_tokens), ROWS)]
+        nll_p, nll_q, kld, same, p_diff = (np.concatenate(column) for column in zip(*parts))
         for store, values in ((self.nll_source, nll_p), (self.nll_converted, nll_q), (self.kld, kld),
                               (self.same_top, same), (self.p_diff, p_diff)):
             store.append(values)
-        figures = ChunkFigures(len(self.chunks), len(rows), math.exp(nll_p.mean()), math.exp(nll_q.mean()),
+        figures = ChunkFigures(len(self.chunks), len(nll_p), math.exp(nll_p.mean()), math.exp(nll_q.mean()),
                                float(kld.mean()), float(same.mean()), float(np.sqrt((p_diff ** 2).mean())))
         self.chunks.append(figures)
         return figures
