@@ -144,14 +144,19 @@ def _drop_defaults(spec: ArchitectureSpec, config: dict) -> None:
             del config[key]
 
 
-def _sum(expression: Any) -> tuple[str, str] | None:
-    """(a, b) for a Key whose value is `a + b` of two names."""
+def _parsed(expression: Any) -> ast.expr | None:
+    """A Key value's expression tree; None for a constant or what does not parse."""
     if not isinstance(expression, str):
         return None
     try:
-        node = ast.parse(expression, mode="eval").body
+        return ast.parse(expression, mode="eval").body
     except SyntaxError:
         return None
+
+
+def _sum(expression: Any) -> tuple[str, str] | None:
+    """(a, b) for a Key whose value is `a + b` of two names."""
+    node = _parsed(expression)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.left, ast.Name) \
             and isinstance(node.right, ast.Name):
         return node.left.id, node.right.id
@@ -160,12 +165,7 @@ def _sum(expression: Any) -> tuple[str, str] | None:
 
 def _source(expression: Any) -> str | None:
     """The one name a Key's value reads (`hidden`, `get('x', 0)`), or None for anything computed."""
-    if not isinstance(expression, str):
-        return None
-    try:
-        node = ast.parse(expression, mode="eval").body
-    except SyntaxError:
-        return None
+    node = _parsed(expression)
     if isinstance(node, ast.IfExp) and isinstance(node.body, ast.Name):     # "x if x is not None else default"
         node = node.body
     if isinstance(node, ast.Name):
