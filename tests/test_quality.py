@@ -165,3 +165,18 @@ def test_report_renders_in_a_real_browser(quants, tmp_path):
         assert image.size == (1200, 3000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50           # drawn plots, not a blank or error page
+
+
+def test_profile_verifies_every_file_on_one_page(quants, tmp_path):
+    """convert --profile --verify --corpus: each file checked against one run of the source, and the page
+    plots size against KLD with a point per file."""
+    source, _out, text = quants
+    page = tmp_path / "edge.html"
+    r = run_cli("convert", source, tmp_path / "edge", "--profile", "edge", "--verify", "--corpus", text, "--ctx", "64",
+                "--tokens", "256", "--report", page, "--json")
+    assert r.code == 0, r.stderr
+    reports = json.loads(r.stdout)["verification"]
+    assert [Path(v["converted"]).name for v in reports] == ["model-q3_k_m.gguf", "model-q4_k_s.gguf"]
+    assert all(v["quality"]["chunks"] == 4 and v["bytes"] > 0 for v in reports)
+    html = page.read_text()
+    assert "Size against KL divergence" in html and html.count("<svg") == 4

@@ -204,7 +204,7 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
         for out in result["outputs"]:
             _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
         if args.verify:
-            result["verification"] = _checked(result["source"], [o["destination"] for o in result["outputs"]],
+            result["verification"] = _checked(args.src, [o["destination"] for o in result["outputs"]],
                                               args.base_model, corpus=corpus, report=args.report)
         return result, 0
     result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant,
