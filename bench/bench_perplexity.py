@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=128)
     parser.add_argument("--corpus", default="training",
                         help="text file, 'builtin', or 'training' (the fixture's own training text, 4 times: default)")
+    parser.add_argument("--flash-attention", action="store_true", help="run llama-perplexity with -fa on")
     args = parser.parse_args()
     tool = perplexity_tool()
     source = trained_model()
@@ -80,10 +81,13 @@ def main() -> None:
             corpus.write_text(Path(args.corpus).read_text())
         base = work / "f16.gguf"
         modelport.convert(source, base, quant="f16")
-        common = ["-c", str(args.ctx), "-b", str(args.ctx), "-t", "2", "-ctk", "f32", "-ctv", "f32"]
+        # flash attention off: llama-perplexity turns it on by default, llama-cpp-python (modelport's runtime)
+        # does not, and its different summation order alone moves q8_0's mean KLD by ~3 % on this model
+        fa = ["-fa", "on" if args.flash_attention else "off"]
+        common = ["-c", str(args.ctx), "-b", str(args.ctx), "-t", "2", "-ctk", "f32", "-ctv", "f32", *fa]
         subprocess.run([str(tool), "-m", str(base), "-f", str(corpus), "--kl-divergence-base", str(work / "base.kld"),
                         *common], check=True, capture_output=True)
-        print(f"base {base.name} of {source.name}; corpus {args.corpus}; ctx {args.ctx}")
+        print(f"base {base.name} of {source.name}; corpus {args.corpus}; ctx {args.ctx}; llama-perplexity {' '.join(fa)}")
         print(f"{'type':8} {'statistic':14} {'modelport':>12} {'llama.cpp':>12} {'rel diff':>9}")
         for quant in QUANTS:
             result = work / f"{quant}.gguf"
