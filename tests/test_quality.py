@@ -106,11 +106,16 @@ def test_verify_corpus_cli_json_thresholds_and_report(quants, tmp_path):
     assert strict.code == 1 and "kld_p99" in strict.stderr
     assert "FAIL" in page.read_text() and "kld_p99" in page.read_text()      # the page is written on failure too
 
+    before = (out / "q8_0.gguf").read_bytes()
     for argv, message in ((["--threshold", "kld_mean=0.1"], "--corpus"), (["--ctx", "64"], "--corpus"),
                           (["--corpus", text, "--ctx", "4096"], "512 positions"),
-                          (["--corpus", tmp_path / "missing.txt"], "no such file")):
+                          (["--corpus", tmp_path / "missing.txt"], "no such file"),
+                          (["--report", out / "q8_0.gguf"], "a model being verified"),
+                          (["--report", source / "report.html"], "a model being verified"),
+                          (["--report", tmp_path], "names a folder")):
         bad = run_cli("verify", source, out / "q8_0.gguf", *argv)
         assert bad.code == 2 and message in bad.stderr, (argv, bad.stderr)
+    assert (out / "q8_0.gguf").read_bytes() == before and not (source / "report.html").exists()
 
 
 def test_a_gguf_source_is_scored_in_llama_cpp(quants, tmp_path):
@@ -134,6 +139,8 @@ def test_convert_verify_carries_the_statistics(quants, tmp_path):
     assert json.loads(r.stdout)["verification"]["quality"]["chunks"] == 4
     bad = run_cli("convert", source, tmp_path / "n.gguf", "--corpus", text)
     assert bad.code == 2 and "--verify" in bad.stderr and not (tmp_path / "n.gguf").exists()
+    over = run_cli("convert", source, tmp_path / "n.gguf", "--verify", "--report", source / "config.json")
+    assert over.code == 2 and "a model being verified" in over.stderr and not (tmp_path / "n.gguf").exists()
 
 
 def test_report_renders_in_a_real_browser(quants, tmp_path):

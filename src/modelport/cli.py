@@ -195,6 +195,9 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     corpus = _corpus(args)
     if (corpus or args.report) and not args.verify:
         raise UsageError("--corpus and --report describe the verification: add --verify")
+    if args.report:                # before the conversion; a --profile's folder may hold its page
+        from .verify.report import checked_path
+        checked_path(args.report, [args.src] if args.profile else [args.src, args.dst])
     if args.profile:
         if args.quant or args.to not in (None, "gguf"):
             raise UsageError("--profile chooses the GGUF types itself; drop --quant/--to")
@@ -242,6 +245,8 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
     """Verify each result against one run of the source, printing each one's figures whether it passes
     or not; the HTML report (if asked) is written before the first failure is raised."""
     from .verify import Reference, check
+    from .verify.report import checked_path, write_report
+    page = checked_path(report, [source, *converted]) if report else None
     reference = Reference(source, base_model, prompts, corpus)
     reports, failure = [], None
     for path in converted:
@@ -253,9 +258,8 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
             reports.append(exc.report)
             failure = failure or exc
         _print_verification(reports[-1])
-    if report:
-        from .verify.report import write_report
-        page = write_report(reports, report)
+    if page is not None:
+        write_report(reports, page)
         for r in reports:
             r["report"] = str(page)
         _say(f"report: {page}")

@@ -10,7 +10,8 @@ import html
 import io
 from pathlib import Path
 
-from ..files.atomic import atomic_output
+from ..core.errors import UsageError
+from ..files.atomic import atomic_output, check_destination
 
 QUALITY_ROWS = (("ppl_source", "PPL source"), ("ppl_converted", "PPL converted"), ("ppl_ratio", "PPL ratio"),
                 ("ln_ppl_ratio", "ln(PPL ratio)"), ("kld_mean", "KLD mean"), ("kld_median", "KLD median"),
@@ -152,6 +153,21 @@ def render(reports: list[dict]) -> str:
                                  for c in r["quality"]["per_chunk"]]))
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def checked_path(path: str | Path, models: list[str | Path]) -> Path:
+    """`--report`'s file, refused before any work when it would replace a folder or write into (or over)
+    a model being verified: a source is never modified, and neither is the file under test."""
+    dst = Path(path).expanduser()
+    if dst.is_dir():
+        raise UsageError("--report names a folder; give a file such as report.html", dst)
+    target = dst.resolve()
+    for model in models:
+        resolved = Path(model).expanduser().resolve()
+        if target == resolved or resolved in target.parents:
+            raise UsageError(f"--report would write into {model}, a model being verified; write it elsewhere", dst)
+    check_destination(dst, overwrite=True)
+    return dst
 
 
 def write_report(reports: list[dict], path: str | Path) -> Path:
