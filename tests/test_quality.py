@@ -109,6 +109,7 @@ def test_verify_corpus_cli_json_thresholds_and_report(quants, tmp_path):
     before = (out / "q8_0.gguf").read_bytes()
     for argv, message in ((["--threshold", "kld_mean=0.1"], "--corpus"), (["--ctx", "64"], "--corpus"),
                           (["--corpus", text, "--ctx", "4096"], "512 positions"),
+                          (["--corpus", text, "--ctx", str(10 ** 9)], "use 4"),
                           (["--corpus", tmp_path / "missing.txt"], "no such file"),
                           (["--report", out / "q8_0.gguf"], "a model being verified"),
                           (["--report", source / "report.html"], "a model being verified"),

@@ -31,7 +31,7 @@ class WatchConfig(BaseModel):
     version: str = DEFAULT_VERSION
     verify: bool = True
     corpus: str | None = None                # score each artifact over this text (a file, or "builtin")
-    ctx: int = Field(512, ge=4)              # tokens per scored chunk
+    ctx: int = Field(512, ge=4, le=16384)    # tokens per scored chunk (verify.corpus.MAX_CTX)
     tokens: int = Field(32768, ge=4)         # corpus tokens scored at most
     allow_unused: bool = False               # drop source tensors no target takes (else the checkpoint fails)
     max_attempts: int = Field(3, ge=1)       # per checkpoint (and per rewrite of it)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 BUILTIN = "builtin"
 DEFAULT_CTX = 512
 DEFAULT_TOKENS = 32768
+MAX_CTX = 16384        # a runtime sizes its cache (and a chunk's logits) by this before the model can say its limit
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class CorpusSettings:
     tokens: int = DEFAULT_TOKENS
 
     def __post_init__(self) -> None:
-        if self.ctx < 4:
-            raise UsageError(f"--ctx {self.ctx}: a chunk needs at least 4 tokens (2 of context, 2 scored)")
+        if not 4 <= self.ctx <= MAX_CTX:
+            raise UsageError(f"--ctx {self.ctx}: use 4 (2 tokens of context, 2 scored) to {MAX_CTX}")
         if self.tokens < self.ctx:
             raise UsageError(f"--tokens {self.tokens} is less than one chunk (--ctx {self.ctx})")
         if self.corpus != BUILTIN and not Path(self.corpus).expanduser().is_file():
