@@ -132,6 +132,12 @@ def test_a_gguf_source_is_scored_in_llama_cpp(quants, tmp_path):
     assert long.code == 2 and "512 positions" in long.stderr
 
 
+def test_an_encoder_has_nothing_to_score(samples, tmp_path):
+    bert = samples("bert").path
+    r = run_cli("convert", bert, tmp_path / "b", "--dtype", "float16", "--verify", "--corpus", "builtin")
+    assert r.code == 2 and "no language-model head" in r.stderr, r.stderr
+
+
 def test_convert_verify_carries_the_statistics(quants, tmp_path):
     source, _out, text = quants
     r = run_cli("convert", source, tmp_path / "m.gguf", "--quant", "q8_0", "--verify", "--corpus", text,

@@ -59,6 +59,9 @@ class Reference:
                     for t in self.texts]
         self.logits = [self.runtime.logits(ids) for ids in self.ids]
         self._greedy: dict[int, list[int]] = {}
+        if corpus and self.logits[0].shape[-1] != self.vocab:
+            raise UsageError(f"--corpus scores next-token predictions, and this model has no language-model head "
+                             f"(it gives {self.logits[0].shape[-1]} values per position, not one per token)", self.path)
         self.corpus = Corpus(corpus, self.runtime, self.runtime.max_positions) if corpus else None
         self._scored: dict[int, np.ndarray] = {}
 
