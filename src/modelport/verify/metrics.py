@@ -9,6 +9,11 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def kl_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """KL(p || q) of each row of two log-softmax arrays (rounding below zero clipped)."""
+    return np.maximum((np.exp(log_p) * (log_p - log_q)).sum(-1), 0.0)
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Per-position logit agreement, in float64. A candidate with more vocabulary columns (tokens were
     added) is compared on the source's columns: the old tokens' logits must not change."""
@@ -17,7 +22,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     norms = np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1), 1e-300)
     cos = (ref * cand).sum(-1) / norms
     log_p, log_q = log_softmax(ref), log_softmax(cand)
-    kl = (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    kl = kl_rows(log_p, log_q)
     diff = np.abs(ref - cand).max()
     return {
         "positions": int(ref.shape[0]),
@@ -26,7 +31,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
         "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).mean()),
-        "mean_kl": float(np.maximum(kl, 0).mean()),
+        "mean_kl": float(kl.mean()),
     }
 
 

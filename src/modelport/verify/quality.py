@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import log_softmax
+from .metrics import kl_rows, log_softmax
 
 
 ROWS = 32          # positions per float64 pass: bounds the temporaries at 32 x vocabulary
@@ -33,7 +33,7 @@ def _positions(source: np.ndarray, converted: np.ndarray, tokens: np.ndarray) ->
     log_q = log_softmax(np.asarray(converted, dtype=np.float64)[:, :log_p.shape[1]])
     rows = np.arange(len(tokens))
     nll_p, nll_q = -log_p[rows, tokens], -log_q[rows, tokens]
-    kld = np.maximum((np.exp(log_p) * (log_p - log_q)).sum(-1), 0.0)
+    kld = kl_rows(log_p, log_q)
     return nll_p, nll_q, kld, log_p.argmax(-1) == log_q.argmax(-1), np.exp(-nll_q) - np.exp(-nll_p)
 
 
