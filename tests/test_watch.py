@@ -239,18 +239,22 @@ def test_counters_from_names_and_metadata(tmp_path, name, meta, expected):
 
 
 def test_versions_carry_quality_statistics_and_a_report(llama, tmp_path):
-    """With --corpus, every artifact's manifest entry holds the corpus statistics, and the version holds a
-    page comparing its quants (size against KLD)."""
+    """With --corpus, every artifact's manifest entry holds the corpus statistics, the metrics carry them,
+    and the version holds a page comparing its quants (size against KLD)."""
+    from prometheus_client import generate_latest
+
+    from modelport.service import config
+    from modelport.service.watch import WatchService
     run, out = tmp_path / "run", tmp_path / "out"
     run.mkdir()
     write("normal", run / "latest_model.pth", llama.path, 1)
     (run / "latest_model.json").write_text(json.dumps({"global_step": 5}))
-    result = run_cli("watch", run, "--output", out, "--base-model", llama.path, "--quant", "q8_0", "q2_k",
-                     "--settle", "0", "--once", "--registry", tmp_path / "r.sqlite", "--corpus", "builtin",
-                     "--ctx", "64", "--tokens", "256", "--json")
-    assert result.code == 0, result.stderr
-    assert result.json()["published"], result.stdout
-    version = out / result.json()["published"][0]
+    service = WatchService(config.load(None, dict(
+        checkpoint_dir=run, output=out, base_model=llama.path, quant=["q8_0", "q2_k"], settle=0, once=True,
+        registry=tmp_path / "r.sqlite", corpus="builtin", ctx=64, tokens=256)))
+    summary = service.run()
+    assert summary["ok"] and summary["published"], summary
+    version = out / summary["published"][0]
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["conversion"]["corpus"] == {"corpus": "builtin", "ctx": 64, "tokens": 256}
     kld = {name: manifest["verification"][name]["quality"]["kld_mean"] for name in ("model-q8_0.gguf", "model-q2_k.gguf")}
@@ -258,4 +262,7 @@ def test_versions_carry_quality_statistics_and_a_report(llama, tmp_path):
     assert manifest["verification"]["hf"]["quality"]["chunks"] == 4
     page = (version / "verify.html").read_text()
     assert "model-q8_0.gguf" in page and "Size against KL divergence" in page
+    metrics = generate_latest(service.metrics.registry).decode()
+    assert f'modelport_verification_kld_mean{{artifact="model-q2_k.gguf"}} {kld["model-q2_k.gguf"]!r}' in metrics
+    assert 'modelport_verification_same_top1{artifact="model-q8_0.gguf"}' in metrics
     assert run_cli("watch", run, "--output", out, "--corpus", tmp_path / "none.txt", "--once").code == 2

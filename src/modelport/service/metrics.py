@@ -43,6 +43,12 @@ class ServiceMetrics:
         self.verify_max_diff = Gauge("modelport_verification_max_abs_diff",
                                      "Largest logit difference in the newest version's verification", ["artifact"],
                                      registry=r)
+        self.verify_kld = Gauge("modelport_verification_kld_mean",
+                                "Mean KL divergence over the --corpus in the newest version's verification", ["artifact"],
+                                registry=r)
+        self.verify_same_top1 = Gauge("modelport_verification_same_top1",
+                                      "Share of corpus positions whose top token is the source's, newest version",
+                                      ["artifact"], registry=r)
         for result in ("published", "failed", "abandoned"):
             self.conversions.labels(result)
 

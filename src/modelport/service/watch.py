@@ -187,6 +187,9 @@ class WatchService:
         for artifact, report in (manifest["verification"] or {}).items():
             m.verify_cosine.labels(artifact).set(report["metrics"]["min_cosine"])
             m.verify_max_diff.labels(artifact).set(report["metrics"]["max_abs_diff"])
+            if "quality" in report:
+                m.verify_kld.labels(artifact).set(report["quality"]["kld_mean"])
+                m.verify_same_top1.labels(artifact).set(report["quality"]["same_top1"])
         self.summary["published"].append(name)
         self.summary["retired"].extend(retired)
         self.events.emit("published", version=name, source=str(found.path), step=found.step, window=found.window,
