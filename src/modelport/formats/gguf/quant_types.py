@@ -38,6 +38,14 @@ NEVER_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "attn_rel_b.weight")
 NEVER_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
 
 
+DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def asked_quant(quant: str | None, dtype: str | None) -> str | None:
+    """The file type the user asked for: --quant, else the one --dtype names, else None (the writer's default)."""
+    return quant.lower() if quant else DTYPE_QUANT.get(dtype or "")
+
+
 def file_type(name: str) -> FT:
     try:
         return FILE_TYPES[name.lower()]

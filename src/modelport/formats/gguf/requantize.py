@@ -9,7 +9,6 @@ file type and the split layout change.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,18 +17,15 @@ import numpy as np
 
 from ...core.bundle import rows_per_block
 from ...core.errors import CorruptInputError
-from ...core.progress import progress_bar
-from ...core.stream import prefetch
-from ...files.writeback import WriteBehind
-from . import GGUFOptions
-from .header import GGUFHeader, TensorInfo
-from .quant_types import FILE_TYPES, ModelShape, choose_types, file_type, nbytes
-from .quantize import to_type
 from ..base import ReadOptions
 from ..companions import search_dirs
+from . import GGUFOptions
+from .header import GGUFHeader, TensorInfo
+from .placed import PlacedData, summary
+from .quant_types import FILE_TYPES, ModelShape, asked_quant, choose_types, file_type, nbytes
+from .quantize import to_type
 from .reader import checked_header, read
 from .tensor_data import FLOAT_TYPES, decode, raw_rows
-from .writer import DTYPE_QUANT, data_offsets
 
 # keys the writer itself sets for the new file
 REWRITTEN = ("general.architecture", "general.alignment", "general.file_type", "general.quantization_version")
@@ -62,13 +58,6 @@ def model_shape(header: GGUFHeader) -> ModelShape:
     return ModelShape(arch, first("block_count"), heads, first("attention.head_count_kv", heads), first("expert_count"))
 
 
-def target_quant(header: GGUFHeader, options: GGUFOptions) -> str | None:
-    """--quant, else the type --dtype names, else None: every tensor keeps its type."""
-    if options.quant:
-        return options.quant.lower()
-    return DTYPE_QUANT.get(options.dtype or "")
-
-
 def plan(header: GGUFHeader, quant: str | None) -> dict[str, gguf.GGMLQuantizationType]:
     if quant is None:
         return {t.name: t.qtype for t in header.tensors}
@@ -81,7 +70,7 @@ def write(src: Path, path: Path, options: GGUFOptions) -> dict:
         read(src, ReadOptions())          # a config beside it must describe the same model (lazy: no tensor read)
     if header.architecture is None:
         raise CorruptInputError("has no general.architecture; llama.cpp could not run it either", src)
-    quant = target_quant(header, options)
+    quant = asked_quant(options.quant, options.dtype)      # None: every tensor keeps its type
     types = plan(header, quant)
     writer = gguf.GGUFWriter(path, header.architecture, split_max_size=options.split_max_size)
     for key, field in header.fields.items():
@@ -94,45 +83,23 @@ def write(src: Path, path: Path, options: GGUFOptions) -> dict:
     for t in header.tensors:
         writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(types[t.name], t.shape),
                                raw_dtype=types[t.name])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    offsets, sizes = data_offsets(writer)
-    for fout, size in zip(writer.fout, sizes):
-        os.ftruncate(fout.fileno(), size)
-    behind = [WriteBehind(fout.fileno()) for fout in writer.fout]
+    data = PlacedData(writer)
 
     def produce(block: Block) -> int:
         t, rows = block.tensor, _rows(block.tensor.shape)
         raw = raw_rows(t, block.start, block.stop - block.start, t.nbytes // rows)
         if block.qtype != t.qtype:
             values = decode(raw, t.qtype, (block.stop - block.start, t.shape[-1]) if t.shape else t.shape)
-            raw = to_type(values, block.qtype, threads=1, scratch=True).reshape(-1).view(np.uint8)
-        file_id, start = offsets[t.name]
-        at = start + block.start * (nbytes(block.qtype, t.shape) // rows)
-        view, done = memoryview(raw), 0
-        while done < len(view):
-            done += os.pwrite(writer.fout[file_id].fileno(), view[done:], at + done)
-        behind[file_id].wrote(at, len(view))
-        return len(view)
+            raw = to_type(values, block.qtype, threads=1, scratch=True)
+        return data.put(t.name, block.start * (nbytes(block.qtype, t.shape) // rows), raw)
 
     work = []
     for t in header.tensors:
         rows = _rows(t.shape)
         step = rows_per_block(t.shape[-1] if t.shape else 1)
         work += [Block(t, types[t.name], i, min(rows, i + step)) for i in range(0, rows, step)]
-    with progress_bar(sum(sizes), f"writing {path.name}") as bar:
-        for _block, written in prefetch(work, produce, window=2 * max(1, options.threads),
-                                        threads=max(1, options.threads)):
-            bar.update(written)
-    writer.close()
-    folder = path.parent
-    files = sorted(f.name for f in folder.iterdir())
-    counts: dict[str, int] = {}
-    for qtype in types.values():
-        counts[qtype.name] = counts.get(qtype.name, 0) + 1
-    return {"files": files, "bytes_written": sum((folder / f).stat().st_size for f in files),
-            "tensors": len(types), "types": counts, "dtype": quant or _name(ftype),
+    data.fill(work, produce, options.threads, f"writing {path.name}")
+    return {**summary(path.parent, types.values()), "dtype": quant or _name(ftype),
             "architecture": header.architecture, "notes": _notes(header, types, src),
             "parameters": sum(int(np.prod(t.shape)) for t in header.tensors)}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +24,15 @@ from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef, rows_per_block
 from ...core.dtypes import resolve_dtype
 from ...core.errors import ModelConversionError, UsageError
-from ...core.progress import progress_bar
-from ...core.stream import prefetch
-from ...files.writeback import WriteBehind
 from . import GGUFOptions
 from . import vocab as vocab_mod
-from .quant_types import ModelShape, choose_types, file_type, nbytes
+from .placed import PlacedData, summary
+from .quant_types import ModelShape, asked_quant, choose_types, file_type, nbytes
 from .quantize import to_type
 
 logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key at INFO and skips unused special types at WARNING
 
 
-
-
-DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
 @dataclass
@@ -208,29 +202,13 @@ def _rows(ref: TensorRef) -> int:
     return ref.shape[0] if len(ref.shape) >= 2 else 1
 
 
-def data_offsets(writer: gguf.GGUFWriter) -> tuple[dict[str, tuple[int, int]], list[int]]:
-    """Where each tensor's data starts ((file index, byte offset)) and each file's final size, once
-    gguf-py has written the header, metadata and tensor infos: the layout it would write sequentially."""
-    align = writer.data_alignment
-    offsets: dict[str, tuple[int, int]] = {}
-    sizes = []
-    for file_id, (fout, tensors) in enumerate(zip(writer.fout, writer.tensors)):
-        fout.flush()
-        offset = -(-fout.tell() // align) * align
-        for name, info in tensors.items():
-            offsets[name] = (file_id, offset)
-            offset += -(-info.nbytes // align) * align
-        sizes.append(offset)
-    return offsets, sizes
-
-
 def file_quant(bundle: ModelBundle, options: GGUFOptions) -> str:
     """--quant, else the type --dtype names, else bf16 for a bf16 source and f16 otherwise (as llama.cpp's
     converter chooses)."""
-    if options.quant:
-        return options.quant.lower()
-    dtype = resolve_dtype(options.dtype, bundle.config, (t.dtype for t in bundle))
-    return DTYPE_QUANT.get(options.dtype or "") or ("bf16" if dtype == "bfloat16" else "f16")
+    asked = asked_quant(options.quant, options.dtype)
+    if asked:
+        return asked
+    return "bf16" if resolve_dtype(options.dtype, bundle.config, (t.dtype for t in bundle)) == "bfloat16" else "f16"
 
 
 def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
@@ -245,14 +223,7 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     _metadata(writer, bundle, mapping, hp, planned, quant, options)
     for p in planned:
         writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-
-    offsets, sizes = data_offsets(writer)
-    for fout, size in zip(writer.fout, sizes):
-        os.ftruncate(fout.fileno(), size)          # padding between tensors reads back as zeros
-    behind = [WriteBehind(fout.fileno()) for fout in writer.fout]
+    data = PlacedData(writer)
 
     def produce(piece: Piece) -> int:
         """Make one chunk and write it at its place: workers write in parallel, no copy waits on another."""
@@ -265,33 +236,20 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
             tensor = p.chain.forward(chunk, hp, full_rows=_rows(ref))
             if tensor.ndim > 2:                     # whole experts of a 3-D tensor: their rows, in order
                 tensor = tensor.reshape(-1, tensor.shape[-1])
-        file_id, start = offsets[p.gguf_name]
-        fd, at = writer.fout[file_id].fileno(), start + piece.output_rows[0] * (p.nbytes // p.rows)
+        at = piece.output_rows[0] * (p.nbytes // p.rows)
         # a tensor a source could only give whole is still converted a row block at a time (rows are
         # independent in every GGML type), so only the source tensor is ever held whole
         step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
         done = 0
         for block in ([tensor[i:i + step] for i in range(0, tensor.shape[0], step)] if step else [tensor]):
-            view = memoryview(to_type(block, p.qtype, threads=1, scratch=True).reshape(-1).view(np.uint8))
-            offset = 0
-            while offset < len(view):
-                offset += os.pwrite(fd, view[offset:], at + done + offset)
-            behind[file_id].wrote(at + done, len(view))
-            done += len(view)
+            done += data.put(p.gguf_name, at + done, to_type(block, p.qtype, threads=1, scratch=True))
         if done != piece.nbytes:
             raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop} of part "
                                        f"{piece.index}, planned {piece.nbytes}", bundle.source)
         return done
 
-    work = [piece for p in planned for piece in pieces(p, hp)]
-    threads = max(1, options.threads)
-    with progress_bar(sum(sizes), f"writing {file_name}") as bar:
-        for _piece, written in prefetch(work, produce, window=2 * threads, threads=threads):
-            bar.update(written)
-    writer.close()
-    files = sorted(f.name for f in folder.iterdir())
-    return {"files": files, "bytes_written": sum((folder / f).stat().st_size for f in files),
-            "tensors": len(planned), "types": _type_counts(planned), "dtype": quant}
+    data.fill((piece for p in planned for piece in pieces(p, hp)), produce, options.threads, f"writing {file_name}")
+    return {**summary(folder, (p.qtype for p in planned)), "dtype": quant}
 
 
 def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
@@ -302,10 +260,3 @@ def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
              "target": p.gguf_name if len(p.sources) < 2 else f"{p.gguf_name}[{i}]", "shape": list(p.shape),
              "dtype": ref.dtype if ref else "float32", "target_type": p.qtype.name}
             for p in planned for i, ref in (enumerate(p.sources) if p.sources else [(0, None)])]
-
-
-def _type_counts(planned: list[Planned]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for p in planned:
-        counts[p.qtype.name] = counts.get(p.qtype.name, 0) + 1
-    return counts
