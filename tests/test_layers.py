@@ -28,7 +28,8 @@ def test_starting_the_package_imports_no_heavy_library():
 
 def test_hf_to_gguf_and_inspect_never_import_torch(llama, tmp_path):
     """The numpy path: safetensors -> GGUF (a quantized type), GGUF -> GGUF and inspect, through the API and
-    the command's own entry, with an empty cache, without torch or transformers ever imported."""
+    the command's own entry, and verify of one GGUF against another (both in llama.cpp), with an empty
+    cache, without torch or transformers ever imported."""
     cli = "from modelport.cli import main\n" + "".join(
         f"assert main({argv!r}) in (0, None)\n" for argv in (
             ["convert", str(llama.path), str(tmp_path / "c.gguf"), "--quant", "q8_0"],
@@ -39,6 +40,9 @@ def test_hf_to_gguf_and_inspect_never_import_torch(llama, tmp_path):
             f"convert({str(llama.path)!r}, {str(tmp_path / 'm.gguf')!r}, quant='q8_0')\n"
             f"inspect({str(llama.path)!r}); inspect({str(tmp_path / 'm.gguf')!r})\n"
             f"{cli}"
+            "from modelport.verify import verify\n"
+            f"verify({str(tmp_path / 'c.gguf')!r}, {str(tmp_path / 'd.gguf')!r}, write_sidecar=False, "
+            "thresholds={'min_cosine': 0, 'mean_kl': 100, 'max_rel_diff': 100})\n"
             "print('heavy:' + ','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
     env = {**__import__("os").environ, "MODELPORT_CACHE_DIR": str(tmp_path / "cache")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

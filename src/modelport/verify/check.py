@@ -17,7 +17,6 @@ from ..core.dtypes import config_dtype
 from ..core.errors import ModelVerificationError, UsageError
 from ..formats import ReadOptions, load, resolve_source
 from ..runtimes import open_runtime
-from ..runtimes.transformers import TransformersRuntime
 from .corpus import Chunk, Corpus, CorpusSettings
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
@@ -46,12 +45,11 @@ class Reference:
         path, fmt = resolve_source(self.path)
         bundle = (lambda: load(path, ReadOptions(self.base)))
         self.context = max(ID_LIMIT * 2, corpus.ctx if corpus else 0)
-        if fmt.runtime == "llama.cpp":
-            if fmt.check is not None:
-                fmt.check(path)
-            self.runtime = open_runtime(fmt.runtime, path, bundle, self.context)
-        else:
-            self.runtime = TransformersRuntime.open(bundle())
+        if fmt.runtime == "llama.cpp" and fmt.check is not None:
+            fmt.check(path)
+        # a GGUF source runs in llama.cpp; any other in transformers (an ONNX file is never a source)
+        self.runtime = open_runtime("llama.cpp" if fmt.runtime == "llama.cpp" else "transformers", path, bundle,
+                                    self.context)
         self.vocab = self.runtime.vocab_size
         self.texts = list(PROMPTS) + list(prompts or [])
         self.has_tokenizer = self.runtime.tokenize(self.texts[0]) is not None
