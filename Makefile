@@ -16,7 +16,7 @@ LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_PYTHON)
 # was built on. Quantized bytes do not depend on it (llama.cpp quantizes with its reference code).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-slow demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,11 @@ $(STAMP): $(LLAMA_STAMP) pyproject.toml
 install: $(STAMP)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# the slow group: llama.cpp tools built from source, a two-node Ray cluster, sweeps (.ci/run runs it too)
+test-slow: install
+	$(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 demo: install
 	$(PY) examples/demo.py
