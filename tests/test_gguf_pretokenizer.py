@@ -30,13 +30,17 @@ def test_unknown_regex_fails_naming_it_and_override_works(samples, tmp_path):
     assert run_cli("convert", model, tmp_path / "x.gguf", "--pre-tokenizer", "gpt-2").code == 0
 
 
+LLAMA3 = pretokenizer.rules("llama-bpe").regexes[0]
+QWEN2 = pretokenizer.rules("qwen2").regexes[0]
+
+
 @pytest.mark.parametrize("pre,ignore_merges,expected", [
     ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, False, "gpt-2"),
     ({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": pretokenizer.LLAMA3}, "behavior": "Isolated"},
+        {"type": "Split", "pattern": {"Regex": LLAMA3}, "behavior": "Isolated"},
         {"type": "ByteLevel", "use_regex": False}]}, True, "llama-bpe"),
     ({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": pretokenizer.QWEN2}, "behavior": "Isolated"},
+        {"type": "Split", "pattern": {"Regex": QWEN2}, "behavior": "Isolated"},
         {"type": "ByteLevel", "use_regex": False}]}, False, "qwen2"),
     ({"type": "Sequence", "pretokenizers": [
         {"type": "Digits", "individual_digits": True},

@@ -73,28 +73,55 @@ def with_template(sample_path: Path, folder: Path) -> Path:
     return folder
 
 
+def smollm_style(folder: Path) -> Path:
+    """SmolLM2's tokenizer.json pre-tokenizer (single digits, then GPT-2's byte-level regex), which
+    llama.cpp's converter names "smollm" (by the hash of SmolLM2's own vocabulary; told here)."""
+    tj = json.loads((folder / "tokenizer.json").read_text())
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    (folder / "tokenizer.json").write_text(json.dumps(tj))
+    return folder
+
+
+KINDS = {"spm": ("llama-spm", None), "bpe": ("qwen2", "qwen2"), "wordpiece": ("bert", "default"),
+         "smollm": ("llama", "smollm")}
+
+
+class Made(dict):
+    """kind -> (HF source folder, the f32 GGUF llama.cpp's converter made of it), each made when first asked
+    for (a converter run costs seconds: a test group that never asks for a kind never pays for it)."""
+
+    def __init__(self, samples, root: Path) -> None:
+        super().__init__()
+        self.samples, self.root = samples, root
+
+    def __missing__(self, kind: str) -> tuple[Path, Path]:
+        family, pre = KINDS[kind]
+        folder = with_template(self.samples(family).path, self.root / kind)
+        if kind == "smollm":
+            smollm_style(folder)
+        self[kind] = (folder, reference_convert(folder, self.root / f"{kind}.gguf", pre))
+        return self[kind]
+
+
 @pytest.fixture(scope="module")
-def made(samples, tmp_path_factory):
-    """kind -> (HF source folder, the f32 GGUF llama.cpp's converter made of it)."""
-    root = tmp_path_factory.mktemp("llama-cpp-made")
-    out = {}
-    for kind, family, pre in (("spm", "llama-spm", None), ("bpe", "qwen2", "qwen2"), ("wordpiece", "bert", "default")):
-        folder = with_template(samples(family).path, root / kind)
-        out[kind] = (folder, reference_convert(folder, root / f"{kind}.gguf", pre))
-    return out
+def made(samples, tmp_path_factory) -> Made:
+    return Made(samples, tmp_path_factory.mktemp("llama-cpp-made"))
 
 
 def corpus() -> list[str]:
     return [*corpus_text().splitlines()[:40], "  leading spaces", "trailing   ", "tabs\tand\nnewlines\n\n",
             "x=1;y=22;z=333;w=4444", "ÀÉÎõü ßæø Ünïcödé", "", "<s>user\nhello</s>\n<s>assistant\nhi there</s>",
-            "emoji 🙂 and CJK 漢字"]
+            "emoji 🙂 and CJK 漢字", "v1.2.3 on 2024-06-01: 12345678 x 3.14159"]
 
 
-@pytest.mark.parametrize("kind", ["spm", "bpe", "wordpiece"])
+@pytest.mark.parametrize("kind", ["spm", "bpe", "wordpiece", pytest.param("smollm", marks=pytest.mark.slow)])
 def test_gguf_to_hf_without_base_model(made, tmp_path, kind):
     """Config and tokenizer come from the metadata alone: transformers loads both, the tokenizer splits a
     varied corpus (specials, chat markup) exactly as llama.cpp does on the source file, and the model
-    computes what transformers' own GGUF loader computes from the same file."""
+    computes what transformers' own GGUF loader computes from the same file. "smollm" is a SmolLM2-style
+    file (tokenizer.ggml.pre "smollm"), as llama.cpp's converter makes one of SmolLM2."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     source, gguf_file = made[kind]
     result = modelport.convert(gguf_file, tmp_path / "hf")

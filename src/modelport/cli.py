@@ -301,9 +301,18 @@ def _inspect(args: argparse.Namespace) -> tuple[dict, int]:
     from .api import inspect
     info = inspect(args.path, args.base_model)
     if not args.json:
-        for key, value in info.items():
-            print(f"{key:16} {value}")
+        _print_fields(info)
     return info, 0
+
+
+def _print_fields(info: dict, indent: str = "") -> None:
+    """One line per field; a dict of fields (a GGUF's tensor types, its vocabulary) indented below its name."""
+    for key, value in info.items():
+        if isinstance(value, dict) and value and not indent:
+            print(key)
+            _print_fields(value, "  ")
+        else:
+            print(f"{indent}{key:{18 - len(indent)}} {value}")
 
 
 def _batch(args: argparse.Namespace) -> tuple[dict, int]:

@@ -34,6 +34,7 @@ class ModelportError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = str(path) if path is not None else None
+        self.reason = one_line(message)         # what is wrong, without the path
         super().__init__(one_line(f"{path}: {message}" if path is not None else message))
 
 

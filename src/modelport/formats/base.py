@@ -26,6 +26,8 @@ class ReadOptions:
     base_model: Path | None = None          # config and tokenizer for a bare checkpoint
     trust_remote_code: bool = False         # allow pickles that run code
     pre_tokenizer: str | None = None        # a GGUF source's split rules, when its tokenizer.ggml.pre is unknown
+    # False (inspect): a tokenizer the source's metadata cannot rebuild is left out with a note, not refused
+    tokenizer_required: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,5 @@ class Format:
     describe: Callable[["ModelBundle", Any], list[dict]] | None = None   # --debug-params rows, when names change
     # to this same format without the interchange (GGUF -> GGUF keeps what no bundle carries): source, target
     transcode: Callable[[Path, Path, Any], dict] | None = None
+    # what a file holds beyond the bundle, from its header (GGUF: file type, tensor types, vocabulary), for inspect
+    details: Callable[[Path], dict] | None = None

@@ -31,6 +31,10 @@ class GGUFOptions:
         if settings.quant is not None:
             from .quant_types import file_type
             file_type(settings.quant)                  # an unknown type is a usage error now, not after reading
+        if settings.pre_tokenizer is not None:
+            from .pretokenizer import unknown
+            if (error := unknown(settings.pre_tokenizer)) is not None:
+                raise error
         return cls(settings.quant, settings.dtype, settings.split_max_size, settings.pre_tokenizer, settings.threads)
 
 
@@ -54,6 +58,11 @@ def _transcode(src: Path, path: Path, options: GGUFOptions) -> dict:
     return write(src, path, options)
 
 
+def _details(path: Path) -> dict:
+    from .summary import details
+    return details(path)
+
+
 def _check(path: Path) -> None:
     from .reader import checked_header
     checked_header(path)
@@ -62,4 +71,4 @@ def _check(path: Path) -> None:
 FORMAT = Format("gguf", sniff, _read, _write, GGUFOptions.from_settings,
                 takes=frozenset({"quant", "dtype", "split_max_size", "pre_tokenizer", "threads"}),
                 output="files", suffix=".gguf", runtime="llama.cpp", check=_check, describe=_describe,
-                transcode=_transcode)
+                transcode=_transcode, details=_details)

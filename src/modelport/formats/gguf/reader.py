@@ -164,11 +164,16 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
         config, tokenizer_files, generation = rebuilt_config(header), {}, None
         notes, config_path = [f"config rebuilt from GGUF metadata as {config['model_type']}"], None
     if not tokenizer_files and header.get("tokenizer.ggml.tokens"):
-        tokenizer_rebuild.check(header, options.pre_tokenizer)
-        tokenizer_files = tokenizer_rebuild.LazyTokenizerFiles(header, options.pre_tokenizer)
-        generation = generation or {key: value for key, value in config.items()
-                                    if key in ("bos_token_id", "eos_token_id", "pad_token_id")} or None
-        notes.append("tokenizer rebuilt from tokenizer.ggml.* metadata")
+        trouble = tokenizer_rebuild.problem(header, options.pre_tokenizer)
+        if trouble is None:
+            tokenizer_files = tokenizer_rebuild.LazyTokenizerFiles(header, options.pre_tokenizer)
+            generation = generation or {key: value for key, value in config.items()
+                                        if key in ("bos_token_id", "eos_token_id", "pad_token_id")} or None
+            notes.append("tokenizer rebuilt from tokenizer.ggml.* metadata")
+        elif options.tokenizer_required:
+            raise trouble
+        else:
+            notes.append("tokenizer not rebuilt: the metadata describes one modelport cannot rebuild")
     check_layers(config, len(header.tensors), path)
     spec = spec_for(config, path)
     if spec.gguf is None:

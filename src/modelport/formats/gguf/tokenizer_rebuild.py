@@ -3,8 +3,9 @@
 - "gpt2" byte-level BPE and "llama" SentencePiece-style vocabularies go through transformers' own
   GGUF tokenizer builder (integrations/gguf), which knows their normalizers, decoders, merges
   recovered from scores and added tokens. The split regexes are then set from what
-  `tokenizer.ggml.pre` stands for in llama.cpp (pretokenizer.py's table, the one our writer names them
-  by), and a name not in it is an error unless --pre-tokenizer says which rules to use.
+  `tokenizer.ggml.pre` stands for in llama.cpp (pretokenizer.py: llama.cpp's own table, every name it
+  knows); a name not in it is an error unless --pre-tokenizer says which rules to use, and the few
+  types no HF pre-tokenizer can restate are refused, naming the type.
 - "bert" WordPiece, which transformers cannot rebuild, is built here with `tokenizers`. llama.cpp
   lowercases and strips accents, writes word starts with a phantom "▁" and continuations bare; the
   HF vocabulary spells those as words and "##" pieces.
@@ -21,9 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterator
 
-from ...core.errors import ModelConversionError, UsageError
+from ...core.errors import ModelConversionError, ModelportError, UsageError
 from .header import GGUFHeader
-from .pretokenizer import KNOWN, NAMES
+from . import pretokenizer
 
 TOKEN_TYPE_CONTROL = 3
 SPECIALS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
@@ -31,28 +32,36 @@ SPECIALS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token
             "mask_token": "mask_token_id"}
 
 
-def split_rules(name: str) -> tuple[tuple[str, ...], bool] | None:
-    """(regexes, ignore_merges) llama.cpp's pre-tokenizer `name` splits with; None when not in the table."""
-    for regexes, ignore_merges, known in KNOWN:
-        if known == name:
-            return regexes, bool(ignore_merges)
-    return None
+def problem(header: GGUFHeader, pre_tokenizer: str | None) -> ModelportError | None:
+    """Why the tokenizer cannot be rebuilt from this header (the error a conversion raises), or None
+    when it can: a vocabulary there is, of a kind and pre-tokenizer this rebuilds."""
+    kind = header.get("tokenizer.ggml.model")
+    if kind is None or not header.get("tokenizer.ggml.tokens"):
+        return ModelConversionError("has no tokenizer.ggml.* vocabulary to rebuild a tokenizer from; pass --base-model "
+                                    "DIR with the tokenizer files", header.path)
+    if kind not in ("gpt2", "llama", "bert"):
+        return ModelConversionError(f"tokenizer.ggml.model {kind!r} cannot be rebuilt as an HF tokenizer (gpt2, llama "
+                                    "and bert can); pass --base-model DIR with the tokenizer files", header.path)
+    if kind != "gpt2":
+        return None
+    if pre_tokenizer is not None and (unknown := pretokenizer.unknown(pre_tokenizer)) is not None:
+        return unknown
+    pre = pre_tokenizer or header.get("tokenizer.ggml.pre", "default")
+    rules = pretokenizer.rules(pre)
+    if rules is None:
+        return UsageError(f"tokenizer.ggml.pre {pre!r} is not a pre-tokenizer llama.cpp knows; pass --pre-tokenizer "
+                          f"NAME (one of the {len(pretokenizer.names())} in docs/tokenizers.md) to split text as NAME "
+                          "does", header.path)
+    source = "--pre-tokenizer" if pre_tokenizer else "tokenizer.ggml.pre"
+    return UsageError(f"{source} {pre!r}: {rules.refusal}; pass --base-model DIR with the tokenizer files",
+                      header.path) if rules.refusal else None
 
 
 def check(header: GGUFHeader, pre_tokenizer: str | None) -> None:
-    """What can be known without building: a vocabulary there is, of a kind and pre-tokenizer this rebuilds."""
-    kind = header.get("tokenizer.ggml.model")
-    if kind is None or not header.get("tokenizer.ggml.tokens"):
-        raise ModelConversionError("has no tokenizer.ggml.* vocabulary to rebuild a tokenizer from; pass --base-model "
-                                   "DIR with the tokenizer files", header.path)
-    if kind not in ("gpt2", "llama", "bert"):
-        raise ModelConversionError(f"tokenizer.ggml.model {kind!r} cannot be rebuilt as an HF tokenizer (gpt2, llama "
-                                   "and bert can); pass --base-model DIR with the tokenizer files", header.path)
-    pre = pre_tokenizer or header.get("tokenizer.ggml.pre", "default")
-    if kind == "gpt2" and split_rules(pre) is None:
-        raise UsageError(f"tokenizer.ggml.pre {pre!r} is not a pre-tokenizer modelport knows the rules of; pass "
-                         f"--pre-tokenizer NAME (one of {', '.join(n for n in NAMES if n != 'default')}) to split "
-                         "text as NAME does", header.path)
+    """What can be known without building; raises the problem() there is."""
+    found = problem(header, pre_tokenizer)
+    if found is not None:
+        raise found
 
 
 def build(header: GGUFHeader, folder: Path, pre_tokenizer: str | None) -> dict[str, Path]:
@@ -75,11 +84,11 @@ def _from_transformers(header: GGUFHeader, pre_tokenizer: str | None):
     architecture, tokenizer_dict, config = get_gguf_tokenizer(str(header.path))
     backend, _ = convert_gguf_tokenizer(architecture, tokenizer_dict)
     if tokenizer_dict.get("tokenizer_type") == "gpt2":
-        regexes, ignore_merges = split_rules(pre_tokenizer or header.get("tokenizer.ggml.pre", "default"))
+        rules = pretokenizer.rules(pre_tokenizer or header.get("tokenizer.ggml.pre", "default"))
         backend.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
+            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in rules.regexes]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-        backend.model.ignore_merges = ignore_merges
+        backend.model.ignore_merges = rules.ignore_merges
     elif tokenizer_dict.get("tokenizer_type") == "llama":
         # llama.cpp escapes the text (" " -> "▁", one "▁" prepended) and does not split it: "  hi" is
         # "▁▁▁hi", where a Metaspace pre-tokenizer would make "▁▁hi"
