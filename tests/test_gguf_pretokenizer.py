@@ -48,3 +48,13 @@ QWEN2 = pretokenizer.rules("qwen2").regexes[0]
 ])
 def test_known_pre_tokenizers(pre, ignore_merges, expected):
     assert pretokenizer.detect({"pre_tokenizer": pre, "model": {"ignore_merges": ignore_merges}}) == expected
+
+
+def test_pre_tokenizer_flag_takes_any_llama_cpp_name(samples, tmp_path):
+    """Every name in llama.cpp's table is a choice (written as given); a misspelt one is a usage error
+    naming the close ones, before anything is read."""
+    import gguf
+    assert run_cli("convert", samples("llama").path, tmp_path / "s.gguf", "--pre-tokenizer", "smollm").code == 0
+    assert gguf.GGUFReader(tmp_path / "s.gguf").fields["tokenizer.ggml.pre"].contents() == "smollm"
+    run = run_cli("convert", samples("llama").path, tmp_path / "x.gguf", "--pre-tokenizer", "smolm")
+    assert run.code == 2 and "did you mean smollm" in run.stderr and not (tmp_path / "x.gguf").exists()

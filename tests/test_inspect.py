@@ -49,6 +49,7 @@ def test_inspect_gguf_shows_what_the_file_holds(samples, tmp_path):
     assert info["dtypes"] == {name: entry["tensors"] for name, entry in expected.items()}
     n_bytes, n_values = sum(int(t.n_bytes) for t in reader.tensors), sum(int(t.n_elements) for t in reader.tensors)
     assert info["bits_per_weight"] == round(n_bytes * 8 / n_values, 2) and 4 < info["bits_per_weight"] < 8
+    assert info["bytes"] == n_bytes and info["bytes_after_conversion"] == 4 * info["parameters"]
     assert info["dtypes_after_conversion"] == {"float32": info["tensors"]}
     vocab = info["vocabulary"]
     assert vocab["model"] == "gpt2" and vocab["rebuildable"] is True and vocab["why_not"] is None
@@ -80,3 +81,26 @@ def test_inspect_gguf_whose_tokenizer_cannot_be_rebuilt(samples, tmp_path):
         refused = run_cli("convert", path, tmp_path / f"{pre}-hf")
         assert refused.code == 2 and len(refused.stderr.strip().splitlines()) == 1 and pre in refused.stderr
         assert not (tmp_path / f"{pre}-hf").exists()
+
+
+def test_inspect_gguf_without_a_model_modelport_can_read(tmp_path):
+    """A vocabulary-only GGUF (no tensors, no family its metadata fits): the header is still shown, and
+    why it cannot be read as a model."""
+    import gguf
+    path = tmp_path / "vocab.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(["a", "b", "ab"])
+    writer.add_token_types([1, 1, 1])
+    writer.add_token_merges(["a b"])
+    writer.add_chat_template("{{ messages }}")
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file, writer.close):
+        step()
+    run = run_cli("inspect", path, "--json")
+    assert run.code == 0, run.stderr
+    info = run.json()
+    assert info["model"] is None and "config.json" in info["why_no_model"]
+    assert info["tensor_types"] == {} and info["bits_per_weight"] is None
+    assert info["vocabulary"] == {"model": "gpt2", "pre": "qwen2", "size": 3, "special_ids": {}, "chat_template": True,
+                                  "rebuildable": True, "why_not": None}

@@ -163,3 +163,9 @@ def test_rebuilt_tokenizer_splits_as_llama_cpp(kind, name, tmp_path):
             differ[text] = (tok.convert_ids_to_tokens(ours), tok.convert_ids_to_tokens(theirs))
     expected = EXCEPTIONS.get(kind, {})
     assert set(differ) == set(expected), {t: d for t, d in differ.items() if t not in expected}
+
+
+def test_docs_list_the_types_from_the_data_file():
+    script = _extractor()
+    docs = (ROOT / "docs" / "tokenizers.md").read_text(encoding="utf-8")
+    assert script.with_docs_table(docs, script.docs_table()) == docs, "run: python scripts/extract_pretokenizers.py"

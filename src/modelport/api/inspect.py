@@ -3,7 +3,8 @@
 It never fails for what only a conversion would need (a tokenizer the metadata cannot rebuild, a
 config it cannot rebuild): it says so instead. A format that holds more than the bundle shows (a
 GGUF's file type, tensor types and vocabulary) adds its own header details; for such a file `dtypes`
-are the types it holds and `dtypes_after_conversion` what reading it as a model would give.
+and `bytes` are the types and tensor bytes it holds, and `dtypes_after_conversion` and
+`bytes_after_conversion` what reading it as a model gives.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from ..core.errors import ModelFileNotFoundError, UnknownArchitectureError
 from ..formats import CHECKPOINTS, ReadOptions, by_name, detect_or_fail, discover, load
+
+CONVERTED = ("dtypes", "bytes")     # a file's own, when its format says (GGUF), else the bundle's
 
 
 def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
@@ -29,11 +32,8 @@ def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
     except (ModelFileNotFoundError, UnknownArchitectureError) as exc:
         if not held:
             raise
-        return {"path": str(src), "format": kind, **_file_dtypes(held), **held, "model": None,
-                "why_no_model": exc.reason}
-    info = {
-        "path": str(src),
-        "format": bundle.format,
+        return {"path": str(src), "format": kind, **held, "model": None, "why_no_model": exc.reason}
+    found = {
         "architecture": bundle.model_type,
         "architectures": bundle.config.get("architectures"),
         "parameters": bundle.parameter_count,
@@ -45,13 +45,6 @@ def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
         "tied": sorted(t.name for t in bundle if t.alias_of),
         "notes": bundle.notes,
     }
-    if held:
-        info.update({**_file_dtypes(held), "dtypes_after_conversion": bundle.dtypes(), **held})
-    return info
-
-
-def _file_dtypes(held: dict) -> dict:
-    """`dtypes` as the file's own types (tensor counts), when the format lists them."""
-    types = held.get("tensor_types")
-    return {"dtypes": {name: entry["tensors"] for name, entry in types.items()}} if types else {}
-
+    # what the file holds first; where it says otherwise than the bundle, the bundle's is what a conversion gives
+    converted = {f"{key}_after_conversion": found.pop(key) for key in CONVERTED if key in held}
+    return {"path": str(src), "format": bundle.format, **held, **found, **converted}

@@ -64,9 +64,13 @@ def vocabulary(header: GGUFHeader, pre_tokenizer: str | None = None) -> dict:
 
 
 def details(path: Path) -> dict:
-    """inspect's GGUF section: what the file itself holds."""
+    """inspect's GGUF section: what the file itself holds (`dtypes` and `bytes` are its own GGML types and
+    tensor bytes, not the floats a conversion makes of them)."""
     header = read_model(path)
+    types = tensor_types(header)
     return {"file_type": file_type_name(header.get("general.file_type")),
-            "tensor_types": tensor_types(header),
+            "dtypes": {name: entry["tensors"] for name, entry in types.items()},
+            "bytes": sum(entry["bytes"] for entry in types.values()),
+            "tensor_types": types,
             "bits_per_weight": bits_per_weight(header),
             "vocabulary": vocabulary(header)}
