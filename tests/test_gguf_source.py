@@ -85,7 +85,34 @@ def smollm_style(folder: Path) -> Path:
 
 
 KINDS = {"spm": ("llama-spm", None), "bpe": ("qwen2", "qwen2"), "wordpiece": ("bert", "default"),
-         "smollm": ("llama", "smollm")}
+         "smollm": ("llama", "smollm"), "spm-spaces": ("llama-spm", None)}
+SPACE_RUNS = range(2, 8)
+
+
+def gemma_style(folder: Path) -> Path:
+    """Gemma's whitespace runs: pieces "▁▁".."▁▁▁▁▁▁▁" that tokenizer.model marks user-defined and
+    tokenizer_config.json lists as added, not special, tokens (here they replace the last pieces)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    model = pb.ModelProto()
+    model.ParseFromString((folder / "tokenizer.model").read_bytes())
+    where = {p.piece: i for i, p in enumerate(model.pieces)}
+    spare = (i for i in reversed(range(len(model.pieces))) if model.pieces[i].piece.strip("\u2581"))
+    decoder = {}
+    for n in SPACE_RUNS:
+        index = where.get("\u2581" * n)
+        index = next(spare) if index is None else index
+        piece = model.pieces[index]
+        piece.piece, piece.type, piece.score = "\u2581" * n, pb.ModelProto.SentencePiece.USER_DEFINED, 0.0
+        decoder[str(index)] = {"content": "\u2581" * n, "special": False, "normalized": False,
+                               "lstrip": False, "rstrip": False, "single_word": False}
+    for i in range(3):                              # <unk>, <s>, </s>
+        decoder[str(i)] = {"content": model.pieces[i].piece, "special": True, "normalized": False,
+                           "lstrip": False, "rstrip": False, "single_word": False}
+    (folder / "tokenizer.model").write_bytes(model.SerializeToString())
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "added_tokens_decoder": decoder}))
+    (folder / "tokenizer.json").unlink()           # made again from tokenizer.model by whoever needs it
+    return folder
 
 
 class Made(dict):
@@ -101,6 +128,8 @@ class Made(dict):
         folder = with_template(self.samples(family).path, self.root / kind)
         if kind == "smollm":
             smollm_style(folder)
+        if kind == "spm-spaces":
+            gemma_style(folder)
         self[kind] = (folder, reference_convert(folder, self.root / f"{kind}.gguf", pre))
         return self[kind]
 
@@ -309,3 +338,35 @@ def test_verify_a_requantized_gguf_against_its_gguf_source(made, tmp_path):
     modelport.convert(made["bpe"][1], other, quant="q8_0")
     wrong = run_cli("verify", source, other, "--json")
     assert wrong.code == 1
+
+
+# add_bos/add_eos and add_space_prefix are compared by what llama.cpp does with them: modelport writes what
+# the tokenizer does (False included) where llama.cpp's converter writes what some configs say
+VOCABULARY = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+              "tokenizer.ggml.merges", "tokenizer.ggml.scores", "tokenizer.ggml.bos_token_id",
+              "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+              "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.cls_token_id", "tokenizer.ggml.mask_token_id")
+
+
+@pytest.mark.parametrize("kind", ["spm-spaces", "bpe", "wordpiece"])
+def test_vocabulary_as_llama_cpp_writes_it(made, tmp_path, kind):
+    """HF -> GGUF writes the vocabulary llama.cpp's converter writes from the same folder (tokens, their
+    types, merges or scores, special ids): user-defined tokens (Gemma's whitespace runs) as USER_DEFINED
+    with their literal text, control and unknown tokens as llama.cpp types them. GGUF -> HF -> GGUF then
+    gives the same vocabulary back."""
+    source, reference = made[kind]
+    modelport.convert(source, tmp_path / "ours.gguf", quant="f32")
+    theirs, ours = _metadata(reference), _metadata(tmp_path / "ours.gguf")
+    if kind == "spm-spaces":
+        spaced = {t: k for t, k in zip(theirs["tokenizer.ggml.tokens"], theirs["tokenizer.ggml.token_type"])
+                  if t and set(t) == {" "}}
+        assert spaced == {" " * n: gguf.TokenType.USER_DEFINED for n in SPACE_RUNS}
+    assert {k: ours.get(k) for k in VOCABULARY} == {k: theirs.get(k) for k in VOCABULARY}
+    modelport.convert(reference, tmp_path / "hf")
+    modelport.convert(tmp_path / "hf", tmp_path / "again.gguf", quant="f32")
+    again = _metadata(tmp_path / "again.gguf")
+    assert {k: again.get(k) for k in VOCABULARY} == {k: theirs.get(k) for k in VOCABULARY}
+    texts = [*corpus(), *(" " * n + "x" + " " * n for n in SPACE_RUNS)]
+    runs = [LlamaCppRuntime(path, embedding=True) for path in (reference, tmp_path / "ours.gguf", tmp_path / "again.gguf")]
+    for text in texts:
+        assert runs[0].tokenize(text) == runs[1].tokenize(text) == runs[2].tokenize(text), text

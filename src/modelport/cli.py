@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", choices=["cpu", "gpu", "arm", "edge"],
                    help="write DST/model-{quant}.gguf for each GGUF type of this deployment profile")
     c.add_argument("--split-max-size", help="split GGUF output into shards of at most this size (e.g. 2G)")
-    c.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when it cannot be told from tokenizer.json")
+    c.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name (any name llama.cpp knows, docs/tokenizers.md), when it "
+                   "cannot be told from tokenizer.json or a GGUF names one llama.cpp does not know")
     c.add_argument("--with-past", action="store_true",
                    help="ONNX decoders: also write DST_with_past.onnx, which takes and returns the KV cache")
     c.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

@@ -10,7 +10,8 @@
   lowercases and strips accents, writes word starts with a phantom "▁" and continuations bare; the
   HF vocabulary spells those as words and "##" pieces.
 
-Special token ids, add_bos/add_eos and the chat template come along. The files are made on first use
+Special token ids, add_bos/add_eos and the chat template come along, and for "llama" a SentencePiece
+tokenizer.model holding the scores and token types (spm_model.py). The files are made on first use
 (`LazyTokenizerFiles`), so reading a GGUF to inspect it never imports transformers.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Iterator
 
 from ...core.errors import ModelConversionError, ModelportError, UsageError
 from .header import GGUFHeader
-from . import pretokenizer
+from . import pretokenizer, spm_model
 
 TOKEN_TYPE_CONTROL = 3
 SPECIALS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
@@ -73,6 +74,8 @@ def build(header: GGUFHeader, folder: Path, pre_tokenizer: str | None) -> dict[s
     if template:
         tokenizer.chat_template = template
     tokenizer.save_pretrained(folder)
+    if header.get("tokenizer.ggml.model") == "llama":
+        spm_model.write(header, folder)
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
 
 

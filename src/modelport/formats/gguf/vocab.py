@@ -3,8 +3,10 @@
 Three kinds, decided by the tokenizer files: SentencePiece (`tokenizer.model` -> llama.cpp "llama"),
 byte-level BPE (tokenizer.json BPE with ByteLevel -> "gpt2", with merges and a pre-tokenizer), and
 WordPiece (-> "bert", with llama.cpp's phantom-space spelling). gguf-py reads SentencePiece models
-and the special tokens, merges, add-bos/eos flags and chat template (SpecialVocab); added tokens are
-typed here from tokenizer.json's own `special` flag, so special tokens in text stay special.
+and the special tokens, merges, add-bos/eos flags and chat template (SpecialVocab). Added tokens are
+typed as llama.cpp's converter types them (`added_token`): special -> CONTROL, others -> USER_DEFINED
+with their literal text, so special tokens in text stay special and the same folder gives the same
+vocabulary here as there.
 """
 from __future__ import annotations
 
@@ -39,12 +41,30 @@ def _folder(bundle: ModelBundle) -> Path:
 
 
 def _pad(tokens: list[str], types: list[int], scores: list[float] | None, size: int) -> None:
-    """llama.cpp needs one entry per embedding row; rows past the tokenizer become unused tokens."""
+    """llama.cpp needs one entry per embedding row; rows past the tokenizer become unused tokens (scored
+    as llama.cpp's converter scores them)."""
     for i in range(len(tokens), size):
         tokens.append(f"[PAD{i}]")
         types.append(TokenType.UNUSED)
         if scores is not None:
-            scores.append(-1000.0)
+            scores.append(-10000.0)
+
+
+def looks_special(token: str) -> bool:
+    """Added tokens llama.cpp's converter makes CONTROL although their tokenizer does not mark them special
+    (conversion/base.py `does_token_look_special`: command-r, deepseek-coder, gemma)."""
+    return (token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (token.startswith("<|") and token.endswith("|>"))
+            or (token.startswith("<\uff5c") and token.endswith("\uff5c>"))
+            or (token.startswith("<unused") and token.endswith(">")))
+
+
+def added_token(content: str, special: bool) -> tuple[str, int]:
+    """(text, type) of an added token as llama.cpp writes it: CONTROL when special or looking special,
+    else USER_DEFINED with SentencePiece's "\u2581" written as the spaces it stands for (Gemma's
+    whitespace runs), since llama.cpp matches user-defined tokens in the raw text."""
+    if special or looks_special(content):
+        return content, TokenType.CONTROL
+    return content.replace("\u2581", " "), TokenType.USER_DEFINED
 
 
 def _from_json_vocab(tj: dict, n_vocab: int, source: Path) -> tuple[list[str], list[int]]:
@@ -52,8 +72,7 @@ def _from_json_vocab(tj: dict, n_vocab: int, source: Path) -> tuple[list[str], l
         else {i: t for i, (t, _s) in enumerate(tj["model"]["vocab"])}
     kinds: dict[int, int] = {}
     for added in tj.get("added_tokens", []):
-        by_id[added["id"]] = added["content"]
-        kinds[added["id"]] = TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED
+        by_id[added["id"]], kinds[added["id"]] = added_token(added["content"], bool(added.get("special")))
     size = max(n_vocab, max(by_id) + 1)
     if max(by_id) >= n_vocab:
         raise ModelConversionError(f"tokenizer has token id {max(by_id)} but the model has only {n_vocab} "
@@ -144,9 +163,17 @@ def _sentencepiece(folder: Path, n_vocab: int, tj: dict | None) -> Vocab:
     for added in sorted((tj or {}).get("added_tokens", []), key=lambda a: a["id"]):
         if added["id"] >= pieces and added["id"] < n_vocab:
             _pad(tokens, types, scores, added["id"])
-            tokens.append(added["content"])
-            types.append(TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED)
-            scores.append(0.0)
+            text, kind = added_token(added["content"], bool(added.get("special")))
+            tokens.append(text)
+            types.append(kind)
+            scores.append(-1000.0)
+    # tokenizer_config.json's added tokens over the pieces, as llama.cpp's converter reads them
+    config = folder / "tokenizer_config.json"
+    decoder = json.loads(config.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) if config.is_file() else {}
+    for key, added in decoder.items():
+        if int(key) < min(len(tokens), n_vocab):
+            tokens[int(key)], types[int(key)] = added_token(added["content"], bool(added.get("special")))
+            scores[int(key)] = -1000.0
     if len(tokens) > n_vocab:
         raise ModelConversionError(f"tokenizer.model has {len(tokens)} pieces but the model has only {n_vocab} "
                                    "embedding rows", folder / "tokenizer.model")
