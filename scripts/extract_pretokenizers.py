@@ -173,6 +173,8 @@ def extract(src: Path) -> dict:
         custom = [handlers.get(r) for r in entry["regexes"]]
         if any(custom):
             entry["custom"] = custom
+    for kind, flag in re.findall(r"if \(pre_type == LLAMA_VOCAB_PRE_TYPE_(\w+) && !(\w+)\) \{\s*\2 = true;", vocab_cpp):
+        types[kind].setdefault("forced", {})[flag] = True      # set whatever the file says (Gemma 4's add_bos)
     defaults, by_name = names(vocab_cpp)
     version = re.search(r"llama_cpp_python-([\w.]+)", str(src.resolve()))
     return {"generated_by": "scripts/extract_pretokenizers.py from llama.cpp's src/llama-vocab.cpp and "
@@ -202,11 +204,14 @@ def docs_table() -> str:
             groups.setdefault(", ".join(f"{k}={v}" for k, v in sorted(n.flags.items())) or "-", []).append(n.name)
         flags = [spelled if len(groups) == 1 else f"{', '.join(members)}: {spelled}"
                  for spelled, members in sorted(groups.items())]
+        flags += [f"{flag}=True whatever the file says" for flag in entry.get("forced", {})]
         spelled = sum(1 for o in entry.get("original") or [] if o)
         regexes = f"{len(entry['regexes'])}" + (f" ({spelled} as tokenizer.json spells)" if spelled else "")
         code = [c for c in entry.get("custom") or [] if c]
         if code:
             regexes += f"; unicode.cpp: {', '.join(code)}"
+        if not entry["byte_encode"]:
+            regexes += "; raw UTF-8 (no byte-level encoding)"
         rebuilt = "no: " + found[0].refusal if found[0].refusal else "yes"
         lines.append(f"| {kind} | {', '.join(n.name for n in found)} | {regexes} | {'; '.join(flags)} | "
                      f"{rebuilt} |")

@@ -4,7 +4,6 @@ regexes, written as a GGUF naming it, is rebuilt into an HF tokenizer that encod
 exactly as llama.cpp does on that GGUF (vocab-only load)."""
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -38,6 +37,9 @@ CAMEL = "camelCaseWords HTTPServer iPhone McDonald's XMLHttpRequest"
 LETTER_CASES = ("llama.cpp reads \\p{Lu}, \\p{Ll}, \\p{Lt}, \\p{Lm} and \\p{Lo} all as 'any letter' (unicode.cpp collapses "
                 "the letter categories into one), so it does not cut camelCase where tokenizer.json's regex does")
 EXCEPTIONS: dict[str, dict[str, str]] = {"TINY_AYA": {CAMEL: LETTER_CASES}, "YOUTU": {CAMEL: LETTER_CASES}}
+# texts llama.cpp cannot tokenize at all for a type: type -> (what marks them, why)
+UNTOKENIZABLE = {"WHITESPACE": ("  ", "llama.cpp aborts (GGML_ASSERT in find_bpe_rank) on two spaces in a row: "
+                                      "this type keeps spaces unescaped, and a merge lookup of a space asserts")}
 
 
 def _extractor():
@@ -69,47 +71,53 @@ def test_table_covers_every_name_and_its_regexes_compile():
         for regex in rules.regexes:
             Regex(regex)
     # the documented list (pretokenizer.py's docstring, docs/tokenizers.md)
-    assert sorted(refused) == ["AFMOE", "GEMMA4", "KIMI_K2", "SARVAM_MOE", "WHITESPACE"], refused
+    assert sorted(refused) == ["AFMOE", "KIMI_K2"], refused
     assert pretokenizer.unknown("smollm") is None
     assert "did you mean smollm" in str(pretokenizer.unknown("smolm"))
 
 
-@functools.lru_cache(maxsize=1)
-def _unsplit() -> str:
-    from tokenizers import pre_tokenizers
-    return json.dumps(_bpe(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), False, 700))
+BYTES = [f"<0x{b:02X}>" for b in range(256)]
 
 
-def _bpe(pre_tokenizer, ignore_merges: bool, vocab_size: int) -> dict:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
-    tok.pre_tokenizer = pre_tokenizer
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+def _bpe(rules: pretokenizer.PreTokenizer, split: bool) -> dict:
+    """tokenizer.json of a small BPE trained on a varied text the way llama.cpp runs `rules`' type:
+    byte-level, or over raw UTF-8 (spaces as "▁" where the name escapes them, <0xXX> byte tokens);
+    split by the type's regexes, or not at all."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(ignore_merges=rules.ignore_merges, byte_fallback=not rules.byte_encode))
+    steps = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in rules.regexes] if split else []
+    if rules.byte_encode:
+        steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
+        tok.decoder = decoders.ByteLevel()
+    elif rules.flags.get("escape_whitespaces"):
+        tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if rules.byte_encode else []
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=alphabet)
     tok.train_from_iterator([*corpus_text().splitlines(), *CORPUS] * 2, trainer)
     return json.loads(tok.to_str())
 
 
 def _train(rules: pretokenizer.PreTokenizer) -> dict:
-    """tokenizer.json of a small byte-level BPE trained with `rules`' regexes on a varied text, its merges
-    then extended by those learned over unsplit lines: merges across every boundary the regexes draw,
-    so a rebuilt splitter that cuts anywhere else gives other ids."""
-    from tokenizers import Regex, pre_tokenizers
-    tj = _bpe(pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r), behavior="isolated") for r in rules.regexes]
-                                      + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
-              rules.ignore_merges, 700)
-    unsplit = json.loads(_unsplit())
+    """tokenizer.json of a small BPE trained with `rules`' regexes, its merges then extended by those
+    learned over unsplit lines: merges across every boundary the regexes draw, so a rebuilt splitter
+    that cuts anywhere else gives other ids."""
+    tj, unsplit = _bpe(rules, split=True), _bpe(rules, split=False)
     vocab, merges = tj["model"]["vocab"], tj["model"]["merges"]
     known = {tuple(m) for m in merges}
-    for token in sorted(unsplit["model"]["vocab"], key=unsplit["model"]["vocab"].get):
+    extra = [] if rules.byte_encode else [b for b in BYTES if b not in vocab]
+    for token in [*sorted(unsplit["model"]["vocab"], key=unsplit["model"]["vocab"].get), *extra]:
         vocab.setdefault(token, len(vocab))
     merges += [m for m in unsplit["model"]["merges"] if tuple(m) not in known]
+    # llama.cpp cannot hold a merge of tokens with a space in them (its "a b" form; it asserts), which only a
+    # raw-UTF-8 vocabulary that keeps spaces (WHITESPACE) could have learned
+    merges[:] = [m for m in merges if " " not in m[0] and " " not in m[1]]
     return tj
 
 
 def vocab_gguf(path: Path, tj: dict, pre: str) -> Path:
-    """A GGUF holding only a byte-level BPE vocabulary (and the few llama hparams llama.cpp's loader reads)."""
+    """A GGUF holding only a BPE vocabulary (and the few llama hparams llama.cpp's loader reads)."""
     by_id = {i: t for t, i in tj["model"]["vocab"].items()}
     specials = {a["id"] for a in tj["added_tokens"] if a["special"]}
     writer = gguf.GGUFWriter(path, "llama")
@@ -120,7 +128,8 @@ def vocab_gguf(path: Path, tj: dict, pre: str) -> Path:
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list([by_id[i] for i in range(len(by_id))])
-    writer.add_token_types([gguf.TokenType.CONTROL if i in specials else gguf.TokenType.NORMAL
+    writer.add_token_types([gguf.TokenType.CONTROL if i in specials else
+                            gguf.TokenType.BYTE if by_id[i] in BYTES else gguf.TokenType.NORMAL
                             for i in range(len(by_id))])
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
     writer.add_bos_token_id(0)
@@ -156,7 +165,10 @@ def test_rebuilt_tokenizer_splits_as_llama_cpp(kind, name, tmp_path):
     with _quiet_stderr():
         llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
     differ = {}
+    marker, _why = UNTOKENIZABLE.get(kind, (None, None))
     for text in CORPUS:
+        if marker is not None and marker in text:
+            continue
         ours = tok(text)["input_ids"]
         theirs = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if ours != theirs:

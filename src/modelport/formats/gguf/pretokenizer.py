@@ -12,11 +12,11 @@ Both directions use it:
   what it is, the list of regexes it splits with (Split patterns, ByteLevel's built-in GPT-2 regex,
   Digits), and named by the type that splits with the same list.
 - GGUF -> HF (`rules`): the name's regexes become `Split` steps in llama.cpp's order, each in the
-  spelling the model family's tokenizer.json uses, then `ByteLevel`.
+  spelling the model family's tokenizer.json uses, then `ByteLevel` (or, for the types llama.cpp runs
+  over raw UTF-8, none).
 
-A few types cannot be rebuilt (`PreTokenizer.refusal`): llama.cpp splits KIMI_K2 and AFMOE with code
-in unicode.cpp that no regex in the table restates, and GEMMA4, SARVAM_MOE and WHITESPACE run BPE on
-raw UTF-8 (no byte-level encoding), which the rebuild does not make.
+Two types cannot be rebuilt (`PreTokenizer.refusal`): llama.cpp splits KIMI_K2 and AFMOE with code in
+unicode.cpp that no regex in the table restates.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class PreTokenizer:
     llama_regexes: tuple[str, ...]      # as llama.cpp runs them
     byte_encode: bool
     flags: dict = field(default_factory=dict)       # what the name sets beyond the BPE defaults
+    forced: dict = field(default_factory=dict)      # what the type sets whatever the file says (add_bos)
     refusal: str | None = None          # why an HF tokenizer cannot split the same way
 
     @property
@@ -65,9 +66,6 @@ def _refusal(kind: str, entry: dict) -> str | None:
         if handler and handler not in EXACT_HANDLERS and not spelled:
             return (f"llama.cpp splits pre-tokenizer type {kind} with code of its own (unicode.cpp's {handler} "
                     "split), which no regex restates")
-    if not entry["byte_encode"]:
-        return (f"llama.cpp runs pre-tokenizer type {kind} as BPE over raw UTF-8, without byte-level encoding, "
-                "which modelport does not rebuild")
     return None
 
 
@@ -81,7 +79,7 @@ def rules(name: str) -> PreTokenizer | None:
     original = entry.get("original") or [None] * len(entry["regexes"])
     return PreTokenizer(name, found["type"], tuple(o or r for o, r in zip(original, entry["regexes"])),
                         tuple(entry["regexes"]), entry["byte_encode"], dict(found["flags"]),
-                        _refusal(found["type"], entry))
+                        dict(entry.get("forced", {})), _refusal(found["type"], entry))
 
 
 def unknown(name: str, flag: str = "--pre-tokenizer") -> UsageError | None:

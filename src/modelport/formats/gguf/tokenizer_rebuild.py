@@ -4,8 +4,9 @@
   GGUF tokenizer builder (integrations/gguf), which knows their normalizers, decoders, merges
   recovered from scores and added tokens. The split regexes are then set from what
   `tokenizer.ggml.pre` stands for in llama.cpp (pretokenizer.py: llama.cpp's own table, every name it
-  knows); a name not in it is an error unless --pre-tokenizer says which rules to use, and the few
-  types no HF pre-tokenizer can restate are refused, naming the type.
+  knows); a name not in it is an error unless --pre-tokenizer says which rules to use, and the two
+  types no HF pre-tokenizer can restate are refused, naming the type. The types llama.cpp runs over
+  raw UTF-8 (no byte-level encoding) are built here with `tokenizers`.
 - "bert" WordPiece, which transformers cannot rebuild, is built here with `tokenizers`. llama.cpp
   lowercases and strips accents, writes word starts with a phantom "▁" and continuations bare; the
   HF vocabulary spells those as words and "##" pieces.
@@ -28,6 +29,7 @@ from .header import GGUFHeader
 from . import pretokenizer, spm_model
 
 TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
 SPECIALS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
             "pad_token": "padding_token_id", "sep_token": "seperator_token_id", "cls_token": "cls_token_id",
             "mask_token": "mask_token_id"}
@@ -85,9 +87,12 @@ def _from_transformers(header: GGUFHeader, pre_tokenizer: str | None):
     from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer, get_gguf_tokenizer
 
     architecture, tokenizer_dict, config = get_gguf_tokenizer(str(header.path))
-    backend, _ = convert_gguf_tokenizer(architecture, tokenizer_dict)
-    if tokenizer_dict.get("tokenizer_type") == "gpt2":
-        rules = pretokenizer.rules(pre_tokenizer or header.get("tokenizer.ggml.pre", "default"))
+    rules = pretokenizer.rules(pre_tokenizer or header.get("tokenizer.ggml.pre", "default"))
+    if tokenizer_dict.get("tokenizer_type") == "gpt2" and not rules.byte_encode:
+        backend = _raw_bpe(header, rules)
+    else:
+        backend, _ = convert_gguf_tokenizer(architecture, tokenizer_dict)
+    if tokenizer_dict.get("tokenizer_type") == "gpt2" and rules.byte_encode:
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in rules.regexes]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -104,7 +109,41 @@ def _from_transformers(header: GGUFHeader, pre_tokenizer: str | None):
         if isinstance(unk, int) and 0 <= unk < len(tokenizer_dict["tokens"]):
             backend.model.unk_token = tokenizer_dict["tokens"][unk]
     kwargs = {k: v for k, v in config.items() if k not in ("chat_template",) and v is not None}
+    if tokenizer_dict.get("tokenizer_type") == "gpt2":
+        kwargs.update({f"{flag}_token": value for flag, value in rules.forced.items()})   # as llama.cpp overrides
     return PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+
+
+def _raw_bpe(header: GGUFHeader, rules: pretokenizer.PreTokenizer):
+    """A BPE over raw UTF-8, as llama.cpp runs its types that do not byte-encode (GEMMA4, SARVAM_MOE,
+    WHITESPACE): spaces written as "▁" where the name says to escape them, the type's Split regexes,
+    merges as the file lists them (split at the first space after the first character, as llama.cpp
+    does), and a character the vocabulary lacks as its <0xXX> byte tokens."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    tokens, types = header.get("tokenizer.ggml.tokens"), header.get("tokenizer.ggml.token_type") or []
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        vocab.setdefault(token, index)
+    merges = []
+    for merge in header.get("tokenizer.ggml.merges") or []:
+        cut = merge.find(" ", 1)
+        left, right = merge[:cut], merge[cut + 1:]
+        if left in vocab and right in vocab and left + right in vocab:   # HF's BPE refuses any other
+            merges.append((left, right))
+    backend = Tokenizer(models.BPE(vocab, merges, byte_fallback=True, ignore_merges=rules.ignore_merges))
+    escape = bool(rules.flags.get("escape_whitespaces"))
+    if escape:
+        backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in rules.regexes])
+    backend.decoder = decoders.Sequence([*([decoders.Replace("\u2581", " ")] if escape else []),
+                                         decoders.ByteFallback(), decoders.Fuse()])
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, kind in zip(tokens, types) if kind == TOKEN_TYPE_CONTROL])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t, kind in zip(tokens, types) if kind == TOKEN_TYPE_USER_DEFINED])
+    return backend
 
 
 def _wordpiece(header: GGUFHeader):
