@@ -86,6 +86,11 @@ def _check_blocks(header: GGUFHeader) -> None:
     arch = header.architecture
     blocks = header.get(f"{arch}.block_count")
     if blocks is None:
+        layered = next((t.name for t in header.tensors if BLOCK.match(t.name)), None)
+        if layered is not None and header.get("general.type", "model") == "model":
+            raise CorruptInputError(f"general.architecture is {arch!r}, but there is no {arch}.block_count, and tensor "
+                                    f"{quoted(layered)} belongs to a layer (llama.cpp cannot load a {arch} model "
+                                    "without it)", header.path)
         return
     if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
         raise CorruptInputError(f"{arch}.block_count: {blocks!r} is not a layer count", header.path)

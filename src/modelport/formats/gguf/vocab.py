@@ -171,7 +171,7 @@ def _sentencepiece(folder: Path, n_vocab: int, tj: dict | None) -> Vocab:
     config = folder / "tokenizer_config.json"
     decoder = json.loads(config.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) if config.is_file() else {}
     for key, added in decoder.items():
-        if int(key) < min(len(tokens), n_vocab):
+        if key.isdigit() and int(key) < min(len(tokens), n_vocab) and isinstance(added.get("content"), str):
             tokens[int(key)], types[int(key)] = added_token(added["content"], bool(added.get("special")))
             scores[int(key)] = -1000.0
     if len(tokens) > n_vocab:
