@@ -348,7 +348,7 @@ VOCABULARY = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.toke
               "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.cls_token_id", "tokenizer.ggml.mask_token_id")
 
 
-@pytest.mark.parametrize("kind", ["spm-spaces", "bpe", "wordpiece"])
+@pytest.mark.parametrize("kind", [pytest.param("spm-spaces", marks=pytest.mark.slow), "bpe", "wordpiece"])
 def test_vocabulary_as_llama_cpp_writes_it(made, tmp_path, kind):
     """HF -> GGUF writes the vocabulary llama.cpp's converter writes from the same folder (tokens, their
     types, merges or scores, special ids): user-defined tokens (Gemma's whitespace runs) as USER_DEFINED
