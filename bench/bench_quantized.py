@@ -26,14 +26,19 @@ OUT = Path(__file__).resolve().parent / "out" / "quantized"
 BLOCK = 128
 
 
-def fp8_blocks(shape: tuple[int, int], seed: int):
-    """Row blocks of a random float8_e4m3fn weight (whole 128-row blocks), made without holding it."""
+def random_blocks(shape: tuple[int, ...], dtype: str, seed: int):
+    """Row blocks (whole 128-row scale blocks) of a random weight, made without holding it: float8_e4m3fn
+    values spread over its range, or bf16 around 0.02; 1-D tensors are ones."""
     import torch
+    if len(shape) == 1:
+        yield to_numpy(torch.ones(shape, dtype=getattr(torch, dtype)))
+        return
     g = torch.Generator().manual_seed(seed)
     step = max(BLOCK, rows_per_block(shape[1]) // BLOCK * BLOCK)
+    scale = 64.0 if dtype == "float8_e4m3fn" else 0.02
     for start in range(0, shape[0], step):
         rows = min(step, shape[0] - start)
-        yield to_numpy((torch.randn(rows, shape[1], generator=g) * 64).to(torch.float8_e4m3fn))
+        yield to_numpy((torch.randn(rows, shape[1], generator=g) * scale).to(getattr(torch, dtype)))
 
 
 def make_model(layers: int) -> Path:
@@ -48,15 +53,13 @@ def make_model(layers: int) -> Path:
     shapes = llama_shapes(config)
     plan, data = [], {}
     for seed, (name, shape) in enumerate(shapes.items()):
-        if name.endswith("_proj.weight"):
-            plan.append(PlannedTensor(name, shape, "float8_e4m3fn"))
-            data[name] = RowBlocks(shape, "float8_e4m3fn", fp8_blocks(shape, seed))
+        dtype = "float8_e4m3fn" if name.endswith("_proj.weight") else "bfloat16"
+        plan.append(PlannedTensor(name, shape, dtype))
+        data[name] = RowBlocks(shape, dtype, random_blocks(shape, dtype, seed))
+        if dtype == "float8_e4m3fn":
             scale = (-(-shape[0] // BLOCK), -(-shape[1] // BLOCK))
             plan.append(PlannedTensor(name + "_scale_inv", scale, "float32"))
             data[name + "_scale_inv"] = np.abs(random_tensor(scale, "float32", seed)) / 64
-        else:
-            plan.append(PlannedTensor(name, shape, "bfloat16"))
-            data[name] = random_tensor(shape, "bfloat16", seed)
     with SafetensorsStreamWriter(path / "model.safetensors", plan) as w:
         for p in plan:
             w.write(p.name, data.pop(p.name))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...core.bundle import TensorRef
 from ...core.errors import ModelConversionError
-from .parts import Quantization, dequantized_ref, drop_activation_scales, needed, scale_rows
+from .parts import Quantization, as_float32, dequantized_ref, drop_activation_scales, needed, per_block
 
 STORED = "weights beside their weight_scale, or weight_packed"    # what this method stores (named when a checkpoint holds none)
 WIDE = ("float32", "float16", "bfloat16", "float64")
@@ -63,10 +63,10 @@ def scaled(name: str, weight: TensorRef, scale: TensorRef, zero: TensorRef | Non
     import numpy as np
 
     def rows(start: int, stop: int):
-        q = weight.load_rows(start, stop).astype(np.float32)
+        q = as_float32(weight.load_rows(start, stop))
         if zero is not None:
-            q = q - scale_rows(zero, start, stop, block, weight.shape)
-        return q * scale_rows(scale, start, stop, block, weight.shape)
+            per_block(q, zero, start, stop, block, weight.shape, np.subtract)
+        return per_block(q, scale, start, stop, block, weight.shape, np.multiply)
     return dequantized_ref(name, weight.shape, rows, weight.source)
 
 
