@@ -34,7 +34,7 @@ class Quantization:
                 "weights": self.weights, "dropped_activation_scales": self.dropped}
 
     def note(self) -> str:
-        kind = f"{self.method} ({self.format})" if self.format else self.method
+        kind = f"{self.method} ({self.format})" if self.format not in (None, self.method) else self.method
         dropped = f"; {self.dropped} activation scale(s) dropped" if self.dropped else ""
         return (f"quantized source: {self.weights} {kind} weight(s), {self.bits}-bit, {self.block}, dequantized as "
                 f"they stream{dropped}; --dtype auto writes bfloat16 (HF, DCP) or f16 (GGUF)")
