@@ -3,8 +3,9 @@
 Each is made from a tiny random model by tests/quantized_sources.py. The strongest check is the peer:
 the f32 GGUF modelport writes equals, tensor for tensor and byte for byte, the one llama.cpp's own
 `convert_hf_to_gguf.py --outtype f32` writes from the same folder (all folders converted in one process).
-Where transformers dequantizes on CPU (FineGrainedFP8 and Mxfp4 with dequantize=True), the HF output is
-its weights exactly and llama.cpp's logits on our GGUF are its logits.
+Where transformers dequantizes on CPU (FineGrainedFP8 and Mxfp4 with dequantize=True, compressed-tensors
+through its own library), the HF output is its weights exactly and llama.cpp's logits on our GGUF are its
+logits. No GPTQ dequantizer runs on CPU here (GPTQModel and optimum are GPU-first): llama.cpp's is the peer.
 """
 from __future__ import annotations
 
@@ -98,6 +99,23 @@ def test_hf_output_is_transformers_dequantized(made, tmp_path, variant):
     config = json.loads((tmp_path / "auto" / "config.json").read_text())
     assert "quantization_config" not in config and result["dtype"] == "bfloat16"
     assert {v.dtype.name for v in load_file(tmp_path / "auto" / "model.safetensors").values()} == {"bfloat16"}
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("ct-")])
+def test_hf_output_is_compressed_tensors_dequantized(made, tmp_path, variant):
+    """compressed-tensors' own library (through transformers, on CPU) dequantizes in the scale's dtype
+    (bf16 here): the bf16 HF output (--dtype auto) is its weights exactly. The integer times the scale is
+    exact in float32, so rounding that product once to bf16 is what a bf16 multiply gives."""
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+    folder, _ = made[variant]
+    theirs = AutoModelForCausalLM.from_pretrained(folder, quantization_config=CompressedTensorsConfig(dequantize=True),
+                                                  dtype=torch.bfloat16).state_dict()
+    modelport.convert(folder, tmp_path / "hf")
+    ours = load_file(tmp_path / "hf" / "model.safetensors")
+    assert {a.dtype.name for a in ours.values()} == {"bfloat16"}
+    for name, array in ours.items():
+        assert np.array_equal(array.astype(np.float32), theirs[name].float().numpy()), name
 
 
 @pytest.mark.parametrize("variant", ["fp8-block", "mxfp4"])
