@@ -211,3 +211,10 @@ def test_row_blocks_are_the_whole_tensor(made, variant):
             assert np.array_equal(joined, ref.load()), ref.name
             streamed += 1
     assert streamed >= (2 if variant == "mxfp4" else 14)
+
+
+def test_verify_runs_a_quantized_source_as_it_dequantizes(made, tmp_path):
+    """transformers has no CPU loader for GPTQ: verify builds the source from its dequantized bundle."""
+    proc = run_cli("convert", made["gptq-4-desc-act"][0], tmp_path / "m.gguf", "--quant", "f32", "--verify", "--json")
+    assert proc.code == 0, proc.stderr
+    assert proc.json()["verification"]["ok"] is True
