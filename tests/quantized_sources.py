@@ -53,13 +53,10 @@ def fp8(w: torch.Tensor, block: list[int] | None) -> tuple[torch.Tensor, torch.T
 
 def int_quant(w: torch.Tensor, block: list[int], bits: int, zero: bool) -> tuple[torch.Tensor, ...]:
     """Signed (symmetric) or unsigned-with-zero-point (asymmetric) integers, scales and zero points per block."""
-    full_scale_shape = block
     if zero:
-        lo = -w.clamp(max=0)
-        padded_max = block_scales(w.clamp(min=0), full_scale_shape, 1.0)
-        padded_min = block_scales(lo, full_scale_shape, 1.0)
-        scale = ((padded_max + padded_min) / (2 ** bits - 1)).clamp(min=1e-8)
-        zp = torch.round(padded_min / scale).clamp(0, 2 ** bits - 1)
+        top, bottom = block_scales(w.clamp(min=0), block, 1.0), block_scales(-w.clamp(max=0), block, 1.0)
+        scale = ((top + bottom) / (2 ** bits - 1)).clamp(min=1e-8)
+        zp = torch.round(bottom / scale).clamp(0, 2 ** bits - 1)
         q = torch.round(w / expand(scale, block, w.shape)) + expand(zp, block, w.shape)
         return q.clamp(0, 2 ** bits - 1).to(torch.int32), scale, zp.to(torch.int32)
     top = 2 ** (bits - 1) - 1
@@ -77,8 +74,7 @@ def pack_rows(values: torch.Tensor, bits: int) -> torch.Tensor:
     words = torch.zeros(rows, padded.shape[1] // per, dtype=torch.int64)
     for k in range(per):
         words |= padded[:, k::per] << (bits * k)
-    return words.to(torch.uint32).view(torch.int32) if hasattr(torch, "uint32") else \
-        torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)     # the same bits, signed
 
 
 def gptq(w: torch.Tensor, bits: int, desc_act: bool, seed: int) -> dict[str, torch.Tensor]:
@@ -177,11 +173,11 @@ def quantization_config(variant: str) -> dict:
 
 
 def mxfp4_experts(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """gpt-oss's (experts, in, out) tensor -> `_blocks` (experts, out, in/32, 16) and `_scales` (experts, out, in/32)."""
+    """gpt-oss's (experts, in, out) tensor -> `_blocks` (experts, out, in/32, 16), `_scales` (experts, out, in/32)."""
     t = w.float().transpose(1, 2)                                  # (experts, out, in)
     groups = t.reshape(*t.shape[:-1], -1, 32)
     amax = groups.abs().amax(dim=-1, keepdim=True).clamp(min=2.0 ** -120)
-    exponent = torch.floor(torch.log2(amax)) - 2                   # the largest value near 6 * 2^(e-2)... within range
+    exponent = torch.floor(torch.log2(amax)) - 2                   # the largest value lands in [4, 8): codes up to 6
     codes = (groups / torch.exp2(exponent)).unsqueeze(-1).sub(E2M1).abs().argmin(dim=-1).to(torch.uint8)
     blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
     return blocks.contiguous(), (exponent.squeeze(-1) + 127).to(torch.uint8).contiguous()

@@ -188,7 +188,8 @@ def test_bad_quantized_sources(made, tmp_path, case, message):
     elif case == "groups":
         settings = json.loads((folder / "config.json").read_text())["quantization_config"]
         groups = settings["config_groups"]
-        bad = edited(folder, tmp_path / "src", config={**settings, "config_groups": {**groups, "group_1": groups["group_0"]}})
+        two = {**groups, "group_1": groups["group_0"]}
+        bad = edited(folder, tmp_path / "src", config={**settings, "config_groups": two})
     else:
         bad = edited(folder, tmp_path / "src", drop="model.layers.1.self_attn.k_proj.weight_scale_inv")
     for dst in (tmp_path / "out.gguf", tmp_path / "out"):

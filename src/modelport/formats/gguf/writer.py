@@ -161,7 +161,7 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
     writer.add_type(gguf.GGUFType.MODEL)
     n_params = sum(int(np.prod(p.shape)) for p in planned)
     writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
-    kept = any(p.kept for p in planned)         # a float file keeping MXFP4 experts: llama.cpp's converter's name for it
+    kept = any(p.kept for p in planned)         # a float file keeping MXFP4 experts, as llama.cpp's converter names it
     writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if kept else file_type(quant)))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     mapping.write_metadata(writer, hp)

@@ -18,28 +18,29 @@ from ...core.bundle import TensorRef
 from ...core.errors import ModelConversionError
 from .parts import Quantization, as_float32, dequantized_ref, drop_activation_scales, needed, per_block
 
-STORED = "weights beside their weight_scale, or weight_packed"    # what this method stores (named when a checkpoint holds none)
-WIDE = ("float32", "float16", "bfloat16", "float64")
+STORED = "weights beside their weight_scale, or weight_packed"    # what it stores (named when a checkpoint holds none)
+UNQUANTIZED = ("float32", "float16", "bfloat16", "float64")     # layers the config's `ignore` list keeps (lm_head)
 SCALED = ("float-quantized", "int-quantized", "naive-quantized")
 PACKED = "pack-quantized"
 
 
 def weight_scheme(settings: dict, where: Path) -> tuple[str, dict]:
+    """The checkpoint's format and its one group's weight settings; anything else refused by name."""
     fmt = settings.get("format")
-    groups = settings.get("config_groups") or {}
-    if not isinstance(groups, dict) or len(groups) != 1:
-        raise ModelConversionError(f"compressed-tensors with {len(groups) if isinstance(groups, dict) else 0} config "
-                                   "groups is not supported (modelport reads one group of weights)", where)
-    weights = next(iter(groups.values())).get("weights") if isinstance(next(iter(groups.values())), dict) else None
+    groups = settings.get("config_groups")
+    count = len(groups) if isinstance(groups, dict) else 0
+    if count != 1:
+        raise ModelConversionError(f"compressed-tensors with {count} config groups is not supported (modelport reads "
+                                   "one group of weights)", where)
+    group = next(iter(groups.values()))
+    weights = group.get("weights") if isinstance(group, dict) else None
     if fmt not in (*SCALED, PACKED) or not isinstance(weights, dict):
         raise ModelConversionError(f"compressed-tensors format {fmt!r} is not supported (modelport reads "
                                    f"{', '.join((*SCALED, PACKED))})", where)
+    if weights.get("actorder"):
+        raise ModelConversionError(f"compressed-tensors weights quantized with actorder {weights['actorder']!r} "
+                                   "(a weight_g_idx per layer) are not supported", where)
     return fmt, weights
-
-
-def is_wide(dtype: str) -> bool:
-    """A dtype weights keep when a layer is left unquantized (the config's `ignore` list, lm_head)."""
-    return dtype in WIDE
 
 
 def block_of(weights: dict, shape: tuple[int, ...], where: Path) -> tuple[tuple[int, ...], str]:
@@ -109,7 +110,7 @@ def read(refs: dict[str, TensorRef], settings: dict, config_path: Path) -> tuple
         if fmt == PACKED:
             if not name.endswith(".weight_packed"):
                 continue
-        elif not name.endswith(".weight") or (name + "_scale" not in refs and is_wide(ref.dtype)):
+        elif not name.endswith(".weight") or (name + "_scale" not in refs and ref.dtype in UNQUANTIZED):
             continue
         base = name.removesuffix(suffix)
         scale = needed(refs, base + "_scale", name, "the scale")
@@ -120,7 +121,8 @@ def read(refs: dict[str, TensorRef], settings: dict, config_path: Path) -> tuple
             block, block_name = block_of(weights, shape, config_path)
             if weights.get("strategy") not in ("group", "channel"):
                 raise ModelConversionError(f"compressed-tensors pack-quantized weights with strategy "
-                                           f"{weights.get('strategy')!r} are not supported (group, channel)", config_path)
+                                           f"{weights.get('strategy')!r} are not supported (group, channel)",
+                                           config_path)
             out[base] = packed(base, ref, scale, zero, shape, bits, block[1])      # type: ignore[arg-type]
             del out[name], out[shape_ref.name]
         else:

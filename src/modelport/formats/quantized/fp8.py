@@ -12,7 +12,7 @@ from pathlib import Path
 from ...core.bundle import TensorRef
 from .parts import Quantization, as_float32, dequantized_ref, drop_activation_scales, needed, per_block
 
-STORED = "float8 weights beside their weight_scale_inv"    # what this method stores (named when a checkpoint holds none)
+STORED = "float8 weights beside their weight_scale_inv"    # what it stores (named when a checkpoint holds none)
 FLOAT8 = ("float8_e4m3fn", "float8_e5m2")
 
 
@@ -27,7 +27,8 @@ def scaled(name: str, weight: TensorRef, scale: TensorRef, block: tuple[int, ...
     import numpy as np
 
     def rows(start: int, stop: int):
-        return per_block(as_float32(weight.load_rows(start, stop)), scale, start, stop, block, weight.shape, np.multiply)
+        values = as_float32(weight.load_rows(start, stop))
+        return per_block(values, scale, start, stop, block, weight.shape, np.multiply)
     return dequantized_ref(name, weight.shape, rows, weight.source)
 
 

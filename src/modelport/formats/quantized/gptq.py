@@ -18,7 +18,7 @@ from ...core.errors import ModelConversionError
 from .compressed import unpack
 from .parts import Quantization, dequantized_ref, needed
 
-STORED = "qweight, qzeros, scales"    # what this method stores (named when a checkpoint holds none)
+STORED = "qweight, qzeros, scales"    # what it stores (named when a checkpoint holds none)
 BITS = (2, 4, 8)
 
 
@@ -48,7 +48,8 @@ def dequantized(name: str, qweight: TensorRef, qzeros: TensorRef, scales: Tensor
 def read(refs: dict[str, TensorRef], settings: dict, config_path: Path) -> tuple[dict[str, TensorRef], Quantization]:
     bits = settings.get("bits")
     if bits not in BITS:
-        raise ModelConversionError(f"gptq with {bits!r} bits is not supported (modelport reads 2, 4 and 8)", config_path)
+        raise ModelConversionError(f"gptq with {bits!r} bits is not supported (modelport reads 2, 4 and 8)",
+                                   config_path)
     fmt = str(settings.get("checkpoint_format") or "gptq")
     offset = 1 if fmt == "gptq" else 0
     out = dict(refs)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ...core.bundle import GGMLBlocks, TensorRef
 from .parts import Quantization, dequantized_ref, needed
 
-STORED = "*_blocks beside *_scales"    # what this method stores (named when a checkpoint holds none)
+STORED = "*_blocks beside *_scales"    # what it stores (named when a checkpoint holds none)
 E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 GGML_TYPE = "MXFP4"
 
