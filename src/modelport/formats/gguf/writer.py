@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -20,7 +20,7 @@ from gguf import GGMLQuantizationType as Q
 from ...architectures import spec_for
 from ...architectures.gguf_mapping import GGUFMapping
 from ...architectures.hparams import HParams, hparams
-from ...architectures.rules import Chain, Take, Transpose
+from ...architectures.rules import Chain
 from ...core.bundle import ModelBundle, TensorRef, rows_per_block
 from ...core.dtypes import resolve_dtype
 from ...core.errors import ModelConversionError, UsageError
@@ -121,20 +121,12 @@ FLOAT_FILES = ("f32", "f16", "bf16")
 
 
 def _stored_chain(p: Planned) -> Chain | None:
-    """The rules of `p` as they act on its sources' GGML blocks (stored with the last two axes swapped),
-    when every source has such blocks and the rules only move whole rows of them: a float file keeps
-    blocks a source already holds (MXFP4 experts, as llama.cpp's converter does), other types re-quantize."""
+    """The rules of `p` as they act on its sources' GGML blocks, when every source has blocks of one type
+    and the rules only move whole rows of them: a float file keeps blocks a source already holds (MXFP4
+    experts, as llama.cpp's converter does), other types re-quantize the dequantized values."""
     if not p.sources or any(r.ggml is None or r.ggml.ggml_type != p.sources[0].ggml.ggml_type for r in p.sources):
         return None
-    rules, transposed = [], 0
-    for rule in p.chain.rules:
-        if isinstance(rule, Transpose):
-            transposed += 1
-        elif isinstance(rule, Take) and not rule.groups and rule.axis == -1:
-            rules.append(replace(rule, axis=-2))       # a cut of the last axis is a cut of the stored rows
-        else:
-            return None
-    return Chain(tuple(rules)) if transposed == 1 else None
+    return p.chain.swapped()
 
 
 def _pooling(bundle: ModelBundle) -> int | None:
