@@ -247,12 +247,15 @@ def test_integer_weights_are_refused(llama, tmp_path, capsys):
 
 
 def test_quantized_checkpoints_are_refused_by_their_method(llama, tmp_path, capsys):
-    src = tmp_path / "mxfp4"
+    """A method modelport does not read is named; one it reads whose weights are not stored its way is corrupt."""
+    src = tmp_path / "quantized"
     shutil.copytree(llama.path, src)
     config = json.loads((src / "config.json").read_text())
-    (src / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "mxfp4"}}))
-    line = refused(cli(capsys, "convert", src, tmp_path / "out.gguf"), "config.json", tmp_path / "out.gguf")
-    assert "quantized (mxfp4)" in line and "dequantize" in line
+    for method, says in (("awq", "quantized with 'awq', which modelport does not read"),
+                         ("mxfp4", "names mxfp4, but no weight is stored quantized that way")):
+        (src / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": method}}))
+        line = refused(cli(capsys, "convert", src, tmp_path / "out.gguf"), "config.json", tmp_path / "out.gguf")
+        assert says in line
 
 
 def test_a_huge_tensor_name_is_cut_in_the_message(llama, tmp_path, capsys):

@@ -38,6 +38,7 @@ def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
         "architectures": bundle.config.get("architectures"),
         "parameters": bundle.parameter_count,
         "dtypes": bundle.dtypes(),
+        **({"quantization": bundle.quantization} if bundle.quantization else {}),
         "tensors": sum(1 for t in bundle if t.alias_of is None),
         "bytes": bundle.nbytes,
         "tokenizer": bool(bundle.tokenizer_files),

@@ -148,6 +148,22 @@ class Chain:
     def changes_dtype(self) -> bool:
         return any(isinstance(r, AddOffset) for r in self.rules)
 
+    def swapped(self) -> "Chain | None":
+        """This chain as it acts on the tensor stored with its last two axes swapped (MXFP4 experts are), when
+        there it only moves whole rows: one Transpose, which the swap undoes, and cuts of the last axis, which
+        are cuts of the stored rows; None for any other rule, which needs the values."""
+        from dataclasses import replace
+        rules: list[Rule] = []
+        transposed = 0
+        for rule in self.rules:
+            if isinstance(rule, Transpose):
+                transposed += 1
+            elif isinstance(rule, Take) and not rule.groups and rule.axis == -1:
+                rules.append(replace(rule, axis=-2))
+            else:
+                return None
+        return Chain(tuple(rules)) if transposed == 1 else None
+
 
 def _gcd(a: int, b: int) -> int:
     while b:

@@ -37,6 +37,16 @@ class RawRange:
 
 
 @dataclass(frozen=True)
+class GGMLBlocks:
+    """A tensor's values as its source stores them, already GGML blocks of `ggml_type` (gpt-oss's MXFP4
+    experts), so a GGUF can keep them bit for bit: `rows(start, stop)` gives entries [start, stop) of the
+    first axis as bytes, with the tensor's last two axes swapped (the blocks run along its second-to-last)."""
+
+    ggml_type: str
+    rows: Callable[[int, int], "np.ndarray"] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class TensorRef:
     """A tensor that is not loaded yet: a numpy array when asked for, its dtype a name (core/dtypes.py).
 
@@ -53,6 +63,7 @@ class TensorRef:
     alias_of: str | None = None
     raw: RawRange | None = field(default=None, compare=False)
     rows: Callable[[int, int], "np.ndarray"] | None = field(default=None, repr=False, compare=False)
+    ggml: GGMLBlocks | None = field(default=None, compare=False)
 
     @property
     def numel(self) -> int:
@@ -122,6 +133,7 @@ class ModelBundle:
     notes: list[str] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)    # tensor name -> its name in the source file
     unused: list[str] = field(default_factory=list)          # source tensors no target name takes
+    quantization: dict | None = None                         # how a quantized source was stored (method, bits, block)
 
     def __iter__(self) -> Iterator[TensorRef]:
         return iter(self.tensors.values())

@@ -8,8 +8,9 @@ from ..architectures.alignment import align
 from ..architectures.expected import expected_tensors
 from ..core.bundle import ModelBundle, TensorRef
 from ..core.config_check import check_layers
-from ..core.errors import CorruptInputError, ModelConversionError
+from ..core.errors import CorruptInputError
 from .companions import find_companions
+from .quantized import dequantized
 
 
 def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_model: Path | None,
@@ -17,13 +18,14 @@ def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_mod
     if not refs:
         raise CorruptInputError("holds no tensors; not a model checkpoint", source)
     companions = find_companions(source, base_model)
-    _check_unquantized(companions.config, companions.config_path)
-    check_layers(companions.config, len(refs), companions.config_path)
-    spec = spec_for(companions.config, companions.config_path)
-    aligned, report = align(refs, expected_tensors(spec, companions.config), source)
-    all_notes = list(notes or []) + report.notes()
+    refs, quantization = dequantized(refs, companions.config, companions.config_path)
+    config = companions.config if quantization is None else dequantized_config(companions.config)
+    check_layers(config, len(refs), companions.config_path)
+    spec = spec_for(config, companions.config_path)
+    aligned, report = align(refs, expected_tensors(spec, config), source)
+    all_notes = list(notes or []) + ([quantization.note()] if quantization else []) + report.notes()
     return ModelBundle(
-        config=companions.config,
+        config=config,
         tensors=aligned,
         source=source,
         format=fmt,
@@ -32,14 +34,14 @@ def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_mod
         notes=all_notes,
         origins=report.origins,
         unused=report.unexpected,
+        quantization=quantization.summary() if quantization else None,
     )
 
 
-def _check_unquantized(config: dict, config_path: Path) -> None:
-    """Weights quantized by a training-side method (GPTQ, AWQ, bitsandbytes, FP8, MXFP4) are stored as
-    packed integers and scales under other names: refused by name, rather than as a list of missing tensors."""
-    quantization = config.get("quantization_config")
-    if isinstance(quantization, dict) and quantization.get("quant_method"):
-        raise ModelConversionError(f"the weights are quantized ({quantization['quant_method']}); modelport reads "
-                                   "unquantized weights: dequantize the checkpoint first (e.g. load it in transformers "
-                                   "with dequantize=True and save_pretrained)", config_path)
+def dequantized_config(config: dict) -> dict:
+    """The config of what a quantized checkpoint dequantizes to: no quantization_config (transformers would
+    look for the stored tensors), and bfloat16, the type the method's own dequantizing load gives."""
+    out = {k: v for k, v in config.items() if k != "quantization_config"}
+    for key in [k for k in ("dtype", "torch_dtype") if k in config] or ["torch_dtype"]:
+        out[key] = "bfloat16"
+    return out

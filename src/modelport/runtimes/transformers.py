@@ -84,9 +84,10 @@ class TransformersRuntime:
 
     @classmethod
     def open(cls, bundle: ModelBundle) -> "TransformersRuntime":
-        """HF folders through from_pretrained; every other source from its bundle."""
+        """HF folders through from_pretrained; every other source from its bundle, a quantized HF folder
+        included (as what it dequantizes to: transformers' own loaders of most methods need a GPU)."""
         folder = bundle.source
-        if bundle.format == "hf" and folder.is_dir():
+        if bundle.format == "hf" and folder.is_dir() and bundle.quantization is None:
             model = model_from_folder(folder, bundle.config)
         else:
             model = model_from_bundle(bundle)

@@ -3,8 +3,8 @@ YaRN rope, and every layer a mixture of experts whose SwiGLU is clamped ("swiglu
 
 Its experts are saved fused, three axes each (experts, in, out): gate and up interleaved in one
 `gate_up_proj`, which llama.cpp takes apart into `ffn_gate_exps` and `ffn_up_exps` (out, in). The
-checkpoints OpenAI publishes store those experts as MXFP4 blocks and scales, which this spec does not
-read: a dequantized (bf16) checkpoint converts.
+checkpoints OpenAI publishes store those experts as MXFP4 blocks and scales: formats/quantized/mxfp4.py
+reads them as these tensors (and a float GGUF keeps their blocks).
 """
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, split
 from ..registry import ArchitectureSpec, register_architecture
@@ -41,7 +41,7 @@ SPEC = register_architecture(ArchitectureSpec(
         requires={f"get('layer_types') is None or layer_types == {ALTERNATING}":
                   "its layers alternate sliding-window and full attention, sliding first"},
     ),
-    note="unquantized checkpoints; MXFP4 ones (as published) are refused by their quantization_config",
+    note="MXFP4 checkpoints (as published) too: the experts stay MXFP4 in an f32/f16/bf16 GGUF",
     tiny=dict(TINY, num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, head_dim=16,
               sliding_window=4, tie_word_embeddings=False,
               rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 2.0, "beta_fast": 32.0,

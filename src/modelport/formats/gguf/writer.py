@@ -43,6 +43,7 @@ class Planned:
     sources: list[TensorRef]         # the HF tensor, or one per expert in order; none when computed
     chain: Chain = Chain(())
     computed: np.ndarray | None = None
+    kept: bool = False               # the sources' own GGML blocks, copied (chain in their stored orientation)
 
     @property
     def nbytes(self) -> int:
@@ -110,7 +111,22 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
     types = choose_types({p.gguf_name: p.shape for p in out}, file_type(quant), shape)
     for p in out:
         p.qtype = types[p.gguf_name]
+        stored = _stored_chain(p) if quant in FLOAT_FILES else None
+        if stored is not None:
+            p.qtype, p.chain, p.kept = Q[p.sources[0].ggml.ggml_type], stored, True     # type: ignore[union-attr]
     return out
+
+
+FLOAT_FILES = ("f32", "f16", "bf16")
+
+
+def _stored_chain(p: Planned) -> Chain | None:
+    """The rules of `p` as they act on its sources' GGML blocks, when every source has blocks of one type
+    and the rules only move whole rows of them: a float file keeps blocks a source already holds (MXFP4
+    experts, as llama.cpp's converter does), other types re-quantize the dequantized values."""
+    if not p.sources or any(r.ggml is None or r.ggml.ggml_type != p.sources[0].ggml.ggml_type for r in p.sources):
+        return None
+    return p.chain.swapped()
 
 
 def _pooling(bundle: ModelBundle) -> int | None:
@@ -137,7 +153,8 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
     writer.add_type(gguf.GGUFType.MODEL)
     n_params = sum(int(np.prod(p.shape)) for p in planned)
     writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
-    writer.add_file_type(int(file_type(quant)))
+    kept = any(p.kept for p in planned)         # a float file keeping MXFP4 experts, as llama.cpp's converter names it
+    writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if kept else file_type(quant)))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     mapping.write_metadata(writer, hp)
     pooling = _pooling(bundle)
@@ -204,10 +221,12 @@ def _rows(ref: TensorRef) -> int:
 
 def file_quant(bundle: ModelBundle, options: GGUFOptions) -> str:
     """--quant, else the type --dtype names, else bf16 for a bf16 source and f16 otherwise (as llama.cpp's
-    converter chooses)."""
+    converter chooses); f16 for a quantized source, whose dequantized weights its config calls bf16."""
     asked = asked_quant(options.quant, options.dtype)
     if asked:
         return asked
+    if bundle.quantization is not None:
+        return "f16"
     return "bf16" if resolve_dtype(options.dtype, bundle.config, (t.dtype for t in bundle)) == "bfloat16" else "f16"
 
 
@@ -232,6 +251,12 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
             tensor = p.computed
         else:
             ref = p.sources[piece.index]
+            if p.kept:
+                blocks = ref.ggml.rows(0 if piece.whole else piece.start,            # type: ignore[union-attr]
+                                       ref.shape[0] if piece.whole else piece.stop)
+                stored = np.ascontiguousarray(p.chain.forward(blocks, hp, full_rows=_rows(ref)))
+                at = piece.output_rows[0] * (p.nbytes // p.rows)
+                return _checked(p, piece, data.put(p.gguf_name, at, stored), bundle.source)
             chunk = ref.load() if piece.whole else ref.load_rows(piece.start, piece.stop)
             tensor = p.chain.forward(chunk, hp, full_rows=_rows(ref))
             if tensor.ndim > 2:                     # whole experts of a 3-D tensor: their rows, in order
@@ -243,13 +268,17 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
         done = 0
         for block in ([tensor[i:i + step] for i in range(0, tensor.shape[0], step)] if step else [tensor]):
             done += data.put(p.gguf_name, at + done, to_type(block, p.qtype, threads=1, scratch=True))
-        if done != piece.nbytes:
-            raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop} of part "
-                                       f"{piece.index}, planned {piece.nbytes}", bundle.source)
-        return done
+        return _checked(p, piece, done, bundle.source)
 
     data.fill((piece for p in planned for piece in pieces(p, hp)), produce, options.threads, f"writing {file_name}")
     return {**summary(folder, (p.qtype for p in planned)), "dtype": quant}
+
+
+def _checked(p: Planned, piece: Piece, done: int, source: Path) -> int:
+    if done != piece.nbytes:
+        raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop} of part "
+                                   f"{piece.index}, planned {piece.nbytes}", source)
+    return done
 
 
 def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
