@@ -27,4 +27,5 @@ def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
         "tokenizer_files": sorted(bundle.tokenizer_files),
         "tied": sorted(t.name for t in bundle if t.alias_of),
         "notes": bundle.notes,
+        **({"adapter": bundle.adapter.describe()} if bundle.adapter is not None else {}),
     }

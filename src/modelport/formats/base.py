@@ -63,3 +63,5 @@ class Format:
     describe: Callable[["ModelBundle", Any], list[dict]] | None = None   # --debug-params rows, when names change
     # to this same format without the interchange (GGUF -> GGUF keeps what no bundle carries): source, target
     transcode: Callable[[Path, Path, Any], dict] | None = None
+    adapter: bool = False                                           # its files are LoRA adapters, not models
+    writes_adapters: bool = False                                   # `write` takes an adapter bundle too

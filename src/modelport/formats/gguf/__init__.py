@@ -40,6 +40,10 @@ def _read(path: Path, options: ReadOptions):
 
 
 def _write(bundle, path: Path, options: GGUFOptions) -> dict:
+    """A model, or a LoRA adapter bundle as a GGUF LoRA adapter (adapter.py)."""
+    if bundle.adapter is not None:
+        from .adapter import write as write_adapter
+        return write_adapter(bundle, path, options)
     from .writer import write
     return write(bundle, path, options)
 
@@ -62,4 +66,4 @@ def _check(path: Path) -> None:
 FORMAT = Format("gguf", sniff, _read, _write, GGUFOptions.from_settings,
                 takes=frozenset({"quant", "dtype", "split_max_size", "pre_tokenizer", "threads"}),
                 output="files", suffix=".gguf", runtime="llama.cpp", check=_check, describe=_describe,
-                transcode=_transcode)
+                transcode=_transcode, writes_adapters=True)
