@@ -185,9 +185,16 @@ def test_bad_adapters_are_one_line_and_write_nothing(adapters, samples, tmp_path
         (lost / name).write_bytes((adapter / name).read_bytes())
     settings = json.loads((lost / "adapter_config.json").read_text())
     (lost / "adapter_config.json").write_text(json.dumps({**settings, "base_model_name_or_path": "org/unknown"}))
+    unnamed = tmp_path / "unnamed"        # a Phi-3 adapter whose base is not at hand: told by its targets
+    unnamed.mkdir()
+    (unnamed / "adapter_model.safetensors").write_bytes((phi_adapter / "adapter_model.safetensors").read_bytes())
+    phi_settings = json.loads((phi_adapter / "adapter_config.json").read_text())
+    (unnamed / "adapter_config.json").write_text(json.dumps({**phi_settings, "base_model_name_or_path": "org/phi"}))
     cases = [((lost, tmp_path / "a.gguf"), 2, "--base-model"),
-             ((phi_adapter, tmp_path / "a.gguf", "--base-model", base), 1, "another model"),
-             ((base, tmp_path / "m", "--merge-adapter", phi_adapter), 1, "another model"),
+             ((phi_adapter, tmp_path / "a.gguf", "--base-model", base), 1, "made for a phi3 model"),
+             ((base, tmp_path / "m", "--merge-adapter", phi_adapter), 1, "made for a phi3 model"),
+             ((unnamed, tmp_path / "a.gguf", "--base-model", base), 1, "4 target(s) not in the llama base"),
+             ((base, tmp_path / "m", "--merge-adapter", unnamed), 1, "4 target(s) not in the llama model"),
              ((adapter, tmp_path / "hf"), 2, "--merge-adapter")]
     wrong_rank = tmp_path / "rank"
     wrong_rank.mkdir()

@@ -26,12 +26,13 @@ HALF = ("float16", "bfloat16")          # PEFT computes these adapters' product 
 def apply(bundle: ModelBundle, adapter_path: Path) -> ModelBundle:
     from ..formats import sniff
     from ..formats.base import ReadOptions
-    from ..formats.peft.reader import read_adapter
+    from ..formats.peft.reader import check_family, read_adapter
     found = sniff(adapter_path) if adapter_path.exists() else None
     if found is None or not found.adapter:
         raise UsageError("--merge-adapter needs a PEFT adapter folder (adapter_config.json and "
                          "adapter_model.safetensors)", adapter_path)
     adapter, _refs = read_adapter(adapter_path, ReadOptions())
+    check_family(adapter, bundle.model_type)
     _check(bundle, adapter.modules, adapter.whole, adapter_path)
     for module in adapter.modules:
         bundle.tensors[module.target] = merged(bundle.tensors[module.target], module)

@@ -37,6 +37,7 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
     if base is not None:
         companions = find_companions(path, base)
         config, tokenizer, generation = companions.config, companions.tokenizer_files, companions.generation_config
+        check_family(adapter, config.get("model_type"))
         check_against_base(list(adapter.modules), adapter.whole, config, path)
     else:
         notes.append(f"the base model ({adapter.settings.get('base_model_name_or_path')!r}) is not a local folder: "
@@ -70,15 +71,29 @@ def _weights(path: Path, options: ReadOptions) -> dict[str, TensorRef]:
 
 
 def _base(path: Path, settings: dict, given: Path | None) -> Path | None:
-    """--base-model, else the folder adapter_config.json names when it is a local one (as given, or beside the adapter)."""
-    if given is not None:
-        return given
+    """--base-model, else the folder adapter_config.json names when it is a local one."""
+    return given if given is not None else named_base(path, settings)
+
+
+def named_base(path: Path, settings: dict) -> Path | None:
+    """The folder `base_model_name_or_path` names, when it is a local model folder (as written, or beside the adapter)."""
     named = settings.get("base_model_name_or_path")
     if isinstance(named, str) and named:
         for candidate in (Path(named).expanduser(), path / named):
             if (candidate / "config.json").is_file():
                 return candidate
     return None
+
+
+def check_family(adapter: LoraAdapter, model_type: str | None) -> None:
+    """An adapter whose named base is a local model of another family is refused by name, before its targets."""
+    named = named_base(adapter.path, adapter.settings)
+    if named is None:
+        return
+    made_for = read_json(named / "config.json").get("model_type")
+    if made_for and model_type and made_for != model_type:
+        raise KeyMismatchError(f"an adapter for another family: made for a {made_for} model ({named}), not this "
+                               f"{model_type} one", adapter.path)
 
 
 def pattern_value(patterns: dict, module: str, default):
