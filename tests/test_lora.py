@@ -95,6 +95,7 @@ def test_adapter_gguf_runs_as_peft_does(adapters, tmp_path, family):
     assert np.abs(llama_cpp_logits(base_gguf) - expected).max() > 0.05      # the adapter matters
 
 
+@pytest.mark.slow          # llama.cpp's converter in a process of its own: ~20 s each
 @pytest.mark.parametrize("family", ["llama", "phi3"])
 def test_adapter_gguf_is_llama_cpps_own(adapters, tmp_path, family):
     """Byte for byte the file llama.cpp's convert_lora_to_gguf.py writes from the same adapter and base."""
@@ -119,6 +120,22 @@ def test_rslora_and_rank_pattern_scales_are_honoured(samples, tmp_path):
     modelport.convert(base, tmp_path / "base.gguf", quant="f32")
     got = llama_cpp_logits(tmp_path / "base.gguf", tmp_path / "adapter.gguf")
     assert np.abs(got - peft_logits(peft_model)).max() < 1e-3
+
+
+def test_embedding_and_output_lora_run_in_llama_cpp(samples, tmp_path):
+    """A LoRA on the input embedding (stored for row lookup, A transposed) and on lm_head: llama.cpp runs both;
+    merged, the embedding's product is transposed (W is vocab x hidden)."""
+    base = samples("llama").path
+    peft_model = make_adapter(base, tmp_path / "adapter", ["embed_tokens", "lm_head", "q_proj"])
+    modelport.convert(tmp_path / "adapter", tmp_path / "adapter.gguf")
+    names = {t.name: t.data.shape for t in gguf.GGUFReader(tmp_path / "adapter.gguf").tensors}
+    assert "token_embd.weight.lora_a" in names and "output.weight.lora_b" in names
+    modelport.convert(base, tmp_path / "base.gguf", quant="f32")
+    got = llama_cpp_logits(tmp_path / "base.gguf", tmp_path / "adapter.gguf")
+    assert np.abs(got - peft_logits(peft_model)).max() < 1e-3
+    modelport.convert(base, tmp_path / "hf", merge_adapter=tmp_path / "adapter")
+    ours, reference = load_file(tmp_path / "hf" / "model.safetensors"), merged_reference(base, tmp_path / "adapter")
+    assert all(np.array_equal(ours[k], reference[k]) for k in ours)
 
 
 def merged_reference(base: Path, adapter: Path) -> dict[str, np.ndarray]:
@@ -209,6 +226,7 @@ def test_bad_adapters_are_one_line_and_write_nothing(adapters, samples, tmp_path
         assert not Path(args[1]).exists() and not leftovers(tmp_path)
 
 
+@pytest.mark.slow          # three watch cycles, each a conversion and a verification: ~15 s
 def test_watch_publishes_adapter_checkpoints(samples, tmp_path):
     """A LoRA run's checkpoint-N/ folders become versions: merged into the base (the default), their steps
     from trainer_state.json; --adapters-only publishes a GGUF LoRA per version beside one base GGUF."""

@@ -55,6 +55,8 @@ class LoraAdapter:
     modules: tuple[LoraModule, ...]
     whole: dict[str, TensorRef] = field(default_factory=dict)   # base name -> replacement (modules_to_save, biases)
     base: Path | None = None                         # the base model folder, when one was found
+    # base tensors saved beside their pair (`...base_layer.weight`: PEFT's save_embedding_layers), by base name
+    copies: dict[str, TensorRef] = field(default_factory=dict)
 
     @property
     def alpha(self) -> float:

@@ -33,11 +33,12 @@ def apply(bundle: ModelBundle, adapter_path: Path) -> ModelBundle:
                          "adapter_model.safetensors)", adapter_path)
     adapter, _refs = read_adapter(adapter_path, ReadOptions())
     check_family(adapter, bundle.model_type)
-    _check(bundle, adapter.modules, adapter.whole, adapter_path)
+    replaced = {**adapter.copies, **adapter.whole}      # as PeftModel.from_pretrained loads them into the model
+    _check(bundle, adapter.modules, replaced, adapter_path)
+    for name, ref in replaced.items():
+        bundle.tensors[name] = ref.renamed(name)
     for module in adapter.modules:
         bundle.tensors[module.target] = merged(bundle.tensors[module.target], module)
-    for name, ref in adapter.whole.items():
-        bundle.tensors[name] = ref.renamed(name)
     ranks = sorted({m.rank for m in adapter.modules})
     bundle.notes.append(f"merged the LoRA adapter {adapter_path} into {len(adapter.modules)} tensor(s) (rank "
                         f"{'/'.join(map(str, ranks))}, alpha {adapter.alpha:g}{', rsLoRA' if adapter.rslora else ''}"

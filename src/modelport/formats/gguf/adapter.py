@@ -81,6 +81,9 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
                 + data.put(p.name + ".lora_b", 0, to_type(b, types[p.name + ".lora_b"], threads=1)))
 
     data.fill(pairs, produce, options.threads, f"writing {path.name}")
+    if adapter.copies:      # as llama.cpp's converter does: the base GGUF has them
+        bundle.notes.append(f"left out {len(adapter.copies)} base tensor(s) the adapter saves a copy of "
+                            f"({', '.join(sorted(adapter.copies)[:3])}); the base GGUF has its own")
     return {**summary(path.parent, qtypes), "dtype": quant}
 
 

@@ -2,7 +2,8 @@
 
 PEFT saves each pair as `base_model.model.<module>.lora_A.weight` (rank x in) and `...lora_B.weight`
 (out x rank), an embedding's as `lora_embedding_A`/`_B`, DoRA's magnitudes as `lora_magnitude_vector`,
-and tensors it trains whole (`modules_to_save`, biases with `bias="all"`) under the base's own names.
+tensors it trains whole (`modules_to_save`, biases with `bias="all"`) under the base's own names, and
+with `save_embedding_layers` the adapted embeddings' own weights as `...base_layer.weight`.
 A module's scale is alpha / rank (alpha / sqrt(rank) with rsLoRA), `rank_pattern` and `alpha_pattern`
 overriding both per module, as PEFT's LoraLayer computes it.
 """
@@ -23,6 +24,7 @@ from ..companions import find_companions, read_json
 from . import CONFIG, WEIGHTS
 
 PREFIX = "base_model.model."
+COPY = ".base_layer.weight"     # the base's own tensor, saved beside its pair (save_embedding_layers)
 PARTS = {".lora_A.weight": "a", ".lora_B.weight": "b", ".lora_embedding_A": "ea", ".lora_embedding_B": "eb",
          ".lora_magnitude_vector": "m"}
 
@@ -38,7 +40,7 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
         companions = find_companions(path, base)
         config, tokenizer, generation = companions.config, companions.tokenizer_files, companions.generation_config
         check_family(adapter, config.get("model_type"))
-        check_against_base(list(adapter.modules), adapter.whole, config, path)
+        check_against_base(list(adapter.modules), {**adapter.copies, **adapter.whole}, config, path)
     else:
         notes.append(f"the base model ({adapter.settings.get('base_model_name_or_path')!r}) is not a local folder: "
                      "pass --base-model DIR to convert this adapter")
@@ -54,8 +56,8 @@ def read_adapter(path: Path, options: ReadOptions = ReadOptions()) -> tuple[Lora
     refs = {name.removeprefix(PREFIX): ref.renamed(name.removeprefix(PREFIX)) for name, ref in _weights(path, options).items()}
     if not refs:
         raise CorruptInputError("holds no tensors; not a LoRA adapter", path)
-    modules, whole = _pairs(refs, settings, path)
-    return LoraAdapter(path, settings, tuple(modules), whole), refs
+    modules, whole, copies = _pairs(refs, settings, path)
+    return LoraAdapter(path, settings, tuple(modules), whole, copies=copies), refs
 
 
 def _weights(path: Path, options: ReadOptions) -> dict[str, TensorRef]:
@@ -109,12 +111,16 @@ def module_scale(settings: dict, module: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if settings.get("use_rslora") else alpha / rank
 
 
-def _pairs(refs: dict[str, TensorRef], settings: dict, path: Path) -> tuple[list[LoraModule], dict[str, TensorRef]]:
+def _pairs(refs: dict[str, TensorRef], settings: dict,
+           path: Path) -> tuple[list[LoraModule], dict[str, TensorRef], dict[str, TensorRef]]:
     parts: dict[str, dict[str, TensorRef]] = {}
     whole: dict[str, TensorRef] = {}
+    copies: dict[str, TensorRef] = {}
     for name, ref in refs.items():
         suffix = next((s for s in PARTS if name.endswith(s)), None)
-        if suffix is None:
+        if name.endswith(COPY):
+            copies[name[:-len(COPY)] + ".weight"] = ref
+        elif suffix is None:
             whole[name] = ref
         else:
             parts.setdefault(name[:-len(suffix)], {})[PARTS[suffix]] = ref
@@ -134,7 +140,7 @@ def _pairs(refs: dict[str, TensorRef], settings: dict, path: Path) -> tuple[list
                                   bool(settings.get("fan_in_fan_out")) and not embedding, got.get("m")))
     if not modules:
         raise CorruptInputError("holds no lora_A/lora_B pairs; not a LoRA adapter", path)
-    return modules, whole
+    return modules, whole, copies
 
 
 def check_against_base(modules: list[LoraModule], whole: dict[str, TensorRef], config: dict, path: Path) -> None:
