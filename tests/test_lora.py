@@ -22,7 +22,10 @@ from modelport.runtimes.llama_cpp import LlamaCppRuntime
 
 TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
            "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
-           "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]}
+           "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+           # transformers 5 fuses routed experts into 3-D parameters (PEFT reaches those only through
+           # target_parameters, not read here): the attention and the shared expert's Linear layers
+           "qwen2_moe": ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]}
 
 
 def make_adapter(base: Path, out: Path, targets, seed: int = 1, **settings):
@@ -78,10 +81,11 @@ def reference_lora(adapter: Path, base: Path, out: Path, outtype: str = "f32") -
     return out
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3", "qwen2_moe"])
 def test_adapter_gguf_runs_as_peft_does(adapters, tmp_path, family):
-    """Llama (Q/K rows permuted in A/B's B), Qwen2 (base biases beside the LoRA), Phi-3 (fused QKV and gate-up):
-    llama.cpp with the f32 base GGUF and our adapter gives the PEFT model's logits; the base alone does not."""
+    """Llama (Q/K rows permuted in the pair's B), Qwen2 (base biases beside the LoRA), Phi-3 (fused QKV and
+    gate-up), Qwen2-MoE (a shared expert): llama.cpp with the f32 base GGUF and our adapter gives the PEFT
+    model's logits; the base alone does not."""
     base, adapter, expected, base_gguf = adapters(family)
     result = modelport.convert(adapter, tmp_path / "adapter.gguf")        # the base: the folder the adapter names
     assert result["source_format"] == "peft" and result["dtype"] == "f32"
@@ -89,7 +93,7 @@ def test_adapter_gguf_runs_as_peft_does(adapters, tmp_path, family):
     assert reader.fields["general.type"].contents() == "adapter"
     assert reader.fields["adapter.type"].contents() == "lora"
     assert reader.fields["adapter.lora.alpha"].contents() == 16.0
-    assert any(t.name == "blk.0.attn_output.weight.lora_b" for t in reader.tensors)
+    assert any(t.name == "blk.0.attn_q.weight.lora_b" for t in reader.tensors)
     got = llama_cpp_logits(base_gguf, tmp_path / "adapter.gguf")
     assert np.abs(got - expected).max() < 1e-3
     assert np.abs(llama_cpp_logits(base_gguf) - expected).max() > 0.05      # the adapter matters

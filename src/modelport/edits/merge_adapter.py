@@ -72,9 +72,11 @@ def _check(bundle: ModelBundle, modules: tuple[LoraModule, ...], whole: dict[str
 
 
 def merged(base: TensorRef, module: LoraModule) -> TensorRef:
-    """`base` with the module's change added, rows on demand (no raw byte range: the bytes are new)."""
+    """`base` with the module's change added (no raw byte range: the bytes are new), by row blocks when the
+    base reads rows alone (else whole, once: a block at a time would read it once per block)."""
+    rows = partial(merged_rows, base, module) if base.rows is not None else None
     return replace(base, loader=partial(merged_rows, base, module, 0, base.shape[0], whole=True), raw=None,
-                   rows=partial(merged_rows, base, module), source=f"{base.source} + {module.a.source}")
+                   rows=rows, source=f"{base.source} + {module.a.source}")
 
 
 def merged_rows(base: TensorRef, module: LoraModule, start: int, stop: int, whole: bool = False) -> np.ndarray:
