@@ -49,6 +49,9 @@ def _write(bundle, path: Path, options: GGUFOptions) -> dict:
 
 
 def _describe(bundle, options: GGUFOptions) -> list[dict]:
+    if bundle.adapter is not None:
+        from .adapter import describe as describe_adapter
+        return describe_adapter(bundle, options)
     from .writer import describe
     return describe(bundle, options)
 

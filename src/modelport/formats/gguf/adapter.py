@@ -87,6 +87,21 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     return {**summary(path.parent, qtypes), "dtype": quant}
 
 
+def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
+    """--debug-params: each lora_A/lora_B (per expert when stacked) -> its GGUF tensor, shape as written, type."""
+    mapping = mapping_for(bundle)
+    hp = hparams(bundle.config, spec_for(bundle.config).tie_default)
+    qtype = TYPES.get(asked_quant(options.quant, options.dtype) or "f32", TYPES["f32"])
+    rows = []
+    for p in plan(bundle.adapter, mapping, hp):
+        for i, module in enumerate(p.modules):
+            for ref, suffix, shape in ((module.a, ".lora_a", p.a_shape), (module.b, ".lora_b", p.b_shape)):
+                target = p.name + suffix + (f"[{i}]" if len(p.modules) > 1 else "")
+                rows.append({"source": ref.name, "hf_name": module.target, "target": target, "shape": list(shape),
+                             "dtype": ref.dtype, "target_type": _qtype(qtype, shape).name})
+    return rows
+
+
 def _refuse_inexpressible(adapter: LoraAdapter) -> None:
     merge = "merge it into its base instead (convert BASE OUT --merge-adapter ADAPTER)"
     if adapter.dora:
