@@ -83,13 +83,13 @@ def merged_rows(base: TensorRef, module: LoraModule, start: int, stop: int, whol
     """Rows [start, stop) of W + delta, as PEFT's LoraLayer.merge computes them, in W's dtype."""
     w = base.load() if whole else base.load_rows(start, stop)
     delta = delta_rows(module, start, stop)
-    out = w.astype(np.float32) + delta.astype(np.float32)
+    out = np.add(w, delta, dtype=np.float32)
     if module.magnitude is not None:
-        rows = out.astype(w.dtype).astype(np.float32)
-        norm = np.linalg.norm(rows, axis=1).astype(w.dtype).astype(np.float32)
-        magnitude = module.magnitude.load().astype(np.float32)[start:stop]
+        rows = out.astype(w.dtype).astype(np.float32, copy=False)
+        norm = np.linalg.norm(rows, axis=1).astype(w.dtype).astype(np.float32, copy=False)
+        magnitude = module.magnitude.load().astype(np.float32, copy=False)[start:stop]
         out = (magnitude / norm)[:, None] * out
-    return out.astype(w.dtype)
+    return out.astype(w.dtype, copy=False)
 
 
 def delta_rows(module: LoraModule, start: int, stop: int) -> np.ndarray:
@@ -97,9 +97,10 @@ def delta_rows(module: LoraModule, start: int, stop: int) -> np.ndarray:
     cast back for a half-precision adapter, as PEFT's get_delta_weight does on CPU."""
     dtype = module.b.dtype
     if module.transposed:          # W's rows are the product's columns: A's columns
-        a = module.a.load()[:, start:stop].astype(np.float32)
-        product = (module.b.load().astype(np.float32) @ a).T
+        a = module.a.load()[:, start:stop].astype(np.float32, copy=False)
+        product = (module.b.load().astype(np.float32, copy=False) @ a).T
     else:
-        product = module.b.load_rows(start, stop).astype(np.float32) @ module.a.load().astype(np.float32)
-    delta = product * np.float32(module.scale)
-    return delta.astype(numpy_dtype(dtype)) if dtype in HALF or dtype == "float32" else delta
+        product = (module.b.load_rows(start, stop).astype(np.float32, copy=False)
+                   @ module.a.load().astype(np.float32, copy=False))
+    product *= np.float32(module.scale)
+    return product.astype(numpy_dtype(dtype), copy=False) if dtype in HALF else product
