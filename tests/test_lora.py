@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -23,9 +24,9 @@ from modelport.runtimes.llama_cpp import LlamaCppRuntime
 TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
            "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
            "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-           # transformers 5 fuses routed experts into 3-D parameters (PEFT reaches those only through
-           # target_parameters, not read here): the attention and the shared expert's Linear layers
-           "qwen2_moe": ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]}
+           "qwen2_moe": ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]}   # + the shared expert
+# transformers 5 holds routed experts as 3-D parameters, which PEFT adapts through target_parameters
+SETTINGS = {"qwen2_moe": {"target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]}}
 
 
 def make_adapter(base: Path, out: Path, targets, seed: int = 1, **settings):
@@ -59,7 +60,7 @@ def adapters(samples, tmp_path_factory):
     def make(family: str):
         if family not in made:
             base = samples(family).path
-            peft_model = make_adapter(base, root / f"{family}-adapter", TARGETS[family])
+            peft_model = make_adapter(base, root / f"{family}-adapter", TARGETS[family], **SETTINGS.get(family, {}))
             base_gguf = root / f"{family}-base.gguf"
             modelport.convert(base, base_gguf, quant="f32")
             made[family] = (base, root / f"{family}-adapter", peft_logits(peft_model), base_gguf)
@@ -84,8 +85,8 @@ def reference_lora(adapter: Path, base: Path, out: Path, outtype: str = "f32") -
 @pytest.mark.parametrize("family", ["llama", "qwen2", "phi3", pytest.param("qwen2_moe", marks=pytest.mark.slow)])
 def test_adapter_gguf_runs_as_peft_does(adapters, tmp_path, family):
     """Llama (Q/K rows permuted in the pair's B), Qwen2 (base biases beside the LoRA), Phi-3 (fused QKV and
-    gate-up), Qwen2-MoE (a shared expert): llama.cpp with the f32 base GGUF and our adapter gives the PEFT
-    model's logits; the base alone does not."""
+    gate-up), Qwen2-MoE (every routed expert, stacked into the *_exps pairs, and the shared expert):
+    llama.cpp with the f32 base GGUF and our adapter gives the PEFT model's logits; the base alone does not."""
     base, adapter, expected, base_gguf = adapters(family)
     result = modelport.convert(adapter, tmp_path / "adapter.gguf")        # the base: the folder the adapter names
     assert result["source_format"] == "peft" and result["dtype"] == "f32"
@@ -93,8 +94,11 @@ def test_adapter_gguf_runs_as_peft_does(adapters, tmp_path, family):
     assert reader.fields["general.type"].contents() == "adapter"
     assert reader.fields["adapter.type"].contents() == "lora"
     assert reader.fields["adapter.lora.alpha"].contents() == 16.0
-    names = [t.name for t in reader.tensors]
-    assert len(names) == 2 * modelport.inspect(adapter)["adapter"]["adapted_tensors"]
+    names = {t.name: t.data.shape for t in reader.tensors}
+    stacked = {n for n in names if "_exps." in n}           # one pair for all experts of a layer
+    experts = 4 if stacked else 0
+    assert len(names) - len(stacked) + experts * len(stacked) == 2 * modelport.inspect(adapter)["adapter"]["adapted_tensors"]
+    assert all(names[n][0] == experts for n in stacked)
     assert all(n.startswith("blk.") and n.endswith((".weight.lora_a", ".weight.lora_b")) for n in names), names
     got = llama_cpp_logits(base_gguf, tmp_path / "adapter.gguf")
     assert np.abs(got - expected).max() < 1e-3
@@ -149,10 +153,12 @@ def merged_reference(base: Path, adapter: Path) -> dict[str, np.ndarray]:
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return {k: v.numpy() for k, v in merged.state_dict().items()}
+    with tempfile.TemporaryDirectory() as folder:       # under the names checkpoints save (experts one by one)
+        merged.save_pretrained(folder)
+        return load_file(Path(folder) / "model.safetensors")
 
 
-@pytest.mark.parametrize("family", ["llama", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "phi3", pytest.param("qwen2_moe", marks=pytest.mark.slow)])
 def test_merge_adapter_is_merge_and_unload(adapters, tmp_path, family):
     """HF output: every tensor exactly what PEFT's merge_and_unload() makes; GGUF f32: its logits."""
     base, adapter, expected, _ = adapters(family)
@@ -160,7 +166,7 @@ def test_merge_adapter_is_merge_and_unload(adapters, tmp_path, family):
     assert any("merged the LoRA adapter" in n for n in result["notes"])
     ours = load_file(tmp_path / "hf" / "model.safetensors")
     reference = merged_reference(base, adapter)
-    assert set(ours) == {k for k in reference if k != "lm_head.weight" or k in ours}
+    assert set(ours) == set(reference)
     for name, array in ours.items():
         assert np.array_equal(array, reference[name]), name
     run = run_cli("convert", base, tmp_path / "merged.gguf", "--quant", "f32", "--merge-adapter", adapter)

@@ -31,7 +31,7 @@ def apply(bundle: ModelBundle, adapter_path: Path) -> ModelBundle:
     if found is None or not found.adapter:
         raise UsageError("--merge-adapter needs a PEFT adapter folder (adapter_config.json and "
                          "adapter_model.safetensors)", adapter_path)
-    adapter, _refs = read_adapter(adapter_path, ReadOptions())
+    adapter, _refs = read_adapter(adapter_path, ReadOptions(), bundle.model_type)
     check_family(adapter, bundle.model_type)
     replaced = {**adapter.copies, **adapter.whole}      # as PeftModel.from_pretrained loads them into the model
     _check(bundle, adapter.modules, replaced, adapter_path)

@@ -22,6 +22,7 @@ from ...core.errors import CorruptInputError, KeyMismatchError, ModelConversionE
 from ..base import ReadOptions
 from ..companions import find_companions, read_json
 from . import CONFIG, WEIGHTS
+from .experts import expert_modules, wrapped_parameter
 
 PREFIX = "base_model.model."
 COPY = ".base_layer.weight"     # the base's own tensor, saved beside its pair (save_embedding_layers)
@@ -32,13 +33,14 @@ PARTS = {".lora_A.weight": "a", ".lora_B.weight": "b", ".lora_embedding_A": "ea"
 def read(path: Path, options: ReadOptions) -> ModelBundle:
     """The adapter with its base's config (from --base-model, or the local folder its settings name),
     checked against that base; without one, a note asks for --base-model (inspect still answers)."""
-    adapter, refs = read_adapter(path, options)
-    base = _base(path, adapter.settings, options.base_model)
+    base = _base(path, read_json(path / CONFIG), options.base_model)
     notes = []
     config, tokenizer, generation = {}, {}, None
     if base is not None:
         companions = find_companions(path, base)
         config, tokenizer, generation = companions.config, companions.tokenizer_files, companions.generation_config
+    adapter, refs = read_adapter(path, options, config.get("model_type"))
+    if base is not None:
         check_family(adapter, config.get("model_type"))
         check_against_base(list(adapter.modules), {**adapter.copies, **adapter.whole}, config, path)
     else:
@@ -47,8 +49,10 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
     return ModelBundle(config, refs, path, "peft", tokenizer, generation, notes, adapter=replace(adapter, base=base))
 
 
-def read_adapter(path: Path, options: ReadOptions = ReadOptions()) -> tuple[LoraAdapter, dict[str, TensorRef]]:
-    """The adapter's settings and pairs (no base looked at), and its tensors under the base's names."""
+def read_adapter(path: Path, options: ReadOptions = ReadOptions(),
+                 model_type: str | None = None) -> tuple[LoraAdapter, dict[str, TensorRef]]:
+    """The adapter's settings and pairs, and its tensors under the base's names. Pairs on fused expert
+    parameters (experts.py) need the base's `model_type` to be placed; without it they are left out."""
     settings = read_json(path / CONFIG)
     kind = str(settings.get("peft_type", "LORA")).upper()
     if kind != "LORA":
@@ -56,7 +60,7 @@ def read_adapter(path: Path, options: ReadOptions = ReadOptions()) -> tuple[Lora
     refs = {name.removeprefix(PREFIX): ref.renamed(name.removeprefix(PREFIX)) for name, ref in _weights(path, options).items()}
     if not refs:
         raise CorruptInputError("holds no tensors; not a LoRA adapter", path)
-    modules, whole, copies = _pairs(refs, settings, path)
+    modules, whole, copies = _pairs(refs, settings, path, model_type)
     return LoraAdapter(path, settings, tuple(modules), whole, copies=copies), refs
 
 
@@ -111,8 +115,8 @@ def module_scale(settings: dict, module: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if settings.get("use_rslora") else alpha / rank
 
 
-def _pairs(refs: dict[str, TensorRef], settings: dict,
-           path: Path) -> tuple[list[LoraModule], dict[str, TensorRef], dict[str, TensorRef]]:
+def _pairs(refs: dict[str, TensorRef], settings: dict, path: Path,
+           model_type: str | None) -> tuple[list[LoraModule], dict[str, TensorRef], dict[str, TensorRef]]:
     parts: dict[str, dict[str, TensorRef]] = {}
     whole: dict[str, TensorRef] = {}
     copies: dict[str, TensorRef] = {}
@@ -132,13 +136,20 @@ def _pairs(refs: dict[str, TensorRef], settings: dict,
             raise CorruptInputError(f"{quoted(module)} has lora_{'A' if a else 'B'} but no lora_{'B' if a else 'A'}", path)
         if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != b.shape[1]:
             raise CorruptInputError(f"{quoted(module)}: rank mismatch between lora_A {a.shape} and lora_B {b.shape}", path)
+        wrapped = wrapped_parameter(module, settings)
+        if wrapped is not None:
+            rank = pattern_value(settings.get("rank_pattern"), wrapped[0], settings.get("r", a.shape[0]))
+            if model_type is not None:
+                modules += expert_modules(*wrapped, a, b, rank, module_scale(settings, wrapped[0], rank), model_type,
+                                          path)
+            continue
         rank = pattern_value(settings.get("rank_pattern"), module, settings.get("r", a.shape[0]))
         if rank != a.shape[0]:
             raise CorruptInputError(f"{quoted(module)}: rank mismatch: its tensors have rank {a.shape[0]}, "
                                     f"{CONFIG} says {rank}", path)
         modules.append(LoraModule(f"{module}.weight", a, b, module_scale(settings, module, rank), embedding,
                                   bool(settings.get("fan_in_fan_out")) and not embedding, got.get("m")))
-    if not modules:
+    if not parts:
         raise CorruptInputError("holds no lora_A/lora_B pairs; not a LoRA adapter", path)
     return modules, whole, copies
 
