@@ -76,7 +76,7 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     types = dict(zip((p.name + s for p in pairs for s in (".lora_a", ".lora_b")), qtypes))
 
     def produce(p: Pair) -> int:
-        a, b = tensors(p, hp, alpha)
+        a, b = tensors(p, hp, alpha, adapter)
         return (data.put(p.name + ".lora_a", 0, to_type(a, types[p.name + ".lora_a"], threads=1))
                 + data.put(p.name + ".lora_b", 0, to_type(b, types[p.name + ".lora_b"], threads=1)))
 
