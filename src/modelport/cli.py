@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--add-tokens", metavar="YAML", help="add tokens / set BOS, EOS, PAD, UNK (see README)")
     c.add_argument("--chat-template", metavar="FILE", help="Jinja2 chat template for the tokenizer and GGUF metadata")
     c.add_argument("--max-length", type=int, metavar="N", help="set the model's maximum positions")
+    c.add_argument("--merge-adapter", metavar="DIR",
+                   help="merge this PEFT LoRA adapter into the model as it converts (what merge_and_unload() computes)")
     c.add_argument("--debug-params", action="store_true",
                    help="print every source tensor -> target name, shape, dtype and target type (and --json 'params')")
     c.add_argument("--allow-unused", action="store_true",
@@ -125,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-attempts", type=int, help="attempts per checkpoint before giving up on it (default 3)")
     w.add_argument("--backoff", type=float, help="seconds before retrying a failed checkpoint; doubles (default 60)")
     w.add_argument("--no-verify", dest="verify", action="store_const", const=False, help="publish without verifying")
+    adapters = w.add_mutually_exclusive_group()
+    adapters.add_argument("--merge", dest="adapters_only", action="store_const", const=False,
+                          help="LoRA adapter checkpoints: publish each merged into --base-model (default)")
+    adapters.add_argument("--adapters-only", dest="adapters_only", action="store_const", const=True,
+                          help="LoRA adapter checkpoints: publish each as a GGUF LoRA beside a base GGUF converted once")
     w.add_argument("--corpus", help="also score each artifact over this text (FILE or 'builtin'): perplexity and "
                    "KL-divergence statistics in the manifest, verify.html in each version")
     w.add_argument("--ctx", type=int, help="tokens per scored chunk (default 512)")
@@ -229,7 +236,8 @@ def _edits(args: argparse.Namespace):
 
     from .edits import Edits
     return Edits(Path(args.add_tokens) if args.add_tokens else None,
-                 Path(args.chat_template) if args.chat_template else None, args.max_length)
+                 Path(args.chat_template) if args.chat_template else None, args.max_length,
+                 Path(args.merge_adapter).expanduser() if args.merge_adapter else None)
 
 
 def _verify(args: argparse.Namespace) -> tuple[dict, int]:
@@ -340,7 +348,7 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
                      keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
                      verify=args.verify, allow_unused=args.allow_unused, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                      registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once,
-                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens)
+                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens, adapters_only=args.adapters_only)
     if args.config is None and (args.checkpoint_dir is None or args.output is None):
         raise UsageError("watch needs CHECKPOINT_DIR and --output (or --config FILE naming them)")
     summary = run(config.load(Path(args.config) if args.config else None, overrides))

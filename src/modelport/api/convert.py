@@ -11,7 +11,7 @@ from ..core.bundle import ModelBundle
 from ..core.errors import KeyMismatchError, ModelConversionError, UsageError
 from ..edits import apply as apply_edits
 from ..files.atomic import atomic_files, atomic_output, check_apart, check_destination
-from ..formats import Format, load, resolve_source, target
+from ..formats import FORMATS, Format, load, resolve_source, target
 from ..formats.gguf.profiles import file_name, quants_for
 from .options import ConvertOptions
 
@@ -29,10 +29,16 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     options = options or ConvertOptions.of(**settings)
     dst_path = Path(dst).expanduser()
     fmt = target(dst_path, options.to)
-    check_apart([Path(src).expanduser(), *([options.read.base_model] if options.read.base_model else [])], dst_path)
+    merging = [options.edits.merge_adapter] if options.edits and options.edits.merge_adapter else []
+    check_apart([Path(src).expanduser(), *([options.read.base_model] if options.read.base_model else []), *merging],
+                dst_path)
     writer_options = options.writer_options(fmt)
     check_destination(dst_path, options.overwrite)
     source, source_fmt = resolve_source(Path(src).expanduser(), options.checkpoint)
+    if source_fmt.adapter and not fmt.writes_adapters:
+        writers = ", ".join(f.name for f in FORMATS if f.writes_adapters)
+        raise UsageError(f"a LoRA adapter converts to {writers} only (an adapter file llama.cpp loads beside its "
+                         f"base); for a {fmt.name} model, merge it: convert BASE {dst_path} --merge-adapter {source}")
     if source_fmt.name == fmt.name and fmt.transcode is not None and not options.edits and not options.debug_params:
         return _transcoded(source, fmt, dst_path, writer_options, options.overwrite, started)
     # edited tokenizer files live in a work folder until the writer has copied them

@@ -45,6 +45,7 @@ def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
         "tokenizer_files": sorted(bundle.tokenizer_files),
         "tied": sorted(t.name for t in bundle if t.alias_of),
         "notes": bundle.notes,
+        **({"adapter": bundle.adapter.describe()} if bundle.adapter is not None else {}),
     }
     # what the file holds first; where it says otherwise than the bundle, the bundle's is what a conversion gives
     converted = {f"{key}_after_conversion": found.pop(key) for key in CONVERTED if key in held}

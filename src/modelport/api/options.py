@@ -2,7 +2,7 @@
 flags both become one `ConvertOptions`, and each writer receives only its own typed options."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.dtypes import parse_dtype
@@ -30,10 +30,14 @@ class ConvertOptions:
            threads: int | None = None, quant: str | None = None, max_shard_size: str | int = "5GB",
            split_max_size: str | int | None = None, pre_tokenizer: str | None = None, with_past: bool = False,
            opset: int = 18, allow_unused: bool = False, debug_params: bool = False,
-           edits: Edits | None = None) -> "ConvertOptions":
+           edits: Edits | None = None, merge_adapter: str | Path | None = None) -> "ConvertOptions":
         """The API's keywords (the CLI's flags, by the same names) parsed and checked."""
         if threads is not None and threads < 1:
             raise UsageError(f"--threads {threads}: needs at least one thread")
+        if merge_adapter is not None:
+            edits = replace(edits or Edits(), merge_adapter=Path(merge_adapter).expanduser())
+        if edits and edits.merge_adapter and not edits.merge_adapter.is_dir():
+            raise UsageError("--merge-adapter: no such folder", edits.merge_adapter)
         write = WriteSettings(dtype=parse_dtype(dtype), quant=quant, max_shard_size=parse_size(max_shard_size),
                               split_max_size=parse_size(split_max_size) if split_max_size else 0,
                               pre_tokenizer=pre_tokenizer, with_past=with_past, opset=opset, threads=threads or 2)

@@ -42,6 +42,12 @@ class Rule:
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         raise NotImplementedError
 
+    def lora(self, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> "tuple[np.ndarray, np.ndarray] | None":
+        """The rule applied to a low-rank W = b @ a through its factors (a LoRA pair: a is rank x in, b out x
+        rank), as llama.cpp's LoRA converter applies it: a rule that reorders or cuts W's rows does so to b's
+        rows (the default); None when the result is no longer such a product (an offset)."""
+        return a, self.forward(b, hp, b.shape[0])
+
 
 @dataclass(frozen=True)
 class PermuteHeads(Rule):
@@ -77,6 +83,9 @@ class Transpose(Rule):
         import numpy as np
         return np.ascontiguousarray(array.swapaxes(-1, -2)) if array.ndim >= 2 else array
 
+    def lora(self, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> "tuple[np.ndarray, np.ndarray]":
+        return b.swapaxes(-1, -2), a.swapaxes(-1, -2)          # (b a)^T = a^T b^T
+
 
 @dataclass(frozen=True)
 class AddOffset(Rule):
@@ -91,6 +100,9 @@ class AddOffset(Rule):
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         import numpy as np
         return array.astype(np.float32) - np.float32(self.value)
+
+    def lora(self, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> None:
+        return None
 
 
 def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
@@ -143,6 +155,15 @@ class Chain:
         for rule in reversed(self.rules):
             array = rule.inverse(array, hp)
         return array
+
+    def lora(self, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> "tuple[np.ndarray, np.ndarray] | None":
+        """Every rule applied to a LoRA pair (Rule.lora); None when one cannot be."""
+        for rule in self.rules:
+            pair = rule.lora(a, b, hp)
+            if pair is None:
+                return None
+            a, b = pair
+        return a, b
 
     @property
     def changes_dtype(self) -> bool:
@@ -259,6 +280,13 @@ class Take(Rule):
 
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         return array                # the part as it is; `join` makes the whole
+
+    def lora(self, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> "tuple[np.ndarray, np.ndarray]":
+        """A cut across W's columns takes a's columns; any other, b's rows."""
+        if not self.groups and self.axis % b.ndim == b.ndim - 1:
+            return self.forward(a, hp, a.shape[0]), b
+        part = self.forward(b, hp, b.shape[0])
+        return a, part.reshape(-1, part.shape[-1])
 
     def join(self, parts: list["np.ndarray"]) -> "np.ndarray":
         import numpy as np

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .dtypes import ITEMSIZE, cast
 
@@ -134,6 +134,8 @@ class ModelBundle:
     origins: dict[str, str] = field(default_factory=dict)    # tensor name -> its name in the source file
     unused: list[str] = field(default_factory=list)          # source tensors no target name takes
     quantization: dict | None = None                         # how a quantized source was stored (method, bits, block)
+    adapter: Any = None                # a LoRA adapter (core.adapter.LoraAdapter, which builds on this module):
+                                       # its pairs, `config` being its base's
 
     def __iter__(self) -> Iterator[TensorRef]:
         return iter(self.tensors.values())

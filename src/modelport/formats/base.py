@@ -67,3 +67,5 @@ class Format:
     transcode: Callable[[Path, Path, Any], dict] | None = None
     # what a file holds beyond the bundle, from its header (GGUF: file type, tensor types, vocabulary), for inspect
     details: Callable[[Path], dict] | None = None
+    adapter: bool = False                                           # its files are LoRA adapters, not models
+    writes_adapters: bool = False                                   # `write` takes an adapter bundle too

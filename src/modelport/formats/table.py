@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import UsageError
-from . import dcp, gguf, hf, onnx, pytorch
+from . import dcp, gguf, hf, onnx, peft, pytorch
 from .base import Format
 
-# DCP before HF (a DCP folder is never an HF one), GGUF and ONNX before torch pickles (which are
-# recognised by suffix or the zip magic alone)
-FORMATS: tuple[Format, ...] = (dcp.FORMAT, hf.FORMAT, gguf.FORMAT, onnx.FORMAT, pytorch.FORMAT)
+# DCP and PEFT before HF (a DCP folder is never an HF one; an adapter's weights are safetensors too), GGUF
+# and ONNX before torch pickles (which are recognised by suffix or the zip magic alone)
+FORMATS: tuple[Format, ...] = (dcp.FORMAT, peft.FORMAT, hf.FORMAT, gguf.FORMAT, onnx.FORMAT, pytorch.FORMAT)
 TARGET_ALIASES = {"huggingface": "hf"}
 
 

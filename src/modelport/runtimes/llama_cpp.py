@@ -37,7 +37,8 @@ class LlamaCppRuntime:
     name = "llama.cpp"
 
     def __init__(self, path: Path, n_ctx: int = 1024, embedding: bool = False, threads: int = 2,
-                 pooling: int | None = None) -> None:
+                 pooling: int | None = None, lora: Path | None = None) -> None:
+        """`lora`: a GGUF LoRA adapter applied on top (at scale 1), as llama.cpp's --lora does."""
         from llama_cpp import Llama
 
         kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=not embedding,
@@ -45,6 +46,8 @@ class LlamaCppRuntime:
                       type_k=F32, type_v=F32)
         if pooling is not None:
             kwargs["pooling_type"] = pooling
+        if lora is not None:
+            kwargs["lora_path"] = str(lora)
         with _quiet_stderr():
             try:
                 self.llm = Llama(**kwargs)

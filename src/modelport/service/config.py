@@ -34,6 +34,7 @@ class WatchConfig(BaseModel):
     ctx: int = Field(512, ge=4, le=16384)    # tokens per scored chunk (verify.corpus.MAX_CTX)
     tokens: int = Field(32768, ge=4)         # corpus tokens scored at most
     allow_unused: bool = False               # drop source tensors no target takes (else the checkpoint fails)
+    adapters_only: bool = False              # LoRA checkpoints as GGUF LoRAs beside one base GGUF (else merged)
     max_attempts: int = Field(3, ge=1)       # per checkpoint (and per rewrite of it)
     backoff: float = Field(60.0, ge=0)       # seconds before the 2nd attempt; doubles after each failure
     metrics_port: int | None = None

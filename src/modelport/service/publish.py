@@ -37,6 +37,7 @@ class BuildOptions:
     threads: int | None = None
     allow_unused: bool = False
     corpus: "CorpusSettings | None" = None      # quality statistics over a corpus, when set
+    adapters_only: bool = False                 # a LoRA checkpoint as a GGUF LoRA beside its base's GGUF, not merged
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Build:
     stage: str = "convert"
     timings: dict[str, float] = field(default_factory=dict)
     verification: dict[str, dict] = field(default_factory=dict)
+    kind: str = "model"                  # "model", "merged adapter", or "adapter"
+    base_files: list[str] = field(default_factory=list)     # an adapter's base GGUF(s), relative to the version
 
 
 def gguf_name(quant: str) -> str:
@@ -63,10 +66,19 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     from ..verify.report import write_report
 
     started = time.perf_counter()
-    convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model, threads=options.threads,
-            allow_unused=options.allow_unused)
+    base = adapter_base(found.path, options.base_model)
+    if base is not None and options.adapters_only:
+        _adapter_beside_base(found, staging, base, options, build)
+        return
+    if base is not None:        # a LoRA checkpoint: the model it makes of its base (nothing to verify it against)
+        build.kind = "merged adapter"
+        convert(base, staging, to="hf", dtype=options.dtype, threads=options.threads, allow_unused=options.allow_unused,
+                merge_adapter=found.path)
+    else:
+        convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model,
+                threads=options.threads, allow_unused=options.allow_unused)
     build.timings["hf"] = round(time.perf_counter() - started, 3)
-    if options.verify:
+    if options.verify and base is None:
         build.stage = "verify"
         t = time.perf_counter()
         report = verify(found.path, staging, base_model=options.base_model, write_sidecar=False, corpus=options.corpus)
@@ -90,6 +102,42 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
         build.timings["verify_gguf"] = round(time.perf_counter() - t, 3)
         if options.corpus:            # a page per version: each quant's drift, and size against KLD
             write_report([build.verification[t.name] for t in targets], staging / "verify.html")
+    build.stage = "publish"
+
+
+def adapter_base(path: Path, base_model: Path | None) -> Path | None:
+    """For a LoRA adapter checkpoint, its base model folder (--base-model, or the local one it names); None
+    for a model checkpoint. An adapter without a base it can find is a usage error."""
+    from ..core.errors import UsageError
+    from ..formats import sniff
+    from ..formats.base import ReadOptions
+    found = sniff(path)
+    if found is None or not found.adapter:
+        return None
+    base = found.read(path, ReadOptions(base_model)).adapter.base
+    if base is None:
+        raise UsageError("a LoRA adapter checkpoint needs its base model: pass --base-model DIR", path)
+    return base
+
+
+def _adapter_beside_base(found: Found, staging: Path, base: Path, options: BuildOptions, build: Build) -> None:
+    """--adapters-only: the version holds adapter.gguf, a GGUF LoRA; the base becomes OUTPUT/base/model-{quant}.gguf
+    once (each appears whole), shared by every version."""
+    from ..api import convert
+    build.kind = "adapter"
+    shared = staging.parent / "base"
+    shared.mkdir(exist_ok=True)
+    for quant in options.quants or ["f16"]:
+        target = shared / gguf_name(quant)
+        if not target.exists():
+            t = time.perf_counter()
+            convert(base, target, quant=quant, threads=options.threads, allow_unused=options.allow_unused)
+            build.timings[f"base/{target.name}"] = round(time.perf_counter() - t, 3)
+        build.base_files.append(f"../base/{target.name}")
+    t = time.perf_counter()
+    staging.mkdir()
+    convert(found.path, staging / "adapter.gguf", base_model=base, threads=options.threads)
+    build.timings["adapter.gguf"] = round(time.perf_counter() - t, 3)
     build.stage = "publish"
 
 

@@ -133,11 +133,12 @@ class WatchService:
         self.busy = True
         try:
             options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused,
-                                   cfg.corpus_settings if cfg.verify else None)
+                                   cfg.corpus_settings if cfg.verify else None, cfg.adapters_only)
             build_version(found, staging, options, build)
             manifest = write_manifest(staging, {
                 "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,
-                "source": {"path": str(found.path), "signature": sig},
+                "source": {"path": str(found.path), "signature": sig, "kind": build.kind},
+                **({"base": build.base_files} if build.base_files else {}),
                 "conversion": {"to": ["hf"] + [f"gguf:{q}" for q in cfg.quants], "dtype": cfg.dtype,
                                "base_model": cfg.base_model, "verify": cfg.verify,
                                "corpus": {"corpus": cfg.corpus, "ctx": cfg.ctx, "tokens": cfg.tokens} if cfg.corpus else None},

@@ -44,11 +44,18 @@ def _read(path: Path, options: ReadOptions):
 
 
 def _write(bundle, path: Path, options: GGUFOptions) -> dict:
+    """A model, or a LoRA adapter bundle as a GGUF LoRA adapter (adapter.py)."""
+    if bundle.adapter is not None:
+        from .adapter import write as write_adapter
+        return write_adapter(bundle, path, options)
     from .writer import write
     return write(bundle, path, options)
 
 
 def _describe(bundle, options: GGUFOptions) -> list[dict]:
+    if bundle.adapter is not None:
+        from .adapter import describe as describe_adapter
+        return describe_adapter(bundle, options)
     from .writer import describe
     return describe(bundle, options)
 
@@ -71,4 +78,4 @@ def _check(path: Path) -> None:
 FORMAT = Format("gguf", sniff, _read, _write, GGUFOptions.from_settings,
                 takes=frozenset({"quant", "dtype", "split_max_size", "pre_tokenizer", "threads"}),
                 output="files", suffix=".gguf", runtime="llama.cpp", check=_check, describe=_describe,
-                transcode=_transcode, details=_details)
+                transcode=_transcode, details=_details, writes_adapters=True)
