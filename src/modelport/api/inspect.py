@@ -4,10 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats import CHECKPOINTS, ReadOptions, detect_or_fail, discover, load
+from ..storage import mounted
 
 
 def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
-    src = Path(path).expanduser()
+    """What `path` (a path or a URL: only headers are read, by range) holds."""
+    with mounted(path) as src:
+        info = _inspect(src, base_model)
+    if str(path) != str(src):
+        shown = str(src)
+        info = {key: (value.replace(shown, str(path).rstrip("/")) if isinstance(value, str) else value)
+                for key, value in info.items()}
+        for checkpoint in info.get("checkpoints", []):
+            checkpoint["path"] = checkpoint["path"].replace(shown, str(path).rstrip("/"))
+    return info
+
+
+def _inspect(src: Path, base_model: str | Path | None) -> dict:
     if detect_or_fail(src) == CHECKPOINTS:
         found = discover(src)
         return {"path": str(src), "format": CHECKPOINTS,
