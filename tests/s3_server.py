@@ -31,7 +31,10 @@ def free_port() -> int:
 
 class MotoServer:
     def __init__(self) -> None:
+        import logging
+
         from moto.server import ThreadedMotoServer
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)       # no line per request on stderr
         self.port = free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()

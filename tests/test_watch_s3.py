@@ -27,8 +27,8 @@ def companions(model: Path, folder: Path) -> None:
 
 
 def service(run: str, out: str, tmp_path: Path, **extra) -> WatchService:
-    settings = dict(checkpoint_dir=run, output=out, registry=str(tmp_path / "registry.sqlite"), settle=0, once=True,
-                    verify=False, quant=["q8_0"], backoff=0, **extra)
+    settings = {**dict(checkpoint_dir=run, output=out, registry=str(tmp_path / "registry.sqlite"), settle=0,
+                       once=True, verify=False, quant=["q8_0"], backoff=0), **extra}
     return WatchService(config.load(None, settings))
 
 
@@ -111,7 +111,8 @@ def test_listing_failures_and_a_vanished_object_fail_one_cycle(s3, llama, tmp_pa
         return found
     watch.run_dir.find = find_then_delete
     watch.cycle()
-    assert watch.summary["failed"] and "no such file" in watch.summary["failed"][0]["error"]
+    failed, = watch.summary["failed"]
+    assert failed["error"].startswith(f"s3://{b}/run/checkpoint-7: ")         # one line naming the URL
     assert 'modelport_failures_total{stage="convert"} 1.0' in watch.metrics.text()
     watch.run_dir.find = listed
     client.put(str(llama.path / "model.safetensors"), f"{b}/run/checkpoint-7/model.safetensors")
