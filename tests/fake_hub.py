@@ -39,8 +39,8 @@ class Hub(http.server.BaseHTTPRequestHandler):
     def _handle(self, send_body: bool) -> None:
         print(self.command, self.path, file=sys.stderr, flush=True)
         parts = self.path.split("?")[0].strip("/").split("/")
-        if parts[:2] == ["api", "models"] and "revision" in parts:
-            repo = "/".join(parts[2:parts.index("revision")])
+        if parts[:2] == ["api", "models"] and ("revision" in parts or len(parts) == 4):
+            repo = "/".join(parts[2:parts.index("revision")] if "revision" in parts else parts[2:])
             folder = self.root / repo
             if not folder.is_dir():
                 return self._reply(404, b"{}", {"X-Error-Code": "RepoNotFound"}, send_body)

@@ -128,10 +128,10 @@ def test_sigkill_mid_upload_never_leaves_a_pointer_to_a_partial_version(s3, llam
     client.put(str(llama.path), f"{b}/run/checkpoint-1", recursive=True)
     args = [sys.executable, "-m", "modelport.cli", "watch", f"s3://{b}/run", "--output", f"s3://{b}/rel",
             "--registry", str(tmp_path / "registry.sqlite"), "--settle", "0", "--no-verify", "--quant", "q8_0",
-            "--interval", "1", "--backoff", "0"]
+            "--backoff", "0"]
     env = {**os.environ, "MODELPORT_RETRY_WAIT": "0.05"}
     proxy.slow["PUT"] = 0.5
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(args + ["--interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 120
         while not client.exists(f"{b}/rel/0.1.0-alpha+1/config.json"):
@@ -145,7 +145,7 @@ def test_sigkill_mid_upload_never_leaves_a_pointer_to_a_partial_version(s3, llam
     client.invalidate_cache()
     assert not client.exists(f"{b}/rel/latest.json")
     assert not client.exists(f"{b}/rel/0.1.0-alpha+1/manifest.json")
-    again = subprocess.run(args[:-4] + ["--once"], capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run(args + ["--once"], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     client.invalidate_cache()
     assert json.loads(client.cat_file(f"{b}/rel/latest.json"))["name"] == "0.1.0-alpha+1"

@@ -5,10 +5,10 @@ Transient: an HTTP 5xx or 429 (S3's SlowDown, a CDN's 503), a timeout, a refused
 connection, a body cut off mid-read, a read returning fewer bytes than asked. Permanent: no such
 bucket or key, access denied, no credentials, a malformed request.
 
-The budget (defaults in README.md): MODELPORT_RETRIES attempts per call (10), waits doubling from
+The budget (defaults in README.md): MODELPORT_RETRIES attempts per call (12), waits doubling from
 MODELPORT_RETRY_WAIT seconds (0.5) up to 8 s, each scaled by a random factor in [0.5, 1] so many
 readers do not retry in step, and no more than MODELPORT_RETRY_SECONDS (60) of waiting in all.
-Each retry is logged at debug level.
+Each retry is logged at debug level. The waits of 12 attempts add up to between 31 and 60 s.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class ShortRead(OSError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 10
+    attempts: int = 12          # with the waits below: at least 31 s of waiting, so a 30 s outage is ridden out
     first_wait: float = 0.5
     max_wait: float = 8.0
     budget_seconds: float = 60.0
