@@ -83,6 +83,7 @@ def test_inspect_s3_reads_headers_only(s3, sharded):
         assert remote[key] == local[key]
 
 
+@pytest.mark.slow
 def test_gguf_to_gguf_from_s3(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
@@ -97,6 +98,7 @@ def test_gguf_to_gguf_from_s3(s3, llama, tmp_path):
     assert remote.read_bytes() == local.read_bytes()
 
 
+@pytest.mark.slow
 def test_pth_is_staged_then_removed(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
@@ -132,6 +134,7 @@ def test_convert_to_s3_is_byte_identical_and_checked(s3, llama, tmp_path):
     assert again.code == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_convert_hf_folder_to_s3(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
@@ -159,6 +162,7 @@ def test_transient_faults_are_retried(s3, sharded, tmp_path):
     assert out.read_bytes() == local.read_bytes()
 
 
+@pytest.mark.slow
 def test_faults_past_the_budget_fail_in_one_line(s3, sharded, tmp_path, monkeypatch):
     client, proxy = s3
     b = bucket(client)
@@ -174,6 +178,7 @@ def test_faults_past_the_budget_fail_in_one_line(s3, sharded, tmp_path, monkeypa
     assert not out.exists() and not list(tmp_path.glob(".*"))
 
 
+@pytest.mark.slow
 def test_failed_upload_leaves_nothing_under_the_final_key(s3, llama, tmp_path, monkeypatch):
     client, proxy = s3
     b = bucket(client)
@@ -186,7 +191,7 @@ def test_failed_upload_leaves_nothing_under_the_final_key(s3, llama, tmp_path, m
 
 
 @pytest.mark.parametrize("case", ["no bucket", "no key", "bucketless", "unknown scheme", "no credentials",
-                                  "wrong endpoint"])
+                                  pytest.param("wrong endpoint", marks=pytest.mark.slow)])
 def test_bad_urls_and_credentials_fail_in_one_line_without_secrets(s3, llama, tmp_path, monkeypatch, case):
     client, _ = s3
     b = bucket(client)

@@ -61,6 +61,7 @@ def test_watch_bucket_publishes_versions_and_keeps_n(s3, llama, tmp_path):
     assert json.loads(client.cat_file(f"{b}/releases/latest.json"))["global_step"] == 200
 
 
+@pytest.mark.slow
 def test_templar_pt_counters_name_the_version(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
@@ -79,6 +80,7 @@ def test_templar_pt_counters_name_the_version(s3, llama, tmp_path):
     assert "modelport_published_global_step 1234.0" in watch.metrics.text()
 
 
+@pytest.mark.slow
 def test_ready_marker_and_settle(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
@@ -92,6 +94,7 @@ def test_ready_marker_and_settle(s3, llama, tmp_path):
     assert settling["published"] == [] and "settle" in settling["pending"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_listing_failures_and_a_vanished_object_fail_one_cycle(s3, llama, tmp_path, monkeypatch):
     client, proxy = s3
     b = bucket(client)
