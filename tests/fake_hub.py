@@ -86,6 +86,8 @@ class Hub(http.server.BaseHTTPRequestHandler):
         print(self.command, self.path, file=sys.stderr, flush=True)
         parts = self.path.split("?")[0].strip("/").split("/")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if parts == ["api", "validate-yaml"]:
+            return self._reply(200, b"{}", {"Content-Type": "application/json"})
         verb = next((v for v in ("paths-info", "preupload", "commit", "tag") if v in parts[3:]), None)
         if parts[:2] != ["api", "models"] or verb is None:
             return self._reply(404)
@@ -116,7 +118,7 @@ class Hub(http.server.BaseHTTPRequestHandler):
                     written.append(item["value"]["path"])
             oid = hashlib.sha1(f"{repo}{summary}{written}".encode()).hexdigest()
             _record(folder, {"kind": "commit", "summary": summary, "files": written, "oid": oid})
-            answer = {"commitUrl": f"http://hub/{repo}/commit/{oid}", "commitOid": oid}
+            answer = {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{oid}", "commitOid": oid}
             return self._reply(200, json.dumps(answer).encode(), {"Content-Type": "application/json"})
         request = json.loads(body)
         _record(folder, {"kind": "tag", "tag": request.get("tag"), "revision": parts[at + 1] if len(parts) > at + 1

@@ -54,3 +54,33 @@ def test_missing_hf_repo_is_one_line(hub, tmp_path):
     assert run.code == 2, run.stderr
     line, = run.stderr.strip().splitlines()
     assert "hf://org/absent" in line and "hf_modelport_test_token_1234" not in line
+
+
+def test_watch_publishes_each_version_as_one_tagged_commit_with_a_model_card(hub, llama, tmp_path):
+    import json
+
+    from modelport.service import config
+    from modelport.service.watch import WatchService
+    root, _ = hub
+    (root / "org" / "releases").mkdir()
+    run = tmp_path / "run"
+    settings = dict(checkpoint_dir=str(run), output="hf://org/releases", registry=str(tmp_path / "registry.sqlite"),
+                    settle=0, once=True, verify=False, quant=["q8_0"], keep=1)
+    for step in (10, 20):
+        shutil.copytree(llama.path, run / f"checkpoint-{step}")
+        summary = WatchService(config.load(None, settings)).run()
+        assert summary["published"] == [f"0.1.0-alpha+{step}"], summary
+    events = [json.loads(line) for line in (root / "org" / "releases.commits.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e.get("tag")) for e in events] == [("commit", None), ("tag", "v0.1.0-alpha+10"),
+                                                          ("commit", None), ("tag", "v0.1.0-alpha+20")]
+    repo = root / "org" / "releases"
+    manifest = json.loads((repo / "manifest.json").read_text())
+    assert manifest["global_step"] == 20
+    assert sorted(events[2]["files"]) == sorted([e["path"] for e in manifest["files"]] + ["manifest.json", "README.md"])
+    card = (repo / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: gguf\n") and "- q8_0" in card
+    rows = [line.split(" | ") for line in card.splitlines() if line.startswith("| model")]
+    sizes = {e["path"]: e["size"] for e in manifest["files"]}
+    assert {row[0][2:]: int(row[2]) for row in rows} == {p: s for p, s in sizes.items()
+                                                         if p.endswith((".gguf", ".safetensors"))}
+    assert (repo / "model-q8_0.gguf").stat().st_size == sizes["model-q8_0.gguf"]

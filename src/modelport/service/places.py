@@ -29,9 +29,9 @@ from ..files.locations import cache_root
 from ..formats.checkpoints import FILE_SUFFIXES, TEMP_SUFFIXES, step_of
 from ..formats.hf import SAFE_INDEX
 from ..storage import call, mounted, parse, staged
-from ..storage.upload import put_file, put_tree
+from ..storage.upload import commit_tree, hub_api, hub_repo, put_file, put_tree
 from .discovery import Found, find, signature, unfinished
-from .publish import LATEST_JSON, MANIFEST, point_latest, publish, retire
+from .publish import LATEST_JSON, MANIFEST, model_card, point_latest, publish, retire
 from .versioning import newest_first
 from .versioning import parse as parse_version
 
@@ -206,7 +206,7 @@ class RemoteReleases:
     def __init__(self, url: str) -> None:
         self.location = parse(url)
         if self.location.scheme not in ("s3", "gs"):
-            raise UsageError(f"watch publishes to a folder, s3:// or gs://, not {self.location.scheme}://", url)
+            raise UsageError(f"watch publishes to a folder, s3://, gs:// or hf://, not {self.location.scheme}://", url)
         self.key = self.location.url
         self.stage_root = cache_root() / "releases"
 
@@ -291,3 +291,63 @@ class RemoteReleases:
             call(lambda: prefix.fs.rm(prefix.child(MANIFEST).path), prefix.url)
             call(lambda: prefix.fs.rm(prefix.path, recursive=True), prefix.url)
         return retired
+
+
+class HubReleases:
+    """Versions as commits to a Hub repository (hf://ORG/NAME): each version one commit of all its files
+    and a generated model card (README.md), tagged v{version}. The repository's history is the
+    retention (nothing is deleted), and its main branch is the pointer: a commit is atomic."""
+
+    def __init__(self, url: str, base_model: str | None = None) -> None:
+        self.location = parse(url)
+        self.key = self.location.url
+        self.repo, _, _ = hub_repo(self.location)
+        self.base_model = base_model
+        self.stage_root = cache_root() / "releases"
+
+    def check(self) -> None:
+        api = hub_api()
+        call(lambda: api.repo_info(self.repo), self.key)
+
+    def recover(self) -> list[str]:
+        self.stage_root.mkdir(parents=True, exist_ok=True)
+        return remove_dead_temporaries(self.stage_root)
+
+    def destination(self, name: str) -> str:
+        return f"{self.key}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return False                  # a version committed again is a new commit of the same files
+
+    def staging(self, name: str) -> Path:
+        self.stage_root.mkdir(parents=True, exist_ok=True)
+        return self.stage_root / temp_name(name)
+
+    def publish(self, staging: Path, name: str) -> None:
+        from ..api import inspect
+        try:
+            manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
+            card = model_card(manifest, inspect(staging)["parameters"], self.base_model)
+            (staging / "README.md").write_text(card, encoding="utf-8")
+            commit_tree(staging, self.location, f"modelport: {name}", tag=f"v{name}")
+        finally:
+            remove_path(staging)
+
+    def present(self, names: set[str]) -> list[str]:
+        return sorted(names)
+
+    def point_latest(self, name: str, summary: dict) -> None:
+        """The main branch already points at the newest commit."""
+
+    def manifest(self, name: str) -> dict:
+        location = parse(f"hf://{self.repo}@v{name}/{MANIFEST}")
+        return json.loads(call(lambda: location.fs.cat_file(location.path), location.url))
+
+    def latest(self) -> dict | None:
+        location = parse(f"hf://{self.repo}/{MANIFEST}")
+        if not call(lambda: location.fs.exists(location.path), location.url):
+            return None
+        return {**json.loads(call(lambda: location.fs.cat_file(location.path), location.url)), "mtime": time.time()}
+
+    def retire(self, ours: set[str], keep: int) -> list[str]:
+        return []

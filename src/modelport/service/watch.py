@@ -20,10 +20,11 @@ from pathlib import Path
 from ..core.errors import ModelportError, UsageError
 from ..files.atomic import check_apart, remove_path
 from ..history import ABANDONED, FAILED, KILLED, PUBLISHED, History
+from ..storage import parse
 from .config import WatchConfig
 from .discovery import Found
 from .metrics import EventLog, ServiceMetrics
-from .places import LocalReleases, LocalRun, RemoteReleases, RemoteRun
+from .places import HubReleases, LocalReleases, LocalRun, RemoteReleases, RemoteRun
 from .publish import Build, BuildOptions, build_version, write_manifest
 from .versioning import newest_first, version_name
 
@@ -41,7 +42,8 @@ class WatchService:
         self.run_dir = (LocalRun(config.checkpoint_dir, config.settle) if isinstance(config.checkpoint_dir, Path)
                         else RemoteRun(config.checkpoint_dir, config.settle, config.ready_marker))
         self.releases = (LocalReleases(config.output) if isinstance(config.output, Path)
-                         else RemoteReleases(config.output))
+                         else HubReleases(config.output, config.base_model and str(config.base_model))
+                         if parse(config.output).commits else RemoteReleases(config.output))
         self.registry = History.open(config.registry)
         self.metrics = ServiceMetrics()
         self.events = EventLog(config.events_path)

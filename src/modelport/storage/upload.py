@@ -96,3 +96,35 @@ def put_tree(folder: Path, destination: Location, last: list[str] = ()) -> list[
         uploaded = put_file(folder / name, destination.child(name))
         done.append(Uploaded(name, uploaded.url, uploaded.size, uploaded.sha256))
     return done
+
+
+def hub_repo(location: Location) -> tuple[str, str | None, str]:
+    """(repo id, revision, path inside) of an hf://ORG/NAME[@REVISION][/PATH] location."""
+    org, name, *inside = location.path.split("/")
+    name, _, revision = name.partition("@")
+    return f"{org}/{name}", revision or None, "/".join(inside)
+
+
+def hub_api():
+    import os
+
+    from huggingface_hub import HfApi
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
+
+
+def commit_tree(folder: Path, location: Location, message: str, tag: str | None = None) -> str:
+    """Every file under `folder` in one commit to the Hub repository `location` names (under its path),
+    tagged `tag`; returns the commit id. A commit is atomic: readers see all of it or none."""
+    from huggingface_hub import CommitOperationAdd
+
+    repo, revision, inside = hub_repo(location)
+    api = hub_api()
+    operations = [CommitOperationAdd(path_in_repo=f"{inside}/{rel}" if inside else rel, path_or_fileobj=str(path))
+                  for path in sorted(folder.rglob("*")) if path.is_file()
+                  for rel in [str(path.relative_to(folder))]]
+    info = call(lambda: api.create_commit(repo, operations, commit_message=message, revision=revision),
+                location.url)
+    if tag:
+        call(lambda: api.create_tag(repo, tag=tag, revision=info.oid, tag_message=message), location.url)
+    log.debug("committed %d files to %s as %s (tag %s)", len(operations), location.url, info.oid, tag)
+    return info.oid

@@ -53,6 +53,11 @@ class Location:
         return Location(f"{self.url}/{name}", self.scheme, f"{self.path}/{name}" if self.path else name)
 
     @property
+    def commits(self) -> bool:
+        """A store of commits and tags (the Hub), not of objects replaced one by one."""
+        return self.scheme == "hf"
+
+    @property
     def name(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
