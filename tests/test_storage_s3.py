@@ -220,3 +220,17 @@ def test_bad_urls_and_credentials_fail_in_one_line_without_secrets(s3, llama, tm
         assert words in line, line
         assert SECRET_KEY not in run.stderr + run.stdout and ACCESS_KEY not in run.stderr + run.stdout
     assert not (tmp_path / "out.gguf").exists()
+
+
+def test_inspect_says_where_the_step_came_from(llama, tmp_path):
+    torch.save({"model_state_dict": llama.model.state_dict(), "global_step": 1234, "current_window": 56},
+               tmp_path / "model.pt")
+    for p in llama.path.iterdir():
+        if p.suffix != ".safetensors":
+            (tmp_path / p.name).write_bytes(p.read_bytes())
+    info = run_cli("inspect", tmp_path / "model.pt", "--json").json()
+    assert (info["step"], info["window"], info["step_from"]) == (1234, 56, "entry global_step")
+    named = tmp_path / "checkpoint-77.pt"
+    torch.save(llama.model.state_dict(), named)
+    info = run_cli("inspect", named, "--json").json()
+    assert (info["step"], info["step_from"]) == (77, "name")

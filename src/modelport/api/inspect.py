@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats import CHECKPOINTS, ReadOptions, detect_or_fail, discover, load
+from ..formats.checkpoints import step_of
+from ..formats.companions import read_json
 from ..storage import mounted
 
 
@@ -39,5 +41,21 @@ def _inspect(src: Path, base_model: str | Path | None) -> dict:
         "tokenizer": bool(bundle.tokenizer_files),
         "tokenizer_files": sorted(bundle.tokenizer_files),
         "tied": sorted(t.name for t in bundle if t.alias_of),
+        **_counters(src, bundle.format),
         "notes": bundle.notes,
     }
+
+
+def _counters(src: Path, fmt: str) -> dict:
+    """The training step (and window) of a checkpoint and where it was read: entries of a pickle
+    beside its state dict (Templar's `.pt`), trainer_state.json, else the name."""
+    if fmt == "torch":
+        from ..formats.pytorch.reader import pickle_counters
+        step, window, entry = pickle_counters(src)
+        if entry is not None:
+            return {"step": step, "window": window, "step_from": f"entry {entry}"}
+    state = (src if src.is_dir() else src.parent) / "trainer_state.json"
+    if state.is_file() and isinstance(read_json(state).get("global_step"), int):
+        return {"step": read_json(state)["global_step"], "step_from": "trainer_state.json"}
+    step = step_of(src.name)
+    return {"step": step, "step_from": "name"} if step is not None else {}
