@@ -234,3 +234,17 @@ def test_inspect_says_where_the_step_came_from(llama, tmp_path):
     torch.save(llama.model.state_dict(), named)
     info = run_cli("inspect", named, "--json").json()
     assert (info["step"], info["step_from"]) == (77, "name")
+
+
+@pytest.mark.slow
+def test_verify_by_url_runs_the_staged_gguf(s3, llama, tmp_path):
+    client, _ = s3
+    b = bucket(client)
+    gguf_file = tmp_path / "model.gguf"
+    assert run_cli("convert", llama.path, gguf_file, "--quant", "f32").code == 0
+    client.put(str(gguf_file), f"{b}/rel/model.gguf")
+    client.put(str(llama.path), f"{b}/model", recursive=True)
+    run = run_cli("verify", f"s3://{b}/model", f"s3://{b}/rel/model.gguf", "--json")
+    assert run.code == 0, run.stderr
+    assert run.json()["ok"] and run.json()["converted"] == f"s3://{b}/rel/model.gguf"
+    assert not list((tmp_path / "cache" / "mirrors").iterdir())

@@ -247,21 +247,29 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
              thresholds: dict[str, float] | None = None, generate: int = 0, corpus=None,
              report: str | None = None) -> list[dict]:
     """Verify each result against one run of the source, printing each one's figures whether it passes
-    or not; the HTML report (if asked) is written before the first failure is raised."""
+    or not; the HTML report (if asked) is written before the first failure is raised. Any of them may
+    be a URL: mounted and staged for the run (the runtimes read whole files), named by its URL in the
+    reports."""
+    from contextlib import ExitStack
+
+    from .storage import mounted, staged
     from .verify import Reference, check
     from .verify.report import checked_path, write_report
     page = checked_path(report, [source, *converted]) if report else None
-    reference = Reference(source, base_model, prompts, corpus)
     reports, failure = [], None
-    for path in converted:
-        try:
-            reports.append(check(reference, path, thresholds=thresholds, generate=generate))
-        except ModelVerificationError as exc:
-            if exc.report is None:
-                raise
-            reports.append(exc.report)
-            failure = failure or exc
-        _print_verification(reports[-1])
+    with ExitStack() as mounts:
+        reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus)
+        for path in converted:
+            try:
+                reports.append(check(reference, staged(mounts.enter_context(mounted(path))), thresholds=thresholds,
+                                     generate=generate))
+            except ModelVerificationError as exc:
+                if exc.report is None:
+                    raise
+                reports.append(exc.report)
+                failure = failure or exc
+            reports[-1].update(source=str(source), converted=str(path))
+            _print_verification(reports[-1])
     if page is not None:
         write_report(reports, page)
         for r in reports:

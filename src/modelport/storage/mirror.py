@@ -23,7 +23,7 @@ from ..core.errors import ModelConversionError, ModelportError, UsageError
 from ..files.atomic import remove_dead_temporaries, remove_path, temp_name, temp_sibling
 from ..files.locations import cache_root
 from .retry import call
-from .sources import RemoteSource, register, remote_of, unregister
+from .sources import RemoteSource, register, registered_under, remote_of, unregister
 from .urls import Location, is_url, parse, redact
 
 RANGED = (".safetensors", ".gguf")                # read by range: never downloaded
@@ -148,9 +148,7 @@ def staged(path: Path) -> Path:
     bytes, so libraries that open files themselves (torch.load, DCP) can read it. A local path is
     returned as it is. Refused before any copy when the disk would be left with less than 256 MB."""
     path = Path(path)
-    pending = [path] if remote_of(path) else ([p for p in sorted(path.rglob("*")) if remote_of(p)] if path.is_dir()
-                                              else [])
-    for placeholder in pending:
+    for placeholder in registered_under(path):
         _stage(placeholder)
     return path
 

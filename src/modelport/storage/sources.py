@@ -167,6 +167,13 @@ def unregister(local: Path) -> RemoteSource | None:
         return _REMOTE.pop(os.path.abspath(local), None)
 
 
+def registered_under(local: Path) -> list[Path]:
+    """Every placeholder at `local` or below it (no walk of the disk: a local folder costs nothing)."""
+    prefix = os.path.abspath(local)
+    with _LOCK:
+        return sorted(Path(k) for k in _REMOTE if k == prefix or k.startswith(prefix + os.sep))
+
+
 def remote_of(local: Path) -> RemoteSource | None:
     return _REMOTE.get(os.path.abspath(local))
 
