@@ -146,7 +146,9 @@ def test_convert_hf_folder_to_s3(s3, llama, tmp_path):
         assert client.cat_file(f"{b}/hf/{path.name}") == path.read_bytes(), path.name
 
 
-def test_transient_faults_are_retried(s3, sharded, tmp_path):
+def test_transient_faults_are_retried(s3, sharded, tmp_path, monkeypatch):
+    from modelport.storage import sources
+    monkeypatch.setattr(sources, "PART", 8192)        # tensors read in many parallel ranged parts, as large ones are
     client, proxy = s3
     b = bucket(client)
     client.put(str(sharded), f"{b}/model", recursive=True)     # the folder's name is the model's (general.name)

@@ -103,8 +103,9 @@ class RemoteSource:
         starts = range(offset, offset + nbytes, PART)
         parts = [_pool("parts").submit(self._fetch, s, min(s + PART, offset + nbytes)) for s in starts]
         try:
-            for s, part in zip(starts, parts):
-                out[s - offset:s - offset + len(chunk := part.result())] = chunk
+            for start, part in zip(starts, parts):
+                chunk = part.result()
+                out[start - offset:start - offset + len(chunk)] = chunk
         finally:
             for part in parts:
                 part.cancel()
