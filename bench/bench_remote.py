@@ -71,7 +71,7 @@ def main() -> None:
     fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
     fs.mkdir("bench")
     started = time.perf_counter()
-    fs.put(str(model), "bench/model", recursive=True)
+    fs.put(str(model), "bench/model", recursive=True, chunksize=2**31)     # one PUT per file
     print(f"model: {model.name}, {weights / 1e9:.2f} GB of safetensors, put into moto in "
           f"{time.perf_counter() - started:.1f} s")
     try:

@@ -84,3 +84,19 @@ def test_watch_publishes_each_version_as_one_tagged_commit_with_a_model_card(hub
     assert {row[0][2:]: int(row[2]) for row in rows} == {p: s for p, s in sizes.items()
                                                          if p.endswith((".gguf", ".safetensors"))}
     assert (repo / "model-q8_0.gguf").stat().st_size == sizes["model-q8_0.gguf"]
+
+
+def test_single_file_over_http_is_read_by_range(hub, llama, tmp_path):
+    root, log = hub
+    source = root / "org" / "tiny" / "model.gguf"
+    assert run_cli("convert", llama.path, source, "--quant", "f32").code == 0
+    local = tmp_path / "local.gguf"
+    assert run_cli("convert", source, local, "--quant", "q8_0").code == 0
+    import os
+    url = f"{os.environ['HF_ENDPOINT']}/org/tiny/resolve/main/model.gguf"
+    out = tmp_path / "remote.gguf"
+    run = run_cli("convert", url, out, "--quant", "q8_0")
+    assert run.code == 0, run.stderr
+    assert out.read_bytes() == local.read_bytes()
+    bad = run_cli("convert", url.replace("model.gguf", "absent.gguf"), tmp_path / "x.gguf")
+    assert bad.code == 2 and "absent.gguf" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
