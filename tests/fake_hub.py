@@ -72,15 +72,18 @@ class Hub(http.server.BaseHTTPRequestHandler):
         if self.command == "GET" and Hub.fail_gets > 0:
             Hub.fail_gets -= 1
             return self._reply(503, b"busy", {}, send_body)
-        data = path.read_bytes()
-        headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"', "Accept-Ranges": "bytes"}
+        stat = path.stat()
+        size = stat.st_size
+        headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{_sha256(path, stat.st_mtime_ns)}"', "Accept-Ranges": "bytes"}
         wanted = self.headers.get("Range")
-        if wanted and wanted.startswith("bytes="):
+        if wanted and wanted.startswith("bytes="):      # only the range is read, as a real server does
             first, _, last = wanted[6:].partition("-")
-            begin, end = int(first or 0), min(int(last) if last else len(data) - 1, len(data) - 1)
-            headers["Content-Range"] = f"bytes {begin}-{end}/{len(data)}"
-            return self._reply(206, data[begin:end + 1], headers, send_body)
-        self._reply(200, data, headers, send_body)
+            begin, end = int(first or 0), min(int(last) if last else size - 1, size - 1)
+            headers["Content-Range"] = f"bytes {begin}-{end}/{size}"
+            with open(path, "rb") as f:
+                f.seek(begin)
+                return self._reply(206, f.read(end + 1 - begin), headers, send_body)
+        self._reply(200, path.read_bytes(), headers, send_body)
 
     def do_POST(self) -> None:
         print(self.command, self.path, file=sys.stderr, flush=True)
@@ -133,6 +136,18 @@ class Hub(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+_DIGESTS: dict[tuple[str, int], str] = {}
+
+
+def _sha256(path: Path, mtime_ns: int) -> str:
+    """The file's sha256, computed once per version of it (range requests must not each hash the file)."""
+    key = (str(path), mtime_ns)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
 
 
 def _entry(repo: Path, path: Path) -> dict:

@@ -56,6 +56,7 @@ def test_missing_hf_repo_is_one_line(hub, tmp_path):
     assert "hf://org/absent" in line and "hf_modelport_test_token_1234" not in line
 
 
+@pytest.mark.slow
 def test_watch_publishes_each_version_as_one_tagged_commit_with_a_model_card(hub, llama, tmp_path):
     import json
 
