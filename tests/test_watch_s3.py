@@ -85,6 +85,8 @@ def test_ready_marker_and_settle(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
     client.put(str(llama.path), f"{b}/run/step-5", recursive=True)
+    client.put(str(llama.path), f"{b}/run/final", recursive=True)        # its step is in trainer_state.json
+    client.pipe(f"{b}/run/final/trainer_state.json", b'{"global_step": 3}')
     waiting = service(f"s3://{b}/run", f"s3://{b}/out", tmp_path, ready_marker="_SUCCESS", settle=3600).run()
     assert waiting["published"] == [] and "no _SUCCESS marker" in waiting["pending"][0]["reason"]
     client.pipe(f"{b}/run/step-5/_SUCCESS", b"")
@@ -92,6 +94,7 @@ def test_ready_marker_and_settle(s3, llama, tmp_path):
     assert done["published"] == ["0.1.0-alpha+5"]
     settling = service(f"s3://{b}/run", f"s3://{b}/out2", tmp_path, settle=3600).run()
     assert settling["published"] == [] and "settle" in settling["pending"][0]["reason"]
+    assert [f.version_step for f in service(f"s3://{b}/run", f"s3://{b}/out3", tmp_path).run_dir.find()] == [3, 5]
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from ..formats.checkpoints import FILE_SUFFIXES, TEMP_SUFFIXES, step_of
 from ..formats.hf import SAFE_INDEX
 from ..storage import call, mounted, parse, staged
 from ..storage.upload import commit_tree, hub_api, hub_repo, put_file, put_tree
-from .discovery import Found, find, signature, unfinished
+from .discovery import FOLDER_METADATA, Found, find, signature, unfinished
 from .publish import LATEST_JSON, MANIFEST, model_card, point_latest, publish, retire
 from .versioning import newest_first
 from .versioning import parse as parse_version
@@ -105,7 +105,10 @@ class RemoteRun:
             step = step_of(name)
             window = step if step is not None and "window" in name.lower() else None
             step = None if window is not None else step
-            if step is None and window is None and is_file and name.endswith(PICKLES):
+            meta = next((m for m in FOLDER_METADATA if m in objects), None)
+            if meta is not None:                   # a metadata JSON inside wins over the name, as locally
+                step, window = self._json_counters(url, meta) or (step, window)
+            elif step is None and window is None and is_file and name.endswith(PICKLES):
                 step, window = self._pickle_counters(url)
             found.append(Found(url, step, window))       # a URL: build_version reads it through opened()
         return sorted((f for f in found if f.version_step is not None), key=lambda f: f.version_step)
@@ -118,6 +121,21 @@ class RemoteRun:
                 step, window, _ = pickle_counters(staged(local))
             self.counters[key] = (step, window)
         return self.counters[key]
+
+    def _json_counters(self, url: str, meta: str) -> tuple[int | None, int | None] | None:
+        key = (f"{url}/{meta}", self._signature(url))
+        if key not in self.counters:
+            location = parse(f"{url}/{meta}")
+            try:
+                data = json.loads(call(lambda: location.fs.cat_file(location.path), location.url))
+            except ValueError:
+                data = {}
+            data = data if isinstance(data, dict) else {}
+            step, window = data.get("global_step", data.get("step")), data.get("window")
+            self.counters[key] = tuple(v if isinstance(v, int) and not isinstance(v, bool) else None
+                                       for v in (step, window))
+        found = self.counters[key]
+        return found if found != (None, None) else None
 
     def _signature(self, url: str) -> str:
         parts = sorted(f"{rel}:{size}:{tag}" for rel, (size, tag) in self.objects.get(url, {}).items())
