@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="convert a model between formats")
-    c.add_argument("src", help="HF folder, .pth/.pt/.bin checkpoint, DCP folder, or folder of checkpoints")
-    c.add_argument("dst", help="output path; *.gguf/*.onnx choose those formats, otherwise an HF folder")
+    c.add_argument("src", help="HF folder, .pth/.pt/.bin checkpoint, DCP folder, or folder of checkpoints; "
+                               "or a URL (s3://, gs://, hf://org/name[@rev]/path, https://, file://)")
+    c.add_argument("dst", help="output path or s3:// / gs:// URL; *.gguf/*.onnx choose those formats, otherwise an HF folder")
     c.add_argument("--to", choices=["hf", "dcp", "gguf", "onnx"], help="target format (default from DST)")
     c.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     c.add_argument("--base-model", help="folder with config.json and tokenizer for a bare checkpoint")
@@ -113,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
 
     w = sub.add_parser("watch", help="publish every new checkpoint of a training run as a verified version")
-    w.add_argument("checkpoint_dir", nargs="?", help="the training run's checkpoint folder")
-    w.add_argument("--output", help="folder that receives OUTPUT/{version}-alpha+{step}/, latest, latest.json")
+    w.add_argument("checkpoint_dir", nargs="?", help="the training run's checkpoint folder, or a URL (s3://, gs://, hf://)")
+    w.add_argument("--output", help="folder or s3:// / gs:// URL that receives OUTPUT/{version}-alpha+{step}/ and "
+                                    "latest.json")
     w.add_argument("--config", help="YAML file of watch settings (flags override it)")
     w.add_argument("--to", choices=["hf", "gguf"], help="hf: HF files only; gguf (default): HF files and one GGUF per --quant")
     w.add_argument("--quant", nargs="+", help="GGUF types to publish (default f16)")
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
     w.add_argument("--interval", type=float, help="seconds between checks when no file event arrives (default 600)")
     w.add_argument("--settle", type=float, help="seconds a checkpoint must stay unchanged before it is read (default 10)")
+    w.add_argument("--ready-marker", metavar="NAME",
+                   help="a checkpoint is complete once NAME exists in its folder (FILE+NAME beside a file)")
     w.add_argument("--keep", type=int, help="published versions to keep (default 1)")
     w.add_argument("--version", dest="model_version", metavar="X.Y.Z", help="version to publish under (default 0.1.0)")
     w.add_argument("--max-attempts", type=int, help="attempts per checkpoint before giving up on it (default 3)")
@@ -252,21 +256,29 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
              thresholds: dict[str, float] | None = None, generate: int = 0, corpus=None,
              report: str | None = None) -> list[dict]:
     """Verify each result against one run of the source, printing each one's figures whether it passes
-    or not; the HTML report (if asked) is written before the first failure is raised."""
+    or not; the HTML report (if asked) is written before the first failure is raised. Any of them may
+    be a URL: mounted and staged for the run (the runtimes read whole files), named by its URL in the
+    reports."""
+    from contextlib import ExitStack
+
+    from .storage import mounted, staged
     from .verify import Reference, check
     from .verify.report import checked_path, write_report
     page = checked_path(report, [source, *converted]) if report else None
-    reference = Reference(source, base_model, prompts, corpus)
     reports, failure = [], None
-    for path in converted:
-        try:
-            reports.append(check(reference, path, thresholds=thresholds, generate=generate))
-        except ModelVerificationError as exc:
-            if exc.report is None:
-                raise
-            reports.append(exc.report)
-            failure = failure or exc
-        _print_verification(reports[-1])
+    with ExitStack() as mounts:
+        reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus)
+        for path in converted:
+            try:
+                reports.append(check(reference, staged(mounts.enter_context(mounted(path))), thresholds=thresholds,
+                                     generate=generate))
+            except ModelVerificationError as exc:
+                if exc.report is None:
+                    raise
+                reports.append(exc.report)
+                failure = failure or exc
+            reports[-1].update(source=str(source), converted=str(path))
+            _print_verification(reports[-1])
     if page is not None:
         write_report(reports, page)
         for r in reports:
@@ -344,7 +356,7 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
     from .service import config
     from .service.watch import run
     overrides = dict(checkpoint_dir=args.checkpoint_dir, output=args.output, to=args.to, quant=args.quant,
-                     base_model=args.base_model, dtype=args.dtype, interval=args.interval, settle=args.settle,
+                     base_model=args.base_model, dtype=args.dtype, interval=args.interval, settle=args.settle, ready_marker=args.ready_marker,
                      keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
                      verify=args.verify, allow_unused=args.allow_unused, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                      registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once,

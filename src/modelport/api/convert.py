@@ -1,4 +1,8 @@
-"""convert(): any source to any target through the format table; the destination appears whole or not at all."""
+"""convert(): any source to any target through the format table; the destination appears whole or not at all.
+
+A source or destination may be a URL (storage/): a source is mounted and its weights read by range; a
+destination URL gets the output staged in the cache, then uploaded file by file, each checked.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +16,11 @@ from ..core.errors import KeyMismatchError, ModelConversionError, UsageError
 from ..edits import apply as apply_edits
 from ..files.atomic import atomic_files, atomic_output, check_apart, check_destination
 from ..formats import FORMATS, Format, load, resolve_source, target
+from ..files.atomic import remove_dead_temporaries, remove_path, temp_name
+from ..files.locations import cache_root
 from ..formats.gguf.profiles import file_name, quants_for
+from ..storage import Location, is_url, mounted, parse
+from ..storage.upload import check_writable, put_tree
 from .options import ConvertOptions
 
 log = logging.getLogger("modelport")
@@ -27,7 +35,48 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     """
     started = time.perf_counter()
     options = options or ConvertOptions.of(**settings)
-    dst_path = Path(dst).expanduser()
+    destination = parse(str(dst)) if is_url(dst) else None
+    if destination is not None and destination.scheme == "file":
+        dst, destination = destination.path, None
+    if destination is not None:
+        if destination.scheme not in ("s3", "gs"):
+            raise UsageError(f"convert writes to a path, s3:// or gs://, not {destination.scheme}:// "
+                             "(watch --output publishes to hf://)", destination.url)
+        fmt = target(Path(destination.name), options.to)
+        check_writable(destination, [""], options.overwrite)
+    with mounted(src) as source:
+        if destination is not None:
+            summary = _uploaded(source, destination, fmt, options, started)
+        else:
+            summary = _convert(source, Path(dst).expanduser(), options, started)
+    if is_url(src):
+        summary["source"] = str(src)
+    return summary
+
+
+def _uploaded(src: Path, destination: Location, fmt: Format, options: ConvertOptions, started: float) -> dict:
+    """The conversion staged in the cache, then uploaded: a folder's files under the URL, the files a GGUF
+    or ONNX output is made of beside it, the one readers open (the first shard) last."""
+    parent = cache_root() / "uploads"
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(parent)
+    stage = parent / temp_name("upload")
+    stage.mkdir()
+    try:
+        summary = _convert(src, stage / destination.name, options, started)
+        if fmt.output == "folder":
+            uploaded = put_tree(stage / destination.name, destination, last=["config.json"])
+        else:
+            uploaded = put_tree(stage, destination.parent, last=summary["files"][:1])
+    finally:
+        remove_path(stage)
+    summary["destination"] = destination.url
+    summary["uploaded"] = [{"url": u.url, "size": u.size, "sha256": u.sha256} for u in uploaded]
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _convert(src: Path, dst_path: Path, options: ConvertOptions, started: float) -> dict:
     fmt = target(dst_path, options.to)
     merging = [options.edits.merge_adapter] if options.edits and options.edits.merge_adapter else []
     check_apart([Path(src).expanduser(), *([options.read.base_model] if options.read.base_model else []), *merging],
@@ -113,9 +162,14 @@ def convert_profile(src: str | Path, dst: str | Path, profile: str, **settings) 
     """One GGUF per type of a deployment profile: DST/model-{quant}.gguf for each (see formats/gguf/profiles.py)."""
     started = time.perf_counter()
     quants = quants_for(profile)
-    folder = Path(dst).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UsageError("--profile writes a folder of GGUF files; this is a file", folder)
-    results = [convert(src, folder / file_name(q), quant=q, **settings) for q in quants]
+    if is_url(dst):
+        folder: str | Path = str(dst).rstrip("/")
+        outputs = [f"{folder}/{file_name(q)}" for q in quants]
+    else:
+        folder = Path(dst).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise UsageError("--profile writes a folder of GGUF files; this is a file", folder)
+        outputs = [folder / file_name(q) for q in quants]
+    results = [convert(src, out, quant=q, **settings) for q, out in zip(quants, outputs)]
     return {"ok": True, "profile": profile, "destination": str(folder), "outputs": results,
             "seconds": round(time.perf_counter() - started, 3), "notes": results[0]["notes"] if results else []}

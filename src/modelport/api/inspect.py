@@ -12,12 +12,27 @@ from pathlib import Path
 
 from ..core.errors import ModelFileNotFoundError, UnknownArchitectureError
 from ..formats import CHECKPOINTS, ReadOptions, by_name, detect_or_fail, discover, load
+from ..formats.checkpoints import step_of
+from ..formats.companions import read_json
+from ..storage import mounted
 
 CONVERTED = ("dtypes", "bytes")     # a file's own, when its format says (GGUF), else the bundle's
 
 
 def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
-    src = Path(path).expanduser()
+    """What `path` (a path or a URL: only headers are read, by range) holds."""
+    with mounted(path) as src:
+        info = _inspect(src, base_model)
+    if str(path) != str(src):
+        shown = str(src)
+        info = {key: (value.replace(shown, str(path).rstrip("/")) if isinstance(value, str) else value)
+                for key, value in info.items()}
+        for checkpoint in info.get("checkpoints", []):
+            checkpoint["path"] = checkpoint["path"].replace(shown, str(path).rstrip("/"))
+    return info
+
+
+def _inspect(src: Path, base_model: str | Path | None) -> dict:
     kind = detect_or_fail(src)
     if kind == CHECKPOINTS:
         found = discover(src)
@@ -44,9 +59,25 @@ def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
         "tokenizer": bool(bundle.tokenizer_files),
         "tokenizer_files": sorted(bundle.tokenizer_files),
         "tied": sorted(t.name for t in bundle if t.alias_of),
+        **_counters(src, bundle.format),
         "notes": bundle.notes,
         **({"adapter": bundle.adapter.describe()} if bundle.adapter is not None else {}),
     }
     # what the file holds first; where it says otherwise than the bundle, the bundle's is what a conversion gives
     converted = {f"{key}_after_conversion": found.pop(key) for key in CONVERTED if key in held}
     return {"path": str(src), "format": bundle.format, **held, **found, **converted}
+
+
+def _counters(src: Path, fmt: str) -> dict:
+    """The training step (and window) of a checkpoint and where it was read: entries of a pickle
+    beside its state dict (Templar's `.pt`), trainer_state.json, else the name."""
+    if fmt == "torch":
+        from ..formats.pytorch.reader import pickle_counters
+        step, window, entry = pickle_counters(src)
+        if entry is not None:
+            return {"step": step, "window": window, "step_from": f"entry {entry}"}
+    state = (src if src.is_dir() else src.parent) / "trainer_state.json"
+    if state.is_file() and isinstance(read_json(state).get("global_step"), int):
+        return {"step": read_json(state)["global_step"], "step_from": "trainer_state.json"}
+    step = step_of(src.name)
+    return {"step": step, "step_from": "name"} if step is not None else {}

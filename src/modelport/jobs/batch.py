@@ -15,7 +15,8 @@ from ..core.errors import ModelportError
 from ..core.settings_file import read_mapping, validated
 from ..formats import CHECKPOINTS, detect_or_fail, discover
 from . import executors
-from .job import is_url, join
+from ..storage import is_url
+from .job import join
 
 FINAL = {"hf": "hf", "huggingface": "hf", "dcp": "dcp", "gguf": "gguf"}
 

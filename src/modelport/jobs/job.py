@@ -8,19 +8,15 @@ from pathlib import Path
 
 from ..api import convert
 from ..core.errors import ModelportError, UsageError
-from ..files.atomic import remove_dead_temporaries, temp_name
+from ..files.atomic import remove_dead_temporaries
 from ..formats import detect_or_fail
 from ..history import FAILED, PUBLISHED, History
+from ..storage import is_url
 
 log = logging.getLogger("modelport")
 
 INITIAL = {"auto": None, "fsdp": "torch", "torch": "torch", "pth": "torch", "ddp": "torch",
            "lightning": "torch", "hf": "hf", "huggingface": "hf", "dcp": "dcp"}
-
-
-def is_url(value: str) -> bool:
-    """An fsspec URL (s3://, gs://, file://, ...): outputs there are staged locally, then uploaded."""
-    return "://" in value
 
 
 def join(base: str, *parts: str) -> str:
@@ -46,11 +42,9 @@ def run_job(job: dict) -> dict:
             raise UsageError(f"initial_format {job['initial_format']!r} does not match what this is ({found})", item)
         options = dict(to=job["to"], dtype=job["dtype"], quant=job["quant"], base_model=job["base_model"],
                        max_shard_size=job["max_shard_size"], overwrite=job["overwrite"], allow_unused=job["allow_unused"])
-        if is_url(dst):
-            result = _convert_to_url(item, dst, options)
-        else:
+        if not is_url(dst):
             remove_dead_temporaries(Path(dst).parent, Path(dst).name)
-            result = convert(item, dst, **options)
+        result = convert(item, dst, **options)         # a URL: staged in the cache, uploaded, checked
         entry = {"ok": True, "output": dst, "error": None, "notes": result["notes"]}
         registry.finish(row, PUBLISHED, bytes_written=result["bytes_written"],
                         details={"job": job["job"], "quant": job["quant"]})
@@ -60,32 +54,3 @@ def run_job(job: dict) -> dict:
     seconds = round(time.perf_counter() - started, 3)
     log.info("[%s] %s %s (%.1f s)", job["job"], "ok" if entry["ok"] else "FAILED", dst, seconds)
     return {"job": job["job"], "checkpoint": str(item), "seconds": seconds, **entry}
-
-
-def _convert_to_url(item: Path, url: str, options: dict) -> dict:
-    """Convert into a local staging folder, upload under a hidden temporary name, then move it into
-    place: readers of the URL see the output whole or not at all (on object stores the move is a copy,
-    so the final name appears only once the upload has completed)."""
-    import tempfile
-
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path) and not options["overwrite"]:
-        raise UsageError("already exists (set overwrite: true to replace it)", url)
-    parent, _, name = path.rstrip("/").rpartition("/")
-    with tempfile.TemporaryDirectory(prefix="modelport-stage-") as stage:
-        local = Path(stage) / name
-        result = convert(item, local, **options)
-        hidden = f"{parent}/{temp_name(name)}"
-        try:
-            fs.makedirs(parent, exist_ok=True)
-            fs.put(str(local), hidden, recursive=local.is_dir())
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-            fs.mv(hidden, path, recursive=True)
-        except BaseException:
-            if fs.exists(hidden):
-                fs.rm(hidden, recursive=True)
-            raise
-    return result

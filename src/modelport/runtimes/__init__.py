@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..storage import staged
+
 if TYPE_CHECKING:
     from ..core.bundle import ModelBundle
     from .base import Runtime
@@ -20,11 +22,12 @@ def _transformers(path: Path, bundle: Callable[[], "ModelBundle"], context: int)
 
 def _llama_cpp(path: Path, bundle: Callable[[], "ModelBundle"], context: int) -> "Runtime":
     from .llama_cpp import LlamaCppRuntime
-    return LlamaCppRuntime(path, n_ctx=context)
+    return LlamaCppRuntime(staged(path), n_ctx=context)       # the engine opens the file itself
 
 
 def _onnxruntime(path: Path, bundle: Callable[[], "ModelBundle"], context: int) -> "Runtime":
     from .onnxruntime import OnnxRuntime
+    staged(path.parent)                   # the graph and its external data files beside it
     return OnnxRuntime(path)
 
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..storage import is_url
+
 from ..core.settings_file import read_mapping, validated
 from .versioning import check_version
 
@@ -19,14 +21,15 @@ DEFAULT_VERSION = "0.1.0"
 class WatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint_dir: Path
-    output: Path
+    checkpoint_dir: Path | str               # a folder, or a URL (str) listed for checkpoints
+    output: Path | str                       # a folder, or an s3:// / gs:// URL (str)
     to: Literal["hf", "gguf"] = "gguf"
     quant: list[str] = Field(default_factory=lambda: ["f16"])
     base_model: Path | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     interval: float = Field(600.0, gt=0)
     settle: float = Field(10.0, ge=0)        # seconds a checkpoint must stay unchanged before it is read
+    ready_marker: str | None = None          # a checkpoint is complete once an object of this name is in it
     keep: int = Field(1, ge=1)
     version: str = DEFAULT_VERSION
     verify: bool = True
@@ -43,6 +46,16 @@ class WatchConfig(BaseModel):
     event_log: Path | None = None            # default OUTPUT/events.jsonl
     once: bool = False
     threads: int | None = None
+
+    @field_validator("checkpoint_dir", "output", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: object) -> object:
+        """A URL stays a string (a Path would fold its `//`); anything else is a path."""
+        if isinstance(value, str) and is_url(value):
+            from ..storage import parse
+            location = parse(value)
+            return Path(location.path) if location.scheme == "file" else location.url
+        return Path(value) if isinstance(value, str) else value
 
     @field_validator("version")
     @classmethod
@@ -75,8 +88,10 @@ class WatchConfig(BaseModel):
         return self.quant if self.to == "gguf" else []
 
     @property
-    def events_path(self) -> Path:
-        return self.event_log or self.output / "events.jsonl"
+    def events_path(self) -> Path | None:
+        if self.event_log or isinstance(self.output, str):
+            return self.event_log               # releases at a URL: events only where --event-log says
+        return self.output / "events.jsonl"
 
 
 PATH_KEYS = ("checkpoint_dir", "output", "base_model", "registry", "event_log")
@@ -89,7 +104,8 @@ def load(yaml_path: Path | None, overrides: dict) -> WatchConfig:
         data = read_mapping(yaml_path, "of watch settings")
         data = data.get("watch", data)
         for key in PATH_KEYS:
-            if data.get(key) is not None and not Path(data[key]).expanduser().is_absolute():
+            if data.get(key) is not None and not is_url(str(data[key])) \
+                    and not Path(data[key]).expanduser().is_absolute():
                 data[key] = yaml_path.parent / Path(data[key]).expanduser()
         corpus = data.get("corpus")
         if isinstance(corpus, str) and corpus != "builtin" and not Path(corpus).expanduser().is_absolute():

@@ -203,3 +203,37 @@ def retire(output: Path, ours: set[str], keep: int) -> list[str]:
         remove_path(aside)
     return retired
 
+
+
+def model_card(manifest: dict, parameters: int, base_model: str | None = None) -> str:
+    """README.md for a version on the Hub: the standard metadata block (base_model, library, tags,
+    quantization) and a table of its files: type, size, bits per weight and, where the version was
+    scored over a corpus, mean KLD and same-top-1 against its source."""
+    files = [f for f in manifest["files"] if f["path"] != MANIFEST]
+    quants = sorted({_kind(f["path"]) for f in files if f["path"].endswith(".gguf")})
+    meta = ["---", "library_name: gguf" if quants else "library_name: transformers",
+            *([f"base_model: {base_model}"] if base_model else []),
+            "tags:", "- modelport", *([f"- gguf"] if quants else []), *(f"- {q}" for q in quants),
+            *(["quantization:", *(f"- {q}" for q in quants)] if quants else []), "---", ""]
+    step = manifest.get("global_step")
+    lines = [f"# {manifest['name']}", "",
+             f"Version {manifest['version']}, global step {step}, window {manifest.get('window')}, made by modelport "
+             f"{manifest.get('modelport_version')} on {manifest.get('created')}.", "",
+             "| file | type | size (bytes) | bits per weight | mean KLD | same top-1 |", "|---|---|---|---|---|---|"]
+    reports = manifest.get("verification") or {}
+    for f in files:
+        if not f["path"].endswith((".gguf", ".safetensors")):
+            continue
+        quality = (reports.get(f["path"]) or {}).get("quality") or {}
+        kld = f"{quality['kld_mean']:.4g}" if "kld_mean" in quality else "-"
+        top1 = f"{100 * quality['same_top1']:.2f} %" if "same_top1" in quality else "-"
+        lines.append(f"| {f['path']} | {_kind(f['path'])} | {f['size']} | {8 * f['size'] / max(parameters, 1):.2f} "
+                     f"| {kld} | {top1} |")
+    return "\n".join(meta + lines) + "\n"
+
+
+def _kind(path: str) -> str:
+    """A file's type for the card: the GGUF quant its name carries (model-q8_0.gguf), or safetensors."""
+    if path.endswith(".gguf"):
+        return path.rsplit(".", 1)[0].rsplit("-", 1)[-1]
+    return "safetensors"

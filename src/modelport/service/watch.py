@@ -11,7 +11,6 @@ start removes what the dead process left and marks its row killed (it counts as 
 """
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -19,26 +18,14 @@ import time
 from pathlib import Path
 
 from ..core.errors import ModelportError, UsageError
-from ..files.atomic import (
-    check_apart,
-    remove_dead_temporaries,
-    remove_path,
-    temp_sibling,
-)
+from ..files.atomic import check_apart, remove_path
 from ..history import ABANDONED, FAILED, KILLED, PUBLISHED, History
+from ..storage import parse
 from .config import WatchConfig
-from .discovery import Found, find, signature, unfinished
+from .discovery import Found
 from .metrics import EventLog, ServiceMetrics
-from .publish import (
-    LATEST_JSON,
-    Build,
-    BuildOptions,
-    build_version,
-    point_latest,
-    publish,
-    retire,
-    write_manifest,
-)
+from .places import HubReleases, LocalReleases, LocalRun, RemoteReleases, RemoteRun
+from .publish import Build, BuildOptions, build_version, write_manifest
 from .versioning import newest_first, version_name
 
 log = logging.getLogger("modelport")
@@ -52,6 +39,11 @@ class ServiceStopped(BaseException):
 class WatchService:
     def __init__(self, config: WatchConfig) -> None:
         self.cfg = config
+        self.run_dir = (LocalRun(config.checkpoint_dir, config.settle) if isinstance(config.checkpoint_dir, Path)
+                        else RemoteRun(config.checkpoint_dir, config.settle, config.ready_marker))
+        self.releases = (LocalReleases(config.output) if isinstance(config.output, Path)
+                         else HubReleases(config.output, config.base_model and str(config.base_model))
+                         if parse(config.output).commits else RemoteReleases(config.output))
         self.registry = History.open(config.registry)
         self.metrics = ServiceMetrics()
         self.events = EventLog(config.events_path)
@@ -63,7 +55,7 @@ class WatchService:
     # ----- state kept in the registry -------------------------------------------------------------
     def _rows(self) -> list[dict]:
         """This service's attempts: those whose version folder is in OUTPUT, newest first."""
-        return self.registry.rows(COMMAND, destination_in=self.cfg.output.absolute())
+        return self.registry.rows(COMMAND, destination_in=self.releases.key)
 
     @staticmethod
     def _published(rows: list[dict]) -> list[dict]:
@@ -84,10 +76,17 @@ class WatchService:
         newest = max((r["step"] for r in published if r["step"] is not None), default=None)
         due: list[float] = []
         now = time.time()
-        for found in reversed(find(self.cfg.checkpoint_dir)):
+        try:
+            candidates = self.run_dir.find()
+        except ModelportError as exc:          # a listing that fails fails this cycle only
+            self.metrics.failures.labels("list").inc()
+            self.events.emit("list_failed", error=str(exc))
+            log.error("watch: listing failed: %s", exc)
+            return self.cfg.interval
+        for found in reversed(candidates):
             if newest is not None and found.version_step <= newest:
                 break
-            sig = signature(found.path)
+            sig = self.run_dir.signature(found)
             failed = self._attempts(rows, found, sig)
             if len(failed) >= self.cfg.max_attempts:
                 continue
@@ -97,7 +96,7 @@ class WatchService:
                     due.append(ready_at - now)
                     self._note_pending(found, f"retry {len(failed) + 1} in {ready_at - now:.0f} s")
                     continue
-            why = unfinished(found.path, self.cfg.settle, now)
+            why = self.run_dir.unfinished(found, now)
             if why:
                 due.append(max(self.cfg.settle, 1.0))
                 self._note_pending(found, why)
@@ -117,12 +116,11 @@ class WatchService:
     def process(self, found: Found, sig: str, attempt: int) -> bool:
         cfg = self.cfg
         name = version_name(cfg.version, found.version_step)
-        final = cfg.output.absolute() / name
-        if final.exists():
+        final = self.releases.destination(name)
+        if self.releases.exists(name):
             raise UsageError(f"{name} already exists in the output folder but the registry has no record "
                              "of publishing it; move it away or use another --registry", cfg.output)
-        cfg.output.mkdir(parents=True, exist_ok=True)
-        staging = temp_sibling(final)
+        staging = self.releases.staging(name)
         row = self.registry.start(COMMAND, found.path, signature=sig, step=found.version_step, window=found.window,
                                   destination=final, attempt=attempt)
         self.events.emit("started", source=str(found.path), version=name, step=found.step, window=found.window,
@@ -134,7 +132,8 @@ class WatchService:
         try:
             options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused,
                                    cfg.corpus_settings if cfg.verify else None, cfg.adapters_only)
-            build_version(found, staging, options, build)
+            with self.run_dir.opened(found) as readable:
+                build_version(readable, staging, options, build)
             manifest = write_manifest(staging, {
                 "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,
                 "source": {"path": str(found.path), "signature": sig, "kind": build.kind},
@@ -145,7 +144,8 @@ class WatchService:
                 "verification": build.verification or None,
                 "timings": {**build.timings, "total": round(time.perf_counter() - started, 3)},
             })
-            publish(staging, final)
+            build.stage = "publish"
+            self.releases.publish(staging, name)
         except ServiceStopped:
             self.busy = False
             remove_path(staging)
@@ -173,12 +173,13 @@ class WatchService:
         return True
 
     def _after_publish(self, name: str, found: Found, manifest: dict, seconds: float, size: int) -> None:
-        output = self.cfg.output.absolute()
-        ours = {Path(r["destination"]).name for r in self._published(self._rows())}
-        newest = newest_first(sorted(n for n in ours if (output / n).is_dir()))[0]
-        point_latest(output, newest, {"version": self.cfg.version, "global_step": found.step, "window": found.window,
-                                      "created": manifest["created"]} if newest == name else _summary_of(output / newest))
-        retired = retire(output, ours, self.cfg.keep)
+        releases = self.releases
+        ours = {str(r["destination"]).rstrip("/").rsplit("/", 1)[-1] for r in self._published(self._rows())}
+        newest = newest_first(sorted(releases.present(ours)))[0]
+        releases.point_latest(newest, {"version": self.cfg.version, "global_step": found.step, "window": found.window,
+                                       "created": manifest["created"]} if newest == name
+                              else _summary(releases.manifest(newest)))
+        retired = releases.retire(ours, self.cfg.keep)
         m = self.metrics
         m.conversions.labels("published").inc()
         m.duration.observe(seconds)
@@ -209,22 +210,20 @@ class WatchService:
     # ----- the service ----------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
-        if not cfg.checkpoint_dir.is_dir():
-            raise UsageError("no such checkpoint folder", cfg.checkpoint_dir)
-        if cfg.output.exists() and not cfg.output.is_dir():
-            raise UsageError("--output must be a folder", cfg.output)
-        check_apart([cfg.checkpoint_dir] + ([cfg.base_model] if cfg.base_model else []), cfg.output)
-        removed = remove_dead_temporaries(cfg.output)
+        self.run_dir.check()
+        self.releases.check()
+        if isinstance(cfg.checkpoint_dir, Path) and isinstance(cfg.output, Path):
+            check_apart([cfg.checkpoint_dir] + ([cfg.base_model] if cfg.base_model else []), cfg.output)
+        removed = self.releases.recover()
         killed = self.registry.mark_killed(COMMAND)
         if removed or killed:
             self.events.emit("recovered", removed=removed, killed_attempts=killed)
             log.info("watch: removed %d temporaries of a previous run; %d attempt(s) marked killed",
                      len(removed), killed)
-        latest = cfg.output / LATEST_JSON
-        if latest.is_file():
-            info = json.loads(latest.read_text(encoding="utf-8"))
+        info = self.releases.latest()
+        if info is not None:
             self._set_version_gauges(info.get("global_step"), info.get("window"))
-            self.metrics.last_success.set(latest.stat().st_mtime)
+            self.metrics.last_success.set(info["mtime"])
         if cfg.metrics_port is not None:
             self.metrics.serve(cfg.metrics_port, cfg.metrics_host)
             log.info("watch: metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
@@ -233,7 +232,7 @@ class WatchService:
 
     def run(self) -> dict:
         self.start()
-        observer = None if self.cfg.once else self._observe()
+        observer = None if self.cfg.once or self.run_dir.url else self._observe()       # a bucket is listed
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not self.stopping:
@@ -251,11 +250,11 @@ class WatchService:
             if observer is not None:
                 observer.stop()
         self.events.emit("stopped_service")
-        latest = self.cfg.output / LATEST_JSON
+        latest = self.releases.latest()
         # A long-running service that stops cleanly succeeded even if some checkpoints failed (they are
         # recorded); a single --once cycle reports its own attempt's failure as exit 1.
         return {"ok": not (self.cfg.once and self.summary["failed"]), **self.summary,
-                "latest": _summary_of(self.cfg.output / "latest") if latest.exists() else None}
+                "latest": _summary(self.releases.manifest(latest["name"])) if latest else None}
 
     def _on_signal(self, signum: int, _frame) -> None:
         self.stopping = True
@@ -284,8 +283,7 @@ class WatchService:
         return observer
 
 
-def _summary_of(version_dir: Path) -> dict:
-    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+def _summary(manifest: dict) -> dict:
     return {k: manifest.get(k) for k in ("name", "version", "global_step", "window", "created")}
 
 

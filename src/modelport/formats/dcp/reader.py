@@ -13,6 +13,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from ...core.bundle import ModelBundle, TensorRef
 from ...core.errors import CorruptInputError, IncompleteCheckpointError
 from ...core.torch_arrays import dtype_name, to_numpy
+from ...storage import staged
 from ..assemble import assemble_bundle
 from ..base import ReadOptions
 
@@ -20,6 +21,9 @@ MODEL_GROUPS = ("model", "state_dict", "module", "model_state_dict")
 
 
 def read_metadata(path: Path):
+    """The checkpoint's .metadata. DCP's FileSystemReader opens the shard files itself, so a folder of a
+    mounted URL is staged whole first."""
+    staged(path)
     if not (path / ".metadata").is_file():
         raise IncompleteCheckpointError("DCP folder has no .metadata (still being written?)", path)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...storage import byte_source
 from ..base import Format, ReadOptions, WriteSettings
 
 MAGIC = b"GGUF"
@@ -14,8 +15,7 @@ def sniff(path: Path) -> bool:
         return False
     if path.suffix == ".gguf":
         return True
-    with open(path, "rb") as f:
-        return f.read(4) == MAGIC
+    return bytes(byte_source(path).read(0, 4)) == MAGIC
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ allocated, so no input makes it loop or allocate past the file's own size.
 from __future__ import annotations
 
 import math
-import mmap
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from gguf import (
 )
 
 from ...core.errors import CorruptInputError, quoted
+from ...storage import byte_source
 
 V = GGUFValueType
 SCALAR_FORMATS: dict[GGUFValueType, str] = {
@@ -86,9 +85,9 @@ class GGUFHeader:
 
 
 class _Cursor:
-    """Reads forward through the mapped file; every read is checked against the bytes left."""
+    """Reads forward through the file (a mapping, or a remote scan); every read is checked against the bytes left."""
 
-    def __init__(self, data: mmap.mmap, path: Path) -> None:
+    def __init__(self, data: Any, path: Path) -> None:
         self.data, self.pos, self.path = data, 0, path
 
     @property
@@ -125,19 +124,14 @@ class _Cursor:
 def read_header(path: Path) -> GGUFHeader:
     """Parse and check `path`'s header, metadata and tensor table (never its tensor data)."""
     try:
-        with open(path, "rb") as f:
-            size = _file_size(f, path)
-            with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mapped:
-                return _parse(_Cursor(mapped, path), path, size)
+        source = byte_source(path)
+        size = source.size
+        if size < 24:
+            raise CorruptInputError(f"not a valid GGUF file: {size} bytes is too short for a GGUF header", path)
+        with source.scan() as data:
+            return _parse(_Cursor(data, path), path, size)
     except OSError as exc:
         raise CorruptInputError(f"cannot read: {exc.strerror or exc}", path) from exc
-
-
-def _file_size(f, path: Path) -> int:
-    size = os.fstat(f.fileno()).st_size
-    if size < 24:
-        raise CorruptInputError(f"not a valid GGUF file: {size} bytes is too short for a GGUF header", path)
-    return size
 
 
 def _parse(cur: _Cursor, path: Path, file_size: int) -> GGUFHeader:

@@ -8,6 +8,7 @@ from gguf import GGMLQuantizationType as Q
 
 from ...core.dtypes import numpy_dtype
 from ...core.errors import CorruptInputError
+from ...storage import byte_source
 from .header import TensorInfo
 
 FLOAT_TYPES = {Q.F32: "float32", Q.F16: "float16", Q.BF16: "bfloat16"}     # read as they are; others dequantize
@@ -16,7 +17,7 @@ FLOAT_TYPES = {Q.F32: "float32", Q.F16: "float16", Q.BF16: "bfloat16"}     # rea
 def raw_rows(t: TensorInfo, first: int, count: int, row_bytes: int) -> np.ndarray:
     """`count` rows of `row_bytes` from row `first` of `t`, as bytes."""
     want = count * row_bytes
-    raw = np.fromfile(t.file, dtype=np.uint8, count=want, offset=t.offset + first * row_bytes)
+    raw = np.frombuffer(byte_source(t.file).read(t.offset + first * row_bytes, want), dtype=np.uint8)
     if raw.size != want:
         raise CorruptInputError(f"tensor {t.name} is cut short", t.file)
     return raw

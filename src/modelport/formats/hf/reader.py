@@ -6,7 +6,6 @@ torch nor the whole file is needed to convert one.
 """
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ...core.errors import (
     ModelFileNotFoundError,
     quoted,
 )
+from ...storage import byte_source
 from ..assemble import assemble_bundle
 from ..base import ReadOptions
 from . import BIN_INDEX, SAFE_INDEX
@@ -68,8 +68,7 @@ def safetensors_refs(path: Path) -> dict[str, TensorRef]:
 
 def _load_range(raw: RawRange, shape: tuple[int, ...], dtype: str):
     import numpy as np
-    with open(raw.path, "rb") as f:
-        data = bytearray(os.pread(f.fileno(), raw.nbytes, raw.offset))
+    data = byte_source(raw.path).read(raw.offset, raw.nbytes)
     if len(data) != raw.nbytes:
         raise CorruptInputError("ended before its tensor data (was it cut short after it was opened?)", raw.path)
     return np.frombuffer(data, dtype=numpy_dtype(dtype)).reshape(shape)

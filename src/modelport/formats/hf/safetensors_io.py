@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from ...core.bundle import RawRange
 from ...core.dtypes import ITEMSIZE, SAFETENSORS_CODES, SAFETENSORS_NAMES, numpy_dtype
 from ...core.errors import CorruptInputError, quoted
 from ...files.writeback import WriteBehind
+from ...storage import byte_source
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +30,7 @@ NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, err
 
 
 MAX_HEADER_BYTES = 100_000_000      # the safetensors library's own limit
+HEAD_GUESS = 1 << 16                # first read of a header: one ranged request for most files
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,15 @@ def read_header(path: Path) -> tuple[list[HeaderEntry], dict[str, str]]:
         return CorruptInputError(f"not a readable safetensors file (truncated or corrupt): {message}", path)
 
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 8:
-                raise fail(f"{size} bytes is too short for a header")
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > min(MAX_HEADER_BYTES, size - 8):
-                raise fail(f"header length {length} exceeds the file ({size} bytes) or the 100 MB limit")
-            raw = f.read(length)
+        source = byte_source(path)
+        size = source.size
+        if size < 8:
+            raise fail(f"{size} bytes is too short for a header")
+        head = source.read(0, min(size, HEAD_GUESS))      # one request holds most headers whole
+        (length,) = struct.unpack("<Q", head[:8])
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise fail(f"header length {length} exceeds the file ({size} bytes) or the 100 MB limit")
+        raw = head[8:8 + length] if 8 + length <= len(head) else source.read(8, length)
     except OSError as exc:
         raise CorruptInputError(f"cannot read: {exc.strerror or exc}", path) from exc
     try:
@@ -110,21 +112,19 @@ def _entry(name: str, info: object, start: int, fail) -> HeaderEntry:
 
 
 def mapped_rows(raw: RawRange, shape: tuple[int, ...], dtype: str, start: int, stop: int) -> "np.ndarray":
-    """Rows [start, stop) as a tensor over a private mapping of just their bytes: no copy is made
-    (the library's slice copies them into a fresh buffer first), and the mapping goes with the tensor,
-    so pages already converted do not stay resident."""
+    """Rows [start, stop) as a tensor over their bytes alone: for a local file a private mapping of just
+    them (no copy; the mapping goes with the tensor, so pages already converted do not stay resident),
+    for a remote one the ranged read's buffer. Writable either way (torch wants it), never written back."""
     row_bytes = raw.nbytes // shape[0]
-    first = raw.offset + start * row_bytes
-    aligned = first - first % mmap.ALLOCATIONGRANULARITY
     import numpy as np
     np_dtype = numpy_dtype(dtype)
     count = (stop - start) * row_bytes // np_dtype.itemsize
     if count == 0:
         return np.empty((stop - start, *shape[1:]), dtype=np_dtype)
-    with open(raw.path, "rb") as f:
-        view = mmap.mmap(f.fileno(), first - aligned + (stop - start) * row_bytes, offset=aligned,
-                         access=mmap.ACCESS_COPY)          # writable (torch wants it), never written back
-    return np.frombuffer(view, dtype=np_dtype, count=count, offset=first - aligned).reshape(stop - start, *shape[1:])
+    view = byte_source(raw.path).rows(raw.offset + start * row_bytes, (stop - start) * row_bytes)
+    if len(view) != (stop - start) * row_bytes:
+        raise CorruptInputError("ended before its tensor data (was it cut short after it was opened?)", raw.path)
+    return np.frombuffer(view, dtype=np_dtype, count=count).reshape(stop - start, *shape[1:])
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,14 @@ class SafetensorsStreamWriter:
         self._offset += nbytes
 
     def _copy(self, src: RawRange) -> int:
+        source = byte_source(src.path)
+        if source.kernel_path is None:                  # not a local file: copied through memory
+            for offset in range(src.offset, src.offset + src.nbytes, COPY_CHUNK):
+                block = source.read(offset, min(COPY_CHUNK, src.offset + src.nbytes - offset))
+                if not block:
+                    raise OSError(errno.EIO, f"{src.path} ended before its tensor data")
+                self._write_all(memoryview(block))
+            return src.nbytes
         with open(src.path, "rb") as f:
             offset, left = src.offset, src.nbytes
             while left:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...storage import byte_source
 from ..base import Format, ReadOptions
 
 SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -14,8 +15,7 @@ def sniff(path: Path) -> bool:
         return False
     if path.suffix in SUFFIXES:
         return True
-    with open(path, "rb") as f:
-        return f.read(4) == ZIP_MAGIC
+    return bytes(byte_source(path).read(0, 4)) == ZIP_MAGIC
 
 
 def _read(path: Path, options: ReadOptions):

@@ -17,6 +17,7 @@ import torch
 from ...core.bundle import TensorRef
 from ...core.errors import CorruptInputError, UnsafeCheckpointError
 from ...core.torch_arrays import dtype_name, to_numpy
+from ...storage import staged
 
 TRUST_HINT = "pass --trust-remote-code only if you trust where it came from"
 
@@ -26,7 +27,9 @@ class _NotMappable(Exception):
 
 
 def load_pickle(path: Path, trust_code: bool = False) -> Any:
-    """torch.load with every failure turned into one clear line naming the file."""
+    """torch.load with every failure turned into one clear line naming the file. A pickle is read
+    whole, so a file of a mounted URL is staged (copied to the local mirror) first."""
+    staged(path)
     try:
         return _torch_load(path, trust_code, mmap=True)
     except _NotMappable:

@@ -54,3 +54,26 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
                      + (f" and {len(ignored) - 8} more" if len(ignored) > 8 else ""))
     del obj, state_dict
     return assemble_bundle(refs, path, "torch", options.base_model, notes)
+
+
+STEP_ENTRIES = ("global_step", "step")
+WINDOW_ENTRIES = ("current_window", "window", "start_window")
+
+
+def pickle_counters(path: Path) -> tuple[int | None, int | None, str | None]:
+    """(step, window, the entry the step came from) stored as top-level entries of a checkpoint beside
+    its state dict, as Templar's and many training loops' `.pt` files carry them. Read with
+    `mmap=True, weights_only=True`: the tensors are mapped, never loaded."""
+    obj = load_pickle(path)
+    if not isinstance(obj, dict):
+        return None, None, None
+    step_key = next((k for k in STEP_ENTRIES if _counter(obj.get(k)) is not None), None)
+    window_key = next((k for k in WINDOW_ENTRIES if _counter(obj.get(k)) is not None), None)
+    return (_counter(obj.get(step_key)) if step_key else None, _counter(obj.get(window_key)) if window_key else None,
+            step_key or window_key)
+
+
+def _counter(value: Any) -> int | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value.item())
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

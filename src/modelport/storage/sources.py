@@ -1,0 +1,184 @@
+"""Byte sources: how formats read a file's bytes, whether it is on this disk or in an object store.
+
+Readers of range-readable formats (safetensors, GGUF) ask `byte_source(path)` for a header, a
+tensor's row block or a scan over the header, and never open the file themselves. A local file is
+read with pread and private mappings (no copy where the kernel can avoid one); a file of a mounted
+URL (mirror.py) is read with HTTP range requests: a large read is cut into parts fetched several at a
+time, and a read that follows the previous one fetches the next block ahead while the caller works,
+so the network and the conversion overlap. One block at most is held ahead per file.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .retry import ShortRead, call
+
+PART = 8 * 2**20             # bytes per ranged request of a large read
+IN_FLIGHT = 4                # ranged requests at once, over every remote file of the process
+SCAN_BLOCK = 2**20           # first request of a header scan; doubled as the header proves longer
+
+_REMOTE: dict[str, "RemoteSource"] = {}
+_LOCK = threading.Lock()
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+
+
+def _pool(kind: str) -> ThreadPoolExecutor:
+    """"parts" runs ranged requests, "ahead" the reads ahead that wait on them (two pools, so a read
+    ahead never holds the thread its own parts need)."""
+    with _LOCK:
+        if kind not in _POOLS:
+            _POOLS[kind] = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix=f"modelport-{kind}")
+        return _POOLS[kind]
+
+
+class LocalSource:
+    """A file on this machine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.kernel_path: Path | None = path          # the kernel can copy from it (copy_file_range)
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def read(self, offset: int, nbytes: int) -> bytearray:
+        """Up to `nbytes` from `offset` (fewer only at the end of the file)."""
+        out = bytearray(nbytes)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(offset)
+            got = f.readinto(out)
+        return out if got == nbytes else out[:got]
+
+    def rows(self, offset: int, nbytes: int) -> Any:
+        """`nbytes` from `offset` as a writable buffer: a private mapping of just those pages (no copy;
+        dropped with the array built on it, so converted pages do not stay resident)."""
+        aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+        with open(self.path, "rb") as f:
+            view = mmap.mmap(f.fileno(), offset - aligned + nbytes, offset=aligned, access=mmap.ACCESS_COPY)
+        return memoryview(view)[offset - aligned:]
+
+    @contextmanager
+    def scan(self) -> Iterator[Any]:
+        """The whole file as something sliceable with a length (for header parsers that read forward)."""
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), self.size, access=mmap.ACCESS_READ) as mapped:
+            yield mapped
+
+
+class RemoteSource:
+    """An object in a store, read by range with retries (retry.py); `shown` is its URL for messages."""
+
+    def __init__(self, fs: Any, remote: str, size: int, shown: str) -> None:
+        self.fs, self.remote, self._size, self.shown = fs, remote, size, shown
+        self.kernel_path: Path | None = None
+        self._ahead: tuple[tuple[int, int], Future] | None = None   
+        self._last_end = -1
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _fetch(self, start: int, stop: int) -> bytes:
+        def once() -> bytes:
+            data = self.fs.cat_file(self.remote, start=start, end=stop)
+            if len(data) != stop - start:
+                raise ShortRead(f"asked for {stop - start} bytes at {start}, got {len(data)}")
+            return data
+        return call(once, self.shown)
+
+    def read_direct(self, offset: int, nbytes: int) -> bytearray:
+        """`nbytes` from `offset` (fewer only at the end), fetched now (in parts when large), no read ahead."""
+        nbytes = max(0, min(nbytes, self._size - offset))
+        out = bytearray(nbytes)
+        if nbytes <= PART:
+            out[:] = self._fetch(offset, offset + nbytes) if nbytes else b""
+            return out
+        starts = range(offset, offset + nbytes, PART)
+        parts = [_pool("parts").submit(self._fetch, s, min(s + PART, offset + nbytes)) for s in starts]
+        try:
+            for start, part in zip(starts, parts):
+                chunk = part.result()
+                out[start - offset:start - offset + len(chunk)] = chunk
+        finally:
+            for part in parts:
+                part.cancel()
+        return out
+
+    def read(self, offset: int, nbytes: int) -> bytearray:
+        nbytes = max(0, min(nbytes, self._size - offset))
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+            if ahead is not None and ahead[0] != (offset, nbytes):
+                ahead[1].cancel()
+                ahead = None
+            following = (offset + nbytes, min(nbytes, self._size - offset - nbytes))
+            if offset == self._last_end and following[1] > 0:
+                self._ahead = (following, _pool("ahead").submit(self.read_direct, *following))
+            self._last_end = offset + nbytes
+        return ahead[1].result() if ahead is not None else self.read_direct(offset, nbytes)
+
+    def rows(self, offset: int, nbytes: int) -> Any:
+        return self.read(offset, nbytes)
+
+    @contextmanager
+    def scan(self) -> Iterator[Any]:
+        yield _Scan(self)
+
+
+class _Scan:
+    """A remote file as a sliceable sequence for a parser reading forward: blocks fetched as it goes
+    (SCAN_BLOCK first, doubling), bytes behind the parser dropped."""
+
+    def __init__(self, source: RemoteSource) -> None:
+        self.source, self.start, self.buffer, self.block = source, 0, bytearray(), SCAN_BLOCK
+
+    def __len__(self) -> int:
+        return self.source.size
+
+    def __getitem__(self, index: slice) -> bytes:
+        begin, end, _ = index.indices(self.source.size)
+        if begin < self.start:
+            raise ValueError("a scan reads forward only")
+        if end > self.start + len(self.buffer):
+            if begin >= self.start + len(self.buffer):
+                self.start, self.buffer = begin, bytearray()
+            else:
+                del self.buffer[:begin - self.start]
+                self.start = begin
+            fetch_from = self.start + len(self.buffer)
+            self.buffer += self.source.read_direct(fetch_from, max(end - fetch_from, self.block))
+            self.block = min(self.block * 2, 64 * 2**20)
+        return bytes(self.buffer[begin - self.start:end - self.start])
+
+
+def register(local: Path, source: RemoteSource) -> None:
+    with _LOCK:
+        _REMOTE[os.path.abspath(local)] = source
+
+
+def unregister(local: Path) -> RemoteSource | None:
+    with _LOCK:
+        return _REMOTE.pop(os.path.abspath(local), None)
+
+
+def registered_under(local: Path) -> list[Path]:
+    """Every placeholder at `local` or below it (no walk of the disk: a local folder costs nothing)."""
+    prefix = os.path.abspath(local)
+    with _LOCK:
+        return sorted(Path(k) for k in _REMOTE if k == prefix or k.startswith(prefix + os.sep))
+
+
+def remote_of(local: Path) -> RemoteSource | None:
+    return _REMOTE.get(os.path.abspath(local))
+
+
+def byte_source(path: Path) -> LocalSource | RemoteSource:
+    """The bytes of `path`: the object behind it when it stands for one in a mounted URL, else the file."""
+    return _REMOTE.get(os.path.abspath(path)) or LocalSource(Path(path))
