@@ -152,9 +152,9 @@ class GGUFMapping:
             if found:
                 chain = self.chain(hf_name)
                 return [Target(part.name.format(**found.groupdict()), None,
-                               Chain((part.take(hp), *part.rules, *chain.rules))) for part in parts]
+                               Chain((part.take(hp), *part.rules, *chain.rules)).bound(hp)) for part in parts]
         found = self.target(hf_name, hp.n_layer)
-        return [Target(found[0], found[1], self.chain(hf_name))] if found else []
+        return [Target(found[0], found[1], self.chain(hf_name).bound(hp))] if found else []
 
     def target(self, hf_name: str, n_layer: int) -> tuple[str, int | None] | None:
         """(GGUF name, expert index when stacked) of an HF tensor; None when llama.cpp has no name for it."""

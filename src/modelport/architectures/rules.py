@@ -8,7 +8,7 @@ experts (gguf_mapping.py) are whole tensors side by side, each going through the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,6 +41,10 @@ class Rule:
 
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         raise NotImplementedError
+
+    def bound(self, hp: "HParams") -> "Rule":
+        """This rule with what it reads of the config made concrete (a shape that depends on it); most read none."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,86 @@ class AddOffset(Rule):
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
         import numpy as np
         return array.astype(np.float32) - np.float32(self.value)
+
+
+@dataclass(frozen=True)
+class NegExp(Rule):
+    """State-space models keep their decay as `A_log`; llama.cpp stores `A = -exp(A_log)`. The inverse,
+    `log(-A)`, is exact to float32 rounding, not bit for bit: a round trip may move the last bit."""
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        return -np.exp(array.astype(np.float32))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        return np.log(-array.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Squeeze(Rule):
+    """A length-1 axis dropped: a depthwise conv1d kernel [d, 1, k] as llama.cpp's [d, k]; put back on the
+    way in."""
+
+    axis: int = 1
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:self.axis], *shape[self.axis + 1:])
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:self.axis], 1, *shape[self.axis:])
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(self.shape(array.shape))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(self.inverse_shape(array.shape))
+
+
+@dataclass(frozen=True)
+class Unsqueeze(Rule):
+    """A trailing length-1 axis added: Mamba-2's per-head A and D [h] as llama.cpp's [h, 1]."""
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape, 1)
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape[:-1]
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(self.shape(array.shape))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(self.inverse_shape(array.shape))
+
+
+@dataclass(frozen=True)
+class Grouped(Rule):
+    """A 1-D weight viewed as `groups` rows (an expression over the config): Mamba-2's grouped RMSNorm
+    [d] as llama.cpp's [n_group, d / n_group]. `n` is the count once bound to a config."""
+
+    groups: str = "1"
+    n: int = 0
+
+    def bound(self, hp: "HParams") -> "Grouped":
+        return replace(self, n=int(hp.eval(self.groups)))
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.n:
+            raise ValueError(f"{type(self).__name__}({self.groups!r}) used before it was bound to a config")
+        return (self.n, shape[0] // self.n)
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0] * shape[1],)
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> None:
+        return None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(self.shape(array.shape))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(-1)
 
 
 def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
@@ -144,9 +228,17 @@ class Chain:
             array = rule.inverse(array, hp)
         return array
 
+    def bound(self, hp: "HParams") -> "Chain":
+        return Chain(tuple(rule.bound(hp) for rule in self.rules))
+
     @property
     def changes_dtype(self) -> bool:
-        return any(isinstance(r, AddOffset) for r in self.rules)
+        return any(isinstance(r, (AddOffset, NegExp)) for r in self.rules)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the inverse gives the input back bit for bit (an exponential's logarithm does not)."""
+        return not any(isinstance(r, NegExp) for r in self.rules)
 
 
 def _gcd(a: int, b: int) -> int:

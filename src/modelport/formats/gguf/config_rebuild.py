@@ -69,11 +69,11 @@ def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
     config: dict[str, Any] = {"model_type": spec.model_type,
                               "architectures": [spec.tensors.classes[0] if spec.tensors.classes else spec.hf_class]}
     rope: dict[str, Any] = {}
-    sums: list[tuple[str, str, Any]] = []
+    sums: list[tuple[str, str, str, Any]] = []
     for key, entry in spec.gguf.metadata.items():
         value = header.get(key.format(arch=arch))
         name = _source(entry.value)
-        if value is not None and name is None and (parts := _sum(entry.value)):
+        if value is not None and name is None and (parts := _operands(entry.value)):
             sums.append((*parts, value))
         if value is None or name is None:
             continue
@@ -87,10 +87,11 @@ def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
             rope[name] = value
         else:
             config[_spelling(spec, name)] = value
-    for a, b, total in sums:            # "a + b" with one of them known gives the other
+    for op, a, b, total in sums:        # "a + b" or "a * b" with one of them known gives the other
+        a, b = _spelling(spec, a), _spelling(spec, b)
         if (a in config) != (b in config) and isinstance(total, int):
             known, unknown = (a, b) if a in config else (b, a)
-            config[unknown] = total - config[known]
+            config[unknown] = total - config[known] if op == "+" else total // config[known]
     vocab = header.get("tokenizer.ggml.tokens")
     config.setdefault(_spelling(spec, "vocab"), header.get(f"{arch}.vocab_size") or (len(vocab) if vocab else None))
     # stated even when absent: a config class's own default (Glm4's pad 151329) may lie outside this vocabulary
@@ -154,12 +155,14 @@ def _parsed(expression: Any) -> ast.expr | None:
         return None
 
 
-def _sum(expression: Any) -> tuple[str, str] | None:
-    """(a, b) for a Key whose value is `a + b` of two names."""
+def _operands(expression: Any) -> tuple[str, str, str] | None:
+    """("+" or "*", a, b) for a Key whose value is `a + b` or `a * b` of two names (Mamba-2's inner size is
+    `expand * hidden`)."""
     node = _parsed(expression)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.left, ast.Name) \
+    ops = {ast.Add: "+", ast.Mult: "*"}
+    if isinstance(node, ast.BinOp) and type(node.op) in ops and isinstance(node.left, ast.Name) \
             and isinstance(node.right, ast.Name):
-        return node.left.id, node.right.id
+        return ops[type(node.op)], node.left.id, node.right.id
     return None
 
 
