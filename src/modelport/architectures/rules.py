@@ -235,11 +235,6 @@ class Chain:
     def changes_dtype(self) -> bool:
         return any(isinstance(r, (AddOffset, NegExp)) for r in self.rules)
 
-    @property
-    def exact(self) -> bool:
-        """Whether the inverse gives the input back bit for bit (an exponential's logarithm does not)."""
-        return not any(isinstance(r, NegExp) for r in self.rules)
-
 
 def _gcd(a: int, b: int) -> int:
     while b:
