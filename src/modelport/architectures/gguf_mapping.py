@@ -29,13 +29,13 @@ EXPERT = re.compile(r"\.experts\.(\d+)\.")
 @dataclass(frozen=True)
 class Key:
     """One metadata value: an expression over the config, its GGUF type, and when it is written. A value
-    computed from the config (a per-layer list) says how to read it back: `inverse` is (config key,
-    expression over the stored `value` and the config rebuilt so far)."""
+    computed from the config (a per-layer list) says how to read it back: `inverse` holds (config key,
+    expression over the stored `value` and the config rebuilt so far) pairs."""
 
     value: Any
     type: str = "u32"              # u32, i32, f32, bool, str, or array (of what the list holds)
     when: str | None = None
-    inverse: tuple[str, str] | None = None
+    inverse: tuple[tuple[str, str], ...] = ()
 
 
 ROPE_SCALING_KEYS: dict[str, Key] = {

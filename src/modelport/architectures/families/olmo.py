@@ -39,6 +39,6 @@ OLMO3 = register_architecture(ArchitectureSpec(
         **TEXT_KEYS, "{arch}.attention.sliding_window": Key("sliding_window", when="get('sliding_window')"),
         "{arch}.attention.sliding_window_pattern": Key(
             "[t == 'sliding_attention' for t in layer_types]", "array", when="get('sliding_window') and get('layer_types')",
-            inverse=("layer_types", "['sliding_attention' if s else 'full_attention' for s in value]"))}),
+            inverse=(("layer_types", "['sliding_attention' if s else 'full_attention' for s in value]"),))}),
     tiny=dict(TINY, sliding_window=6, layer_types=["sliding_attention", "full_attention"]),
 ))

@@ -86,7 +86,7 @@ def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
     for key, entry in spec.gguf.metadata.items():
         value = header.get(key.format(arch=arch))
         if value is not None and entry.inverse:
-            inverses.append((*entry.inverse, value))
+            inverses += [(*pair, value) for pair in entry.inverse]
             continue
         name = _source(entry.value)
         if value is not None and name is None and (parts := _operands(entry.value)):
