@@ -25,6 +25,7 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
     ("lfm2", dict(intermediate_size=768, block_multiple_of=256, layer_types=["conv", "full_attention"] * 2)),
     ("granitemoehybrid", dict(intermediate_size=256, shared_intermediate_size=256, mamba_n_heads=16, mamba_d_head=32,
                               mamba_d_state=32, layer_types=["mamba", "attention", "mamba", "mamba"])),
+    ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):

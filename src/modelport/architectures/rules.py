@@ -52,15 +52,30 @@ class PermuteHeads(Rule):
     """HF keeps each head's rotary pairs as two halves; llama.cpp's NORM rope wants them interleaved."""
 
     heads: str = "heads"            # expression: how many heads the tensor's rows hold
+    rotary: str | None = None       # expression: the rotated rows of each head, when only the first ones are
 
     def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int:
         return shape[0] // hp.eval(self.heads)
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
-        return permute_rows(array, hp.eval(self.heads) * array.shape[0] // full_rows)
+        return self._each_head(array, hp.eval(self.heads) * array.shape[0] // full_rows, hp, permute_rows)
 
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
-        return unpermute_rows(array, hp.eval(self.heads))
+        return self._each_head(array, hp.eval(self.heads), hp, unpermute_rows)
+
+    def _each_head(self, array: "np.ndarray", n_head: int, hp: "HParams", how) -> "np.ndarray":
+        """`how` over every head's rows, or over only the first `rotary` of each (partial rotary: llama.cpp
+        rotates a head's first n_rot values, pairwise)."""
+        if self.rotary is None:
+            return how(array, n_head)
+        import numpy as np
+        rot = int(hp.eval(self.rotary))
+        heads = array.reshape(n_head, array.shape[0] // n_head, *array.shape[1:])
+        if rot >= heads.shape[1]:
+            return how(array, n_head)
+        rotated = how(np.ascontiguousarray(heads[:, :rot]).reshape(n_head * rot, *array.shape[1:]), n_head)
+        return np.concatenate([rotated.reshape(n_head, rot, *array.shape[1:]), heads[:, rot:]],
+                              axis=1).reshape(array.shape)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ Granite MoE's (granite.py).
 """
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
-from ..rules import Grouped, NegExp, Squeeze, Unsqueeze
+from ..rules import Grouped, NegExp, PermuteHeads, Squeeze, Unsqueeze
 from ..tensors import linear, norm, only, t
 from .granite import EXPERTS, MULTIPLIER_KEYS, SHARED, TINY_MOE, moe_mapping
-from .llama import LAYER_NORMS, PERMUTE_QK, attention, decoder
+from .llama import LAYER_NORMS, TINY, PERMUTE_QK, attention, decoder, swiglu
 from .mamba import NO_ONNX
 
 P = "model.layers.{L}.mamba"
@@ -21,16 +21,22 @@ INNER = "mamba_expand * hidden"
 CONV_DIM = f"{INNER} + 2 * mamba_n_groups * mamba_d_state"
 CONV_BIAS, PROJ_BIAS = "get('mamba_conv_bias', True)", "get('mamba_proj_bias', False)"
 
+
+
+def mamba2_layer(where: str) -> list:
+    """A Mamba-2 mixer's tensors (under `.mamba`), in the layers where `where` holds."""
+    return only(where, [
+        t(f"{P}.dt_bias", "mamba_n_heads"), t(f"{P}.A_log", "mamba_n_heads"), t(f"{P}.D", "mamba_n_heads"),
+        t(f"{P}.conv1d.weight", CONV_DIM, 1, "mamba_d_conv"), t(f"{P}.conv1d.bias", CONV_DIM, when=CONV_BIAS),
+        *linear(f"{P}.in_proj", f"{INNER} + {CONV_DIM} + mamba_n_heads", "hidden", PROJ_BIAS),
+        *norm(f"{P}.norm", INNER), *linear(f"{P}.out_proj", "hidden", INNER, PROJ_BIAS)])
+
+
 LAYER = (
     *LAYER_NORMS, *EXPERTS,
     *linear(f"{SHARED}.input_linear", "2 * shared_intermediate_size", "hidden"),
     *linear(f"{SHARED}.output_linear", "hidden", "shared_intermediate_size"),
-    *only(MAMBA, [t(f"{P}.dt_bias", "mamba_n_heads"), t(f"{P}.A_log", "mamba_n_heads"), t(f"{P}.D", "mamba_n_heads"),
-                  t(f"{P}.conv1d.weight", CONV_DIM, 1, "mamba_d_conv"),
-                  t(f"{P}.conv1d.bias", CONV_DIM, when=CONV_BIAS),
-                  *linear(f"{P}.in_proj", f"{INNER} + {CONV_DIM} + mamba_n_heads", "hidden", PROJ_BIAS),
-                  *norm(f"{P}.norm", INNER),
-                  *linear(f"{P}.out_proj", "hidden", INNER, PROJ_BIAS)]),
+    *mamba2_layer(MAMBA),
     *only(f"not ({MAMBA})", attention()),
 )
 
@@ -68,4 +74,33 @@ SPEC = register_architecture(ArchitectureSpec(
     tiny=dict(TINY_MOE, shared_intermediate_size=64, layer_types=["mamba", "attention"], mamba_n_heads=8,
               mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2,
               position_embedding_type=None),
+))
+
+
+# Bamba (IBM/Princeton): the same Mamba-2 + attention hybrid with a dense SwiGLU after every layer, attention
+# at `attn_layer_indices`, partial rotary; llama.cpp runs it as the Granite hybrid without experts
+BAMBA_MAMBA = "L not in attn_layer_indices"
+BAMBA = register_architecture(ArchitectureSpec(
+    model_type="bamba",
+    tensors=decoder("BambaForCausalLM", (
+        *swiglu("model.layers.{L}.feed_forward"),
+        *norm("model.layers.{L}.input_layernorm"), *norm("model.layers.{L}.pre_ff_layernorm"),
+        *mamba2_layer(BAMBA_MAMBA),
+        *only(f"not ({BAMBA_MAMBA})", attention())),
+        head=(*norm("model.final_layernorm"), t("lm_head.weight", "vocab", "hidden"))),
+    gguf=GGUFMapping(
+        arch="GRANITE_HYBRID",
+        rules=(PermuteHeads(("q_proj.weight", "q_proj.bias"), "heads", "rot_dim"),
+               PermuteHeads(("k_proj.weight", "k_proj.bias"), "kv_heads", "rot_dim"),
+               *(r for r in MAPPING.rules if not isinstance(r, PermuteHeads))), names={f"{P}.dt_bias": "blk.{L}.ssm_dt.bias"},
+        metadata={**{k: v for k, v in MAPPING.metadata.items() if "shared" not in k},
+                  "{arch}.attention.head_count_kv": Key(
+                      "[kv_heads if i in attn_layer_indices else 0 for i in range(layers)]", "array",
+                      inverse=(("attn_layer_indices", "[i for i in range(len(value)) if value[i] > 0]"),
+                               ("num_key_value_heads", "max(value)"))),
+                  "{arch}.rope.scaling.finetuned": Key(True, "bool")},
+        requires={k: v for k, v in MAPPING.requires.items() if "experts" not in k}),
+    no_onnx=NO_ONNX,
+    tiny=dict(TINY, tie_word_embeddings=False, attn_layer_indices=[1],
+              mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2),
 ))
