@@ -25,6 +25,8 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
     ("lfm2", dict(intermediate_size=768, block_multiple_of=256, layer_types=["conv", "full_attention"] * 2)),
     ("granitemoehybrid", dict(intermediate_size=256, shared_intermediate_size=256, mamba_n_heads=16, mamba_d_head=32,
                               mamba_d_state=32, layer_types=["mamba", "attention", "mamba", "mamba"])),
+    ("nemotron_h", dict(intermediate_size=512, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
+                        layers_block_type=["mamba", "mlp", "attention", "mlp"])),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
@@ -46,7 +48,7 @@ def test_recurrent_state_is_reset_for_each_sequence(samples, tmp_path):
     """llama.cpp's recurrent state is reset for each sequence (no KV cache to trim): a prompt evaluated after
     other prompts and a generation gives exactly the logits it gives first thing."""
     from modelport.runtimes.llama_cpp import LlamaCppRuntime
-    sample = samples("mamba2")
+    sample = samples("mamba")
     out = tmp_path / "m.gguf"
     modelport.convert(sample.path, out, quant="f32")
     runtime = LlamaCppRuntime(out)
