@@ -13,7 +13,10 @@ from ..tensors import Tensors, linear, norm, only, t
 from .mamba import NO_ONNX
 
 P = "backbone.layers.{L}.mixer"
-KIND = "layers_block_type[L]"
+# the layer kinds as transformers 5 saves them, or from the older pattern string (M, *, -, E)
+KINDS = ("(layers_block_type if get('layers_block_type') else ['mamba' if c == 'M' else 'attention' if c == '*' "
+         "else 'mlp' if c == '-' else 'moe' for c in hybrid_override_pattern])")
+KIND = f"{KINDS}[L]"
 MAMBA, ATTENTION, MLP = (f"{KIND} in ('mamba', 'linear_attention')", f"{KIND} in ('attention', 'full_attention')",
                          f"{KIND} == 'mlp'")
 INNER = "mamba_num_heads * mamba_head_dim"
@@ -50,11 +53,11 @@ SPEC = register_architecture(ArchitectureSpec(
             **{k: v for k, v in TEXT_KEYS.items() if "expert" not in k},
             # read back in this order (the table's): MLP layers from the feed-forward lengths, then attention
             # layers from the KV heads; the rest are Mamba layers
-            "{arch}.feed_forward_length": Key("[ffn if k == 'mlp' else 0 for k in layers_block_type]", "array",
+            "{arch}.feed_forward_length": Key(f"[ffn if k == 'mlp' else 0 for k in {KINDS}]", "array",
                                               inverse=(("intermediate_size", "max(value)"),
                                                        ("layers_block_type", "['mlp' if f else 'mamba' for f in value]"))),
             "{arch}.attention.head_count_kv": Key(
-                "[kv_heads if k in ('attention', 'full_attention') else 0 for k in layers_block_type]", "array",
+                f"[kv_heads if k in ('attention', 'full_attention') else 0 for k in {KINDS}]", "array",
                 inverse=(("num_key_value_heads", "max(value)"),
                          ("layers_block_type", "['attention' if value[i] else layers_block_type[i] "
                                                "for i in range(len(value))]"))),
@@ -64,7 +67,8 @@ SPEC = register_architecture(ArchitectureSpec(
             "{arch}.ssm.inner_size": Key(INNER),
             "{arch}.ssm.time_step_rank": Key("mamba_num_heads"),
         },
-        requires={"get('mlp_hidden_act', 'relu2') == 'relu2'": "llama.cpp's Nemotron-H MLP is ReLU²"}),
+        requires={"get('mlp_hidden_act', 'relu2') == 'relu2'": "llama.cpp's Nemotron-H MLP is ReLU²",
+                  f"'moe' not in {KINDS}": "Nemotron-H MoE runs as llama.cpp's NEMOTRON_H_MOE, not mapped yet"}),
     no_onnx=NO_ONNX,
     tiny=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
               layers_block_type=["mamba", "attention", "mlp"], mamba_num_heads=8, mamba_head_dim=16, n_groups=2,
