@@ -3,7 +3,8 @@
 (f32 KV cache) against transformers on the verify prompts, then read back to HF and run again.
 
 Run: `.venv/bin/python bench/measure_families.py --write` (about 2 minutes) rewrites the table
-between the markers in docs/architectures.md; without --write it prints it.
+between the markers in docs/architectures.md; without --write it prints it. `--only FAMILY ...`
+measures those families and keeps the table's other rows as they are.
 """
 from __future__ import annotations
 
@@ -51,18 +52,26 @@ def measure(spec, workdir: Path) -> tuple[float | None, float | None]:
     return cpp, hf
 
 
-def table(rows: list[tuple]) -> str:
+def documented_rows() -> dict[str, str]:
+    """The table's rows as docs/architectures.md has them now, by family."""
+    table = DOC.read_text().split(START)[1].split(END)[0]
+    return {line.split("|")[1].strip(): line for line in table.strip().splitlines()[2:]}
+
+
+def table(rows: list[tuple], kept: dict[str, str] | None = None) -> str:
     lines = ["| family (`model_type`) | transformers class | GGUF arch | llama.cpp max abs Δ | GGUF → HF max abs Δ "
              "| ONNX | notes |", "|---|---|---|---|---|---|---|"]
-    for model_type, cls, arch, cpp, hf, onnx, note in rows:
-        fmt = (lambda v: "—" if v is None else f"{v:.1e}")
-        lines.append(f"| {model_type} | {cls} | {arch or '—'} | {fmt(cpp)} | {fmt(hf)} | {onnx or '—'} | {note} |")
-    return "\n".join(lines)
+    fmt = (lambda v: "—" if v is None else f"{v:.1e}")
+    made = {model_type: f"| {model_type} | {cls} | {arch or '—'} | {fmt(cpp)} | {fmt(hf)} | {onnx or '—'} | {note} |"
+            for model_type, cls, arch, cpp, hf, onnx, note in rows}
+    merged = {**(kept or {}), **made}
+    return "\n".join(lines + [merged[name] for name in sorted(merged)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", action="store_true", help=f"rewrite the table in {DOC}")
+    parser.add_argument("--only", nargs="+", metavar="FAMILY", help="measure these; keep the other rows")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     import gguf
@@ -71,13 +80,17 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in registered():
+            if args.only and spec.model_type not in args.only:
+                continue
             cpp, hf = measure(spec, Path(tmp)) if spec.tiny else (None, None)
             arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[spec.gguf.arch]] if spec.gguf else None
             cls = spec.tensors.classes[0] if spec.tensors is not None and spec.tensors.classes else spec.hf_class
             rows.append((spec.model_type, cls, arch, cpp, hf, spec.onnx, spec.note))
             print(f"{spec.model_type:20} {arch or '-':12} {cpp if cpp is not None else '-'} "
                   f"{hf if hf is not None else '-'}", file=sys.stderr)
-    text = table(rows)
+    kept = {name: row for name, row in documented_rows().items()
+            if name in {s.model_type for s in registered()}} if args.only else None
+    text = table(rows, kept)
     if not args.write:
         print(text)
         return

@@ -16,6 +16,9 @@ TOKENIZER_VARIANTS = ["llama-spm", "llama-bfb"]
 TOLERANCE = {"f32": 1e-3, "f16": 1e-2}
 # families whose HF config the GGUF metadata does not determine (docs/architectures.md says why)
 NEEDS_BASE_MODEL: dict[str, str] = {}
+# state-space and hybrid families beyond one of each kind (mamba, lfm2 stay here): transformers runs their scans
+# through its slow reference code on CPU, so they run in `make test-slow`
+SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h"}
 
 
 def _tokenizer(path):
@@ -28,7 +31,8 @@ def _hf_logits(model, ids):
         return model(torch.tensor([ids])).logits[0].numpy()
 
 
-@pytest.mark.parametrize("name", DECODERS + TOKENIZER_VARIANTS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FAMILIES else n
+                                  for n in DECODERS + TOKENIZER_VARIANTS])
 def test_family_runs_in_llama_cpp_and_comes_back(samples, tmp_path, name):
     """Every registered family: its f32 GGUF gives transformers' logits in llama.cpp (f32 KV cache) at every
     position, llama.cpp tokenizes the prompts as transformers does, and the GGUF read back to HF (config and

@@ -79,10 +79,11 @@ def _eval(node: ast.expr, names: Mapping[str, Any], text: str) -> Any:
             return names.get(args[0], args[1] if len(args) > 1 else None)
         if node.func.id in _CALLS:
             return _CALLS[node.func.id](*args)
-    if isinstance(node, ast.ListComp) and len(node.generators) == 1 and not node.generators[0].ifs \
-            and isinstance(node.generators[0].target, ast.Name):
+    if isinstance(node, ast.ListComp) and len(node.generators) == 1 and isinstance(node.generators[0].target, ast.Name):
         loop = node.generators[0]
-        return [_eval(node.elt, {**names, loop.target.id: item}, text) for item in _eval(loop.iter, names, text)]
+        scopes = ({**names, loop.target.id: item} for item in _eval(loop.iter, names, text))
+        return [_eval(node.elt, scope, text) for scope in scopes
+                if all(_eval(condition, scope, text) for condition in loop.ifs)]
     if isinstance(node, ast.Subscript):
         return _eval(node.value, names, text)[_eval(node.slice, names, text)]
     raise ExpressionError(f"{text!r}: {type(node).__name__} is not allowed in a spec expression")

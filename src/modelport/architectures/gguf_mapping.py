@@ -28,11 +28,14 @@ EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
 @dataclass(frozen=True)
 class Key:
-    """One metadata value: an expression over the config, its GGUF type, and when it is written."""
+    """One metadata value: an expression over the config, its GGUF type, and when it is written. A value
+    computed from the config (a per-layer list) says how to read it back: `inverse` holds (config key,
+    expression over the stored `value` and the config rebuilt so far) pairs."""
 
     value: Any
     type: str = "u32"              # u32, i32, f32, bool, str, or array (of what the list holds)
     when: str | None = None
+    inverse: tuple[tuple[str, str], ...] = ()
 
 
 ROPE_SCALING_KEYS: dict[str, Key] = {
@@ -152,9 +155,9 @@ class GGUFMapping:
             if found:
                 chain = self.chain(hf_name)
                 return [Target(part.name.format(**found.groupdict()), None,
-                               Chain((part.take(hp), *part.rules, *chain.rules))) for part in parts]
+                               Chain((part.take(hp), *part.rules, *chain.rules)).bound(hp)) for part in parts]
         found = self.target(hf_name, hp.n_layer)
-        return [Target(found[0], found[1], self.chain(hf_name))] if found else []
+        return [Target(found[0], found[1], self.chain(hf_name).bound(hp))] if found else []
 
     def target(self, hf_name: str, n_layer: int) -> tuple[str, int | None] | None:
         """(GGUF name, expert index when stacked) of an HF tensor; None when llama.cpp has no name for it."""

@@ -17,7 +17,7 @@ from .expressions import ExpressionError, evaluate
 # name -> (config keys, default expression over names defined above it)
 VARIABLES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "hidden": (("hidden_size", "n_embd", "d_model"), None),
-    "layers": (("num_hidden_layers", "n_layer", "num_layers"), None),
+    "layers": (("num_hidden_layers", "n_layer", "num_layers"), "len(layers_block_type)"),   # Nemotron-H: per-layer kinds only
     "heads": (("num_attention_heads", "n_head", "num_heads"), None),
     "kv_heads": (("num_key_value_heads", "num_kv_heads"), "heads"),
     "head_dim": (("head_dim",), "hidden // heads"),

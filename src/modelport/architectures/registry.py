@@ -53,6 +53,7 @@ class ArchitectureSpec:
     tiny_tokenizer: str = "bpe"                  # samples.train_tokenizer's kind for test models
     tiny_specials: tuple[str, ...] = ()          # special tokens the family's real tokenizer always has
     note: str = ""                               # what the docs say of it, e.g. why it has no GGUF
+    no_onnx: str = ""                            # why it has no ONNX export, when torch.onnx cannot export it
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

@@ -8,7 +8,7 @@ experts (gguf_mapping.py) are whole tensors side by side, each going through the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,21 +48,40 @@ class Rule:
         rows (the default); None when the result is no longer such a product (an offset)."""
         return a, self.forward(b, hp, b.shape[0])
 
+    def bound(self, hp: "HParams") -> "Rule":
+        """This rule with what it reads of the config made concrete (a shape that depends on it); most read none."""
+        return self
+
 
 @dataclass(frozen=True)
 class PermuteHeads(Rule):
     """HF keeps each head's rotary pairs as two halves; llama.cpp's NORM rope wants them interleaved."""
 
     heads: str = "heads"            # expression: how many heads the tensor's rows hold
+    rotary: str | None = None       # expression: the rotated rows of each head, when only the first ones are
 
     def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int:
         return shape[0] // hp.eval(self.heads)
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
-        return permute_rows(array, hp.eval(self.heads) * array.shape[0] // full_rows)
+        return self._each_head(array, hp.eval(self.heads) * array.shape[0] // full_rows, hp, permute_rows)
 
     def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
-        return unpermute_rows(array, hp.eval(self.heads))
+        return self._each_head(array, hp.eval(self.heads), hp, unpermute_rows)
+
+    def _each_head(self, array: "np.ndarray", n_head: int, hp: "HParams", how) -> "np.ndarray":
+        """`how` over every head's rows, or over only the first `rotary` of each (partial rotary: llama.cpp
+        rotates a head's first n_rot values, pairwise)."""
+        if self.rotary is None:
+            return how(array, n_head)
+        import numpy as np
+        rot = int(hp.eval(self.rotary))
+        heads = array.reshape(n_head, array.shape[0] // n_head, *array.shape[1:])
+        if rot >= heads.shape[1]:
+            return how(array, n_head)
+        rotated = how(np.ascontiguousarray(heads[:, :rot]).reshape(n_head * rot, *array.shape[1:]), n_head)
+        return np.concatenate([rotated.reshape(n_head, rot, *array.shape[1:]), heads[:, rot:]],
+                              axis=1).reshape(array.shape)
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,100 @@ class AddOffset(Rule):
 
     def lora(self, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> None:
         return None
+
+
+def _not_low_rank(rule: Rule, a: "np.ndarray", b: "np.ndarray", hp: "HParams") -> None:
+    """Rule.lora of the state-space rules: what they change (a decay, a conv kernel, a norm's grouping) is
+    no longer b @ a afterwards, and no LoRA adapts those tensors."""
+    return None
+
+
+@dataclass(frozen=True)
+class NegExp(Rule):
+    """State-space models keep their decay as `A_log`; llama.cpp stores `A = -exp(A_log)`. The inverse,
+    `log(-A)`, is exact to float32 rounding, not bit for bit: a round trip may move the last bit."""
+
+    lora = _not_low_rank
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        return -np.exp(array.astype(np.float32))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        return np.log(-array.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Squeeze(Rule):
+    """A length-1 axis dropped: a depthwise conv1d kernel [d, 1, k] as llama.cpp's [d, k]; put back on the
+    way in."""
+
+    lora = _not_low_rank
+
+    axis: int = 1
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:self.axis], *shape[self.axis + 1:])
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:self.axis], 1, *shape[self.axis:])
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(self.shape(array.shape))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(self.inverse_shape(array.shape))
+
+
+@dataclass(frozen=True)
+class Unsqueeze(Rule):
+    """A trailing length-1 axis added: Mamba-2's per-head A and D [h] as llama.cpp's [h, 1]."""
+
+    lora = _not_low_rank
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape, 1)
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape[:-1]
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(self.shape(array.shape))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(self.inverse_shape(array.shape))
+
+
+@dataclass(frozen=True)
+class Grouped(Rule):
+    """A 1-D weight viewed as `groups` rows (an expression over the config): Mamba-2's grouped RMSNorm
+    [d] as llama.cpp's [n_group, d / n_group]. `n` is the count once bound to a config."""
+
+    lora = _not_low_rank
+
+    groups: str = "1"
+    n: int = 0
+
+    def bound(self, hp: "HParams") -> "Grouped":
+        return replace(self, n=int(hp.eval(self.groups)))
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.n:
+            raise ValueError(f"{type(self).__name__}({self.groups!r}) used before it was bound to a config")
+        return (self.n, shape[0] // self.n)
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0] * shape[1],)
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> None:
+        return None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        return array.reshape(self.shape(array.shape))
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array.reshape(-1)
 
 
 def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
@@ -165,9 +278,12 @@ class Chain:
             a, b = pair
         return a, b
 
+    def bound(self, hp: "HParams") -> "Chain":
+        return Chain(tuple(rule.bound(hp) for rule in self.rules))
+
     @property
     def changes_dtype(self) -> bool:
-        return any(isinstance(r, AddOffset) for r in self.rules)
+        return any(isinstance(r, (AddOffset, NegExp)) for r in self.rules)
 
     def swapped(self) -> "Chain | None":
         """This chain as it acts on the tensor stored with its last two axes swapped (MXFP4 experts are), when

@@ -1,7 +1,9 @@
 """Running a GGUF in llama.cpp (through llama-cpp-python): logits, tokens, greedy tokens, embeddings.
 
 The KV cache is kept in f32 (`type_k=type_v=0`): llama.cpp's default f16 cache alone adds about
-1e-3 of logit error, which would hide or fake a conversion fault in f32/f16 files.
+1e-3 of logit error, which would hide or fake a conversion fault in f32/f16 files. State-space and
+hybrid models keep a recurrent state instead of (or beside) it: `Llama.reset()` clears that memory, so
+each `logits` call starts a fresh sequence whatever the model (tests/test_state_space_families.py).
 """
 from __future__ import annotations
 

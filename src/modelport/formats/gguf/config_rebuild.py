@@ -20,6 +20,7 @@ import numpy as np
 
 from ...architectures import registered
 from ...architectures.expected import expected_tensors
+from ...architectures.expressions import evaluate
 from ...architectures.hparams import VARIABLES, hparams
 from ...architectures.registry import ArchitectureSpec
 from ...core.config_check import check_config
@@ -43,8 +44,9 @@ def arch_name(spec: ArchitectureSpec) -> str:
 
 
 def rebuilt_config(header: GGUFHeader) -> dict:
-    """The config of the first family (by name, then registry order) whose config the file's metadata and
-    tensors both describe; an error naming why each candidate failed when none fits."""
+    """The config of the family whose config the file's metadata and tensors both describe (of several, the
+    one whose keys leave fewest of the file's unexplained, then by name and registry order); an error
+    naming why each candidate failed when none fits."""
     arch = header.architecture
     candidates = sorted((s for s in registered() if s.gguf is not None and s.tensors is not None
                          and not callable(s.gguf.metadata) and arch_name(s) == arch),
@@ -52,14 +54,24 @@ def rebuilt_config(header: GGUFHeader) -> dict:
     if not candidates:
         raise ModelFileNotFoundError(f"no config.json beside this {arch} GGUF, and no family modelport knows runs as "
                                      f"{arch!r}; pass --base-model DIR with the HF config", header.path)
-    failures = []
+    failures, fits = [], []
     for spec in candidates:
         try:
-            return _config(spec, header)
+            fits.append((_unexplained(spec, header), _config(spec, header)))
         except Mismatch as exc:
             failures.append(f"{spec.model_type}: {exc}")
+    if fits:        # of the families sharing the arch, the one whose keys say most of what the file says
+        return min(fits, key=lambda fit: fit[0])[1]
     raise ModelFileNotFoundError(f"no config.json beside this {arch} GGUF, and its metadata and tensors fit no family "
                                  f"({'; '.join(failures)[:400]}); pass --base-model DIR with the HF config", header.path)
+
+
+def _unexplained(spec: ArchitectureSpec, header: GGUFHeader) -> int:
+    """How many of the file's `{arch}.` keys the family's metadata table does not have (OLMo 3's sliding
+    window, on a file OLMo 2 would also fit)."""
+    arch = header.architecture
+    known = {key.format(arch=arch) for key in spec.gguf.metadata}
+    return sum(key.startswith(f"{arch}.") and key not in known for key in header.fields)
 
 
 def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
@@ -69,11 +81,15 @@ def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
     config: dict[str, Any] = {"model_type": spec.model_type,
                               "architectures": [spec.tensors.classes[0] if spec.tensors.classes else spec.hf_class]}
     rope: dict[str, Any] = {}
-    sums: list[tuple[str, str, Any]] = []
+    sums: list[tuple[str, str, str, Any]] = []
+    inverses: list[tuple[str, str, Any]] = []
     for key, entry in spec.gguf.metadata.items():
         value = header.get(key.format(arch=arch))
+        if value is not None and entry.inverse:
+            inverses += [(*pair, value) for pair in entry.inverse]
+            continue
         name = _source(entry.value)
-        if value is not None and name is None and (parts := _sum(entry.value)):
+        if value is not None and name is None and (parts := _operands(entry.value)):
             sums.append((*parts, value))
         if value is None or name is None:
             continue
@@ -87,10 +103,13 @@ def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
             rope[name] = value
         else:
             config[_spelling(spec, name)] = value
-    for a, b, total in sums:            # "a + b" with one of them known gives the other
+    for op, a, b, total in sums:        # "a + b" or "a * b" with one of them known gives the other
+        a, b = _spelling(spec, a), _spelling(spec, b)
         if (a in config) != (b in config) and isinstance(total, int):
             known, unknown = (a, b) if a in config else (b, a)
-            config[unknown] = total - config[known]
+            config[unknown] = total - config[known] if op == "+" else total // config[known]
+    for key, expression, value in inverses:     # read back in the table's order, each seeing what is known
+        config[key] = evaluate(expression, {**config, "value": value})
     vocab = header.get("tokenizer.ggml.tokens")
     config.setdefault(_spelling(spec, "vocab"), header.get(f"{arch}.vocab_size") or (len(vocab) if vocab else None))
     # stated even when absent: a config class's own default (Glm4's pad 151329) may lie outside this vocabulary
@@ -154,12 +173,14 @@ def _parsed(expression: Any) -> ast.expr | None:
         return None
 
 
-def _sum(expression: Any) -> tuple[str, str] | None:
-    """(a, b) for a Key whose value is `a + b` of two names."""
+def _operands(expression: Any) -> tuple[str, str, str] | None:
+    """("+" or "*", a, b) for a Key whose value is `a + b` or `a * b` of two names (Mamba-2's inner size is
+    `expand * hidden`)."""
     node = _parsed(expression)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.left, ast.Name) \
+    ops = {ast.Add: "+", ast.Mult: "*"}
+    if isinstance(node, ast.BinOp) and type(node.op) in ops and isinstance(node.left, ast.Name) \
             and isinstance(node.right, ast.Name):
-        return node.left.id, node.right.id
+        return ops[type(node.op)], node.left.id, node.right.id
     return None
 
 

@@ -36,6 +36,7 @@ FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
 FALLBACK = {Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
 NEVER_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "attn_rel_b.weight")
 NEVER_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
+NEVER_QUANTIZED_PARTS = ("ssm_conv1d", "shortconv.conv.weight")    # state-space models' small conv kernels
 
 
 DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
@@ -81,7 +82,7 @@ def category(name: str) -> str:
 
 def allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
     return (len(shape) >= 2 and name.endswith("weight") and not name.endswith(NEVER_QUANTIZED)
-            and name not in NEVER_QUANTIZED_NAMES)
+            and name not in NEVER_QUANTIZED_NAMES and not any(part in name for part in NEVER_QUANTIZED_PARTS))
 
 
 def _more_bits(i: int, n: int) -> bool:

@@ -44,6 +44,8 @@ METADATA_KEYS = {"hidden_size": "embedding_length", "intermediate_size": "feed_f
                  "rope_theta": "rope.freq_base", "vocab_size": "vocab_size", "head_dim": "attention.key_length"}
 # what a config beside the file must agree on with the metadata llama.cpp runs the file by
 # (layer counts and sizes are held to the tensors themselves)
+# 0 there means "none": a state-space model has no attention heads and no feed-forward (llama.cpp's converter writes 0)
+NONE_WHEN_ZERO = ("attention.head_count", "feed_forward_length")
 MUST_AGREE = ("{arch}.embedding_length", "{arch}.attention.head_count", "{arch}.attention.head_count_kv")
 
 
@@ -54,7 +56,7 @@ def metadata_config(header: GGUFHeader) -> tuple[dict, dict[str, str]]:
     found, names = {}, {}
     for name, key in METADATA_KEYS.items():
         value = header.get(f"{arch}.{key}")
-        if value is not None and not isinstance(value, list):
+        if value is not None and not isinstance(value, list) and not (value == 0 and key in NONE_WHEN_ZERO):
             found[name], names[name] = value, f"{arch}.{key}"
     check_config(found, header.path, names)
     return found, names

@@ -106,8 +106,11 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
     out = list(planned.values())
     for name, tensor in (mapping.extra_tensors(hp) if mapping.extra_tensors else {}).items():
         out.append(Planned(name, tuple(tensor.shape), Q.F32, [], computed=tensor))
-    arch = gguf.MODEL_ARCH[mapping.arch]
-    shape = ModelShape(gguf.MODEL_ARCH_NAMES[arch], hp.n_layer, hp.n_head, hp.n_head_kv, int(hp["experts"] or 0))
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[mapping.arch]]
+    # llama-quantize counts the experts the metadata states (Nemotron-H's config names 8 it does not have)
+    n_expert = int(hp["experts"] or 0) if callable(mapping.metadata) else \
+        int(mapping.metadata_values(hp).get(f"{arch}.expert_count", 0))
+    shape = ModelShape(arch, hp.n_layer, hp.n_head, hp.n_head_kv, n_expert)
     types = choose_types({p.gguf_name: p.shape for p in out}, file_type(quant), shape)
     for p in out:
         p.qtype = types[p.gguf_name]

@@ -39,6 +39,8 @@ def torch_model(bundle: ModelBundle) -> tuple[torch.nn.Module, Family]:
     matmul/softmax graph that exports for every family (T5's sdpa path trips torch.export's symbolic view
     check) and runs on every onnxruntime provider."""
     spec = spec_for(bundle.config, bundle.source)
+    if spec.onnx is None and spec.no_onnx:
+        raise UnknownArchitectureError(f"no ONNX export for {spec.model_type!r}: {spec.no_onnx}", bundle.source)
     if spec.onnx is None:
         supported = ", ".join(s.model_type for s in registered() if s.onnx)
         raise UnknownArchitectureError(f"ONNX export does not know model type {spec.model_type!r} "

@@ -1,0 +1,91 @@
+"""State-space and hybrid families: what the registry-generated tests do not cover.
+
+Quantized files equal llama.cpp's own (llama-quantize keeps conv kernels and state tensors in F32), a
+recurrent model verifies in llama.cpp prompt after prompt (its state reset for each), and `A_log`
+comes back from llama.cpp's `A = -exp(A_log)` within float32 rounding.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from test_gguf_quantization import _tensors, llama_quantize
+
+import modelport
+from modelport.samples import save_model
+
+WIDE = dict(hidden_size=256, num_hidden_layers=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,overrides", [
+    ("mamba", dict(time_step_rank=16)),                     # dt_proj rows of 16 fall back to F16
+    ("falcon_mamba", dict(time_step_rank=32)),
+    ("mamba2", dict(num_heads=16, head_dim=32, n_groups=2, state_size=32)),
+    ("lfm2", dict(intermediate_size=768, block_multiple_of=256, layer_types=["conv", "full_attention"] * 2)),
+    ("granitemoehybrid", dict(intermediate_size=256, shared_intermediate_size=256, mamba_n_heads=16, mamba_d_head=32,
+                              mamba_d_state=32, layer_types=["mamba", "attention", "mamba", "mamba"])),
+    ("nemotron_h", dict(intermediate_size=512, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
+                        layers_block_type=["mamba", "mlp", "attention", "mlp"])),
+    ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
+], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
+def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
+    save_model(tmp_path / "model", family, **{**WIDE, **overrides})
+    f32, ours, reference = tmp_path / "f32.gguf", tmp_path / "ours.gguf", tmp_path / "ref.gguf"
+    modelport.convert(tmp_path / "model", f32, quant="f32")
+    modelport.convert(tmp_path / "model", ours, quant=quant)
+    llama_quantize(f32, reference, quant)
+    mine, theirs = _tensors(ours), _tensors(reference)
+    assert set(mine) == set(theirs)
+    assert {n: mine[n][0] for n in mine} == {n: theirs[n][0] for n in theirs}
+    conv = [n for n in mine if "conv1d" in n or "shortconv.conv" in n]
+    assert conv and all(mine[n][0] == "F32" for n in conv)
+    assert [n for n in mine if mine[n][1] != theirs[n][1]] == []
+
+
+def test_recurrent_state_is_reset_for_each_sequence(samples, tmp_path):
+    """llama.cpp's recurrent state is reset for each sequence (no KV cache to trim): a prompt evaluated after
+    other prompts and a generation gives exactly the logits it gives first thing."""
+    from modelport.runtimes.llama_cpp import LlamaCppRuntime
+    sample = samples("mamba")
+    out = tmp_path / "m.gguf"
+    modelport.convert(sample.path, out, quant="f32")
+    runtime = LlamaCppRuntime(out)
+    first = runtime.logits(list(range(5, 40)))
+    runtime.logits(list(range(50, 90)))
+    runtime.greedy(list(range(7, 20)), 4)
+    np.testing.assert_array_equal(runtime.logits(list(range(5, 40))), first)
+
+
+@pytest.mark.slow
+def test_recurrent_model_verifies_with_corpus_statistics(samples, tmp_path):
+    sample = samples("mamba2")
+    out = tmp_path / "m.gguf"
+    modelport.convert(sample.path, out, quant="f32")
+    run = run_cli("verify", sample.path, out, "--corpus", "builtin", "--ctx", "64", "--tokens", "256",
+                  "--generate", "4", "--json")
+    assert run.code == 0, run.stderr
+    report = run.json()
+    assert report["ok"] and report["quality"], report
+    assert report["metrics"]["max_abs_diff"] < 1e-3, report["metrics"]
+
+
+def test_a_log_comes_back_within_float_rounding(samples, tmp_path):
+    """A = -exp(A_log) in the file; GGUF -> HF gives A_log back within float32 rounding (not bit for bit)."""
+    import gguf
+    from safetensors.numpy import load_file
+    sample = samples("mamba")
+    modelport.convert(sample.path, tmp_path / "m.gguf", quant="f32")
+    a = next(t for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors if t.name == "blk.0.ssm_a")
+    a_log = sample.model.backbone.layers[0].mixer.A_log.detach().numpy()
+    np.testing.assert_array_equal(np.asarray(a.data).reshape(a_log.shape), -np.exp(a_log))
+    modelport.convert(tmp_path / "m.gguf", tmp_path / "hf", base_model=sample.path)
+    back = load_file(tmp_path / "hf" / "model.safetensors")["backbone.layers.0.mixer.A_log"]
+    np.testing.assert_allclose(back, a_log, rtol=0, atol=1e-6)
+
+
+def test_onnx_is_refused_with_the_reason(samples, tmp_path):
+    run = run_cli("convert", samples("mamba").path, tmp_path / "m.onnx")
+    assert run.code == 1 and "no ONNX export for 'mamba'" in run.stderr and "state-space cache" in run.stderr
+    assert list(tmp_path.iterdir()) == []
