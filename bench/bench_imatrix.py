@@ -87,16 +87,38 @@ def timing(model: Path, text: Path, ctx: int, quant: str, repeat: int) -> dict:
             "three_tools": round(three, 2), "ratio": round(m["one command"].seconds / three, 3)}
 
 
+def bits_per_weight(model: Path, quants: list[str]) -> dict[str, float]:
+    """Tensor bytes x 8 / parameters of each type's file for `model` (with an imatrix: the types whose
+    mix depends on one take those choices), from the writer's plan: the sizes the file will have."""
+    from modelport import load
+    from modelport.architectures import spec_for
+    from modelport.architectures.hparams import hparams
+    from modelport.formats.gguf.writer import mapping_for, plan
+    bundle = load(model)
+    hp = hparams(bundle.config, spec_for(bundle.config).tie_default)
+    out = {}
+    for quant in quants:
+        planned = plan(bundle, mapping_for(bundle), hp, quant, has_imatrix=True)
+        out[quant] = sum(p.nbytes for p in planned) * 8 / sum(int(np.prod(p.shape)) for p in planned)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quant", default="iq4_xs")
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--skip-time", action="store_true")
+    parser.add_argument("--bpw", action="store_true", help="only print bits per weight of every type")
     args = parser.parse_args()
+    from modelport.formats.gguf.quant_types import FILE_TYPES
     from modelport.samples import trained_model
     text = corpus()
     model = make_model(9)
+    if args.bpw:
+        for quant, bpw in bits_per_weight(model, list(FILE_TYPES)).items():
+            print(f"{quant:8} {bpw:6.2f}")
+        return
     warm(model)
     for label, path, ctx in (("trained tiny Llama", trained_model(), 64), ("0.5B benchmark model", model, args.ctx)):
         a = agreement(path, text, ctx)

@@ -285,3 +285,20 @@ def test_calibration_measures_what_each_matrix_is_fed(dense, tmp_path):
         ours, ref = found.entries[name].sums[0].astype(np.float64), ref.numpy()
         assert np.dot(ours, ref) / np.linalg.norm(ours) / np.linalg.norm(ref) > 0.9999, name
         assert np.allclose(ours, ref, rtol=1e-3, atol=1e-4 * ref.max()), name
+
+
+def test_batch_config_takes_an_imatrix(dense, tmp_path):
+    """A batch job's `imatrix:` (relative to the config's folder) quantizes as --imatrix does."""
+    import shutil
+    sample, _, imatrix_file, found = dense
+    shutil.copy(imatrix_file, tmp_path / "imatrix.gguf")
+    (tmp_path / "jobs.yaml").write_text(f"task: convert\nconvert:\n  checkpoint_path: {sample.path}\n"
+                                        f"  output_dir: out\n  final_format: gguf\n  quant: iq2_xxs\n"
+                                        f"  imatrix: imatrix.gguf\n")
+    run = run_cli("batch", tmp_path / "jobs.yaml", "--json")
+    assert run.code == 0, run.stderr
+    out = run.json()["results"][0]["output"]
+    assert gguf.GGUFReader(out).fields["quantize.imatrix.entries_count"].contents() == len(found.entries)
+    (tmp_path / "jobs.yaml").write_text((tmp_path / "jobs.yaml").read_text().replace("  imatrix: imatrix.gguf\n", "  overwrite: true\n"))
+    run = run_cli("batch", tmp_path / "jobs.yaml", "--json")
+    assert run.code == 1 and "--imatrix" in run.json()["results"][0]["error"]
