@@ -103,6 +103,39 @@ def bits_per_weight(model: Path, quants: list[str]) -> dict[str, float]:
     return out
 
 
+def quality(quants: list[str]) -> list[tuple]:
+    """Mean KLD (verify --corpus, ctx 64) of the trained tiny Llama's files without and with an imatrix
+    computed over the first half of the builtin text, scored on the second half."""
+    import json
+
+    from modelport.samples import trained_model
+    src = trained_model()
+    text = resources.files("modelport").joinpath("data", "quality.txt").read_text(encoding="utf-8")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=OUT) as work:
+        work = Path(work)
+        (work / "calibrate.txt").write_text(text[: len(text) // 2])
+        (work / "score.txt").write_text(text[len(text) // 2:])
+
+        def kld(out: Path) -> dict:
+            run = subprocess.run([*MODELPORT, "verify", str(src), str(out), "--corpus", str(work / "score.txt"),
+                                  "--ctx", "64", "--json"], capture_output=True, text=True)
+            q = json.loads(run.stdout)["quality"]
+            return {k: q[k] for k in ("kld_mean", "kld_p99", "same_top1")}
+
+        for quant in quants:
+            blind = {}
+            if quant not in ("iq2_xxs", "iq2_xs", "iq1_s", "iq1_m", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "q2_k_s"):
+                subprocess.run([*MODELPORT, "convert", str(src), str(work / "blind.gguf"), "--quant", quant,
+                                "--overwrite"], check=True, capture_output=True)
+                blind = kld(work / "blind.gguf")
+            subprocess.run([*MODELPORT, "convert", str(src), str(work / "informed.gguf"), "--quant", quant,
+                            "--imatrix-corpus", str(work / "calibrate.txt"), "--imatrix-ctx", "64", "--overwrite"],
+                           check=True, capture_output=True)
+            rows.append((quant, blind, kld(work / "informed.gguf")))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
@@ -110,11 +143,16 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--bpw", action="store_true", help="only print bits per weight of every type")
+    parser.add_argument("--quality", nargs="*", help="only print mean KLD without/with an imatrix for these types")
     args = parser.parse_args()
     from modelport.formats.gguf.quant_types import FILE_TYPES
     from modelport.samples import trained_model
     text = corpus()
     model = make_model(9)
+    if args.quality is not None:
+        for quant, blind, informed in quality(args.quality or ["q4_k_m", "q3_k_m", "iq4_xs", "iq2_xxs"]):
+            print(f"{quant:8} without: {blind or 'refused (needs an imatrix)'}  with: {informed}")
+        return
     if args.bpw:
         for quant, bpw in bits_per_weight(model, list(FILE_TYPES)).items():
             print(f"{quant:8} {bpw:6.2f}")
