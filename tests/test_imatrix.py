@@ -178,8 +178,8 @@ def test_imatrix_files_read_as_llama_cpp_reads_them(tmp_path):
 def test_legacy_dat_quantizes_like_its_gguf(dense, tmp_path):
     sample, _, imatrix_file, found = dense
     _legacy_dat(found, tmp_path / "imatrix.dat")
-    modelport.convert(sample.path, tmp_path / "a.gguf", quant="iq3_s", imatrix=imatrix_file)
-    modelport.convert(sample.path, tmp_path / "b.gguf", quant="iq3_s", imatrix=tmp_path / "imatrix.dat")
+    modelport.convert(sample.path, tmp_path / "a.gguf", quant="q4_k_m", imatrix=imatrix_file)
+    modelport.convert(sample.path, tmp_path / "b.gguf", quant="q4_k_m", imatrix=tmp_path / "imatrix.dat")
     a, b = _tensors(tmp_path / "a.gguf"), _tensors(tmp_path / "b.gguf")
     differing = [n for n in a if a[n] != b[n]]
     assert len(differing) <= len(a) // 4       # (sum / count) * 4 / 4 rounds differently in a few columns only
@@ -222,9 +222,9 @@ def test_usage_errors(dense, tmp_path):
 def test_requantize_takes_an_imatrix(dense, tmp_path):
     """GGUF -> GGUF with --imatrix: the same bytes as llama-quantize from the same F32 file."""
     sample, f32, imatrix_file, found = dense
-    run = run_cli("convert", f32, tmp_path / "ours.gguf", "--quant", "iq2_xxs", "--imatrix", imatrix_file)
+    run = run_cli("convert", f32, tmp_path / "ours.gguf", "--quant", "iq4_xs", "--imatrix", imatrix_file)
     assert run.code == 0, run.stderr
-    llama_quantize(f32, tmp_path / "ref.gguf", "iq2_xxs", {name: found.importance(name) for name in found.entries})
+    llama_quantize(f32, tmp_path / "ref.gguf", "iq4_xs", {name: found.importance(name) for name in found.entries})
     assert _tensors(tmp_path / "ours.gguf") == _tensors(tmp_path / "ref.gguf")
     fields = gguf.GGUFReader(tmp_path / "ours.gguf").fields
     assert fields["quantize.imatrix.entries_count"].contents() == len(found.entries)
