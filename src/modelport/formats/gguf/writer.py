@@ -228,7 +228,7 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     _metadata(writer, bundle, mapping, hp, planned, quant, options)
     if importance is not None:
         add_metadata(writer, importance[0])
-    weights = importance[1] if importance is not None else {}
+    row_weights = importance[1] if importance is not None else {}
     for p in planned:
         writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     data = PlacedData(writer)
@@ -249,7 +249,7 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
         # a tensor a source could only give whole is still converted a row block at a time (rows are
         # independent in every GGML type), so only the source tensor is ever held whole
         step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
-        done, weight = 0, weights.get(p.gguf_name)
+        done, weight = 0, row_weights.get(p.gguf_name)
         for start in range(0, tensor.shape[0], step) if step else [0]:
             block = tensor[start:start + step] if step else tensor
             rows = weight.at(first + start) if weight is not None else None
