@@ -19,11 +19,19 @@ def _tensors(path) -> dict[str, tuple[str, bytes]]:
     return {t.name: (t.tensor_type.name, bytes(t.data.tobytes())) for t in gguf.GGUFReader(path).tensors}
 
 
-def llama_quantize(src, dst, quant: str) -> None:
+def llama_quantize(src, dst, quant: str, importance: dict[str, np.ndarray] | None = None) -> None:
+    """llama_model_quantize (llama-quantize's library call), with `importance` (name -> the float32 weights
+    llama-quantize's load_imatrix makes of a file) when given."""
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(FILE_TYPES[quant])
     params.nthread = 2
+    if importance:
+        vectors = {name: np.ascontiguousarray(v, dtype=np.float32).reshape(-1) for name, v in importance.items()}
+        table = (llama_cpp.llama_model_imatrix_data * (len(vectors) + 1))()
+        for row, (name, v) in zip(table, vectors.items()):
+            row.name, row.data, row.size = name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size
+        params.imatrix = table
     assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
 
 

@@ -63,9 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     c.add_argument("--trust-remote-code", action="store_true",
                    help="allow pickles that run code (never for checkpoints you did not make)")
-    c.add_argument("--quant", help="GGUF type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l "
-                   "q4_k_s q4_k_m q5_k_s q5_k_m q6_k (default from --dtype, else f16/bf16 like the source); "
-                   "ONNX: fp32 (default), fp16, int8")
+    c.add_argument("--quant", help="GGUF type, with its bits per weight on the 0.5B benchmark model: f32 f16 bf16 "
+                   "q8_0 8.5, q4_0 4.8, q4_1 5.2, q5_0 5.6, q5_1 6.1, q2_k 3.4, q3_k_s 3.8, q3_k_m 4.1, q3_k_l 4.4, "
+                   "q4_k_s 4.8, q4_k_m 5.0, q5_k_s 5.6, q5_k_m 5.8, q6_k 6.6, iq4_nl 4.8, iq4_xs 4.6, iq3_s 3.8, "
+                   "iq3_m 3.9, tq1_0 2.6, tq2_0 2.9; needing an importance matrix (--imatrix or --imatrix-corpus): "
+                   "iq3_xxs 3.4, iq3_xs 3.7, q2_k_s 3.2, iq2_xxs 2.6, iq2_xs 2.8, iq2_s 3.0, iq2_m 3.1, iq1_s 2.3, "
+                   "iq1_m 2.4 (default from --dtype, else f16/bf16 like the source); ONNX: fp32 (default), fp16, int8")
+    c.add_argument("--imatrix", metavar="FILE", help="GGUF: quantize with this llama.cpp importance matrix "
+                   "(llama-imatrix's GGUF or legacy .dat)")
+    c.add_argument("--imatrix-corpus", metavar="FILE|builtin", help="GGUF: compute the importance matrix over this "
+                   "text first, as llama-imatrix does, in llama.cpp on an F16 GGUF made on the way")
+    c.add_argument("--imatrix-ctx", type=int, metavar="N", help="tokens per calibration chunk (default 512)")
+    c.add_argument("--imatrix-tokens", type=int, metavar="N",
+                   help="calibration tokens used at most (default: every whole chunk of the text)")
+    c.add_argument("--save-imatrix", metavar="FILE", help="also write the importance matrix used (GGUF format, "
+                   "which llama-quantize --imatrix reads)")
     c.add_argument("--profile", choices=["cpu", "gpu", "arm", "edge"],
                    help="write DST/model-{quant}.gguf for each GGUF type of this deployment profile")
     c.add_argument("--split-max-size", help="split GGUF output into shards of at most this size (e.g. 2G)")
@@ -203,7 +215,9 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
     options = dict(dtype=args.dtype, base_model=args.base_model, checkpoint=args.checkpoint,
                    overwrite=args.overwrite, trust_remote_code=args.trust_remote_code, threads=args.threads,
                    split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer,
-                   allow_unused=args.allow_unused, debug_params=args.debug_params, edits=_edits(args))
+                   allow_unused=args.allow_unused, debug_params=args.debug_params, edits=_edits(args),
+                   imatrix=args.imatrix, imatrix_corpus=args.imatrix_corpus, imatrix_ctx=args.imatrix_ctx,
+                   imatrix_tokens=args.imatrix_tokens, save_imatrix=args.save_imatrix)
     corpus = _corpus(args)
     if (corpus or args.report) and not args.verify:
         raise UsageError("--corpus and --report describe the verification: add --verify")

@@ -170,6 +170,15 @@ def convert_profile(src: str | Path, dst: str | Path, profile: str, **settings) 
         if folder.exists() and not folder.is_dir():
             raise UsageError("--profile writes a folder of GGUF files; this is a file", folder)
         outputs = [folder / file_name(q) for q in quants]
-    results = [convert(src, out, quant=q, **settings) for q, out in zip(quants, outputs)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="modelport-imatrix-") as work:
+        for q, out in zip(quants, outputs):
+            if settings.get("imatrix_corpus"):    # calibrated once: the first conversion keeps it for the others
+                kept = settings.get("save_imatrix") or Path(work) / "imatrix.gguf"
+                results.append(convert(src, out, quant=q, **{**settings, "save_imatrix": kept}))
+                settings = {**settings, "imatrix": kept, "imatrix_corpus": None, "imatrix_ctx": None,
+                            "imatrix_tokens": None, "save_imatrix": None}
+            else:
+                results.append(convert(src, out, quant=q, **settings))
     return {"ok": True, "profile": profile, "destination": str(folder), "outputs": results,
             "seconds": round(time.perf_counter() - started, 3), "notes": results[0]["notes"] if results else []}

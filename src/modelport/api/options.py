@@ -30,7 +30,10 @@ class ConvertOptions:
            threads: int | None = None, quant: str | None = None, max_shard_size: str | int = "5GB",
            split_max_size: str | int | None = None, pre_tokenizer: str | None = None, with_past: bool = False,
            opset: int = 18, allow_unused: bool = False, debug_params: bool = False,
-           edits: Edits | None = None, merge_adapter: str | Path | None = None) -> "ConvertOptions":
+           edits: Edits | None = None, merge_adapter: str | Path | None = None,
+           imatrix: str | Path | None = None, imatrix_corpus: str | Path | None = None,
+           imatrix_ctx: int | None = None, imatrix_tokens: int | None = None,
+           save_imatrix: str | Path | None = None) -> "ConvertOptions":
         """The API's keywords (the CLI's flags, by the same names) parsed and checked."""
         if threads is not None and threads < 1:
             raise UsageError(f"--threads {threads}: needs at least one thread")
@@ -40,7 +43,9 @@ class ConvertOptions:
             raise UsageError("--merge-adapter: no such folder", edits.merge_adapter)
         write = WriteSettings(dtype=parse_dtype(dtype), quant=quant, max_shard_size=parse_size(max_shard_size),
                               split_max_size=parse_size(split_max_size) if split_max_size else 0,
-                              pre_tokenizer=pre_tokenizer, with_past=with_past, opset=opset, threads=threads or 2)
+                              pre_tokenizer=pre_tokenizer, with_past=with_past, opset=opset, threads=threads or 2,
+                              imatrix=_text(imatrix), imatrix_corpus=_text(imatrix_corpus), imatrix_ctx=imatrix_ctx,
+                              imatrix_tokens=imatrix_tokens, save_imatrix=_text(save_imatrix))
         base = Path(base_model).expanduser() if base_model is not None else None
         return cls(to, ReadOptions(base, trust_remote_code, pre_tokenizer), write, checkpoint, overwrite, allow_unused,
                    debug_params, edits)
@@ -52,3 +57,7 @@ class ConvertOptions:
                 takers = [f.name.upper() for f in FORMATS if name in f.takes]
                 raise UsageError(f"{FLAGS[name]} applies to {' and '.join(takers)} output only, not {fmt.name}")
         return fmt.options(self.write)
+
+
+def _text(value: str | Path | None) -> str | None:
+    return str(value) if value is not None else None

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # the command-line flag behind each write setting, for messages about a flag a format does not take
 FLAGS = {"dtype": "--dtype", "quant": "--quant", "max_shard_size": "--max-shard-size",
          "split_max_size": "--split-max-size", "pre_tokenizer": "--pre-tokenizer", "with_past": "--with-past",
-         "opset": "--opset", "threads": "--threads"}
+         "opset": "--opset", "threads": "--threads", "imatrix": "--imatrix", "imatrix_corpus": "--imatrix-corpus",
+         "imatrix_ctx": "--imatrix-ctx", "imatrix_tokens": "--imatrix-tokens", "save_imatrix": "--save-imatrix"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class WriteSettings:
     with_past: bool = False
     opset: int = 18
     threads: int = 2
+    imatrix: str | None = None              # a llama.cpp importance matrix file (GGUF or legacy .dat)
+    imatrix_corpus: str | None = None       # or a text (FILE or "builtin") to compute one from
+    imatrix_ctx: int | None = None
+    imatrix_tokens: int | None = None
+    save_imatrix: str | None = None         # where to keep the one used, in llama-imatrix's GGUF format
 
     def changed(self) -> list[str]:
         """The settings that differ from their defaults (the ones the user gave)."""

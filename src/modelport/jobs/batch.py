@@ -37,6 +37,10 @@ class ConvertSpec(_Strict):
     max_shard_size: str = "5GB"
     overwrite: bool = False
     allow_unused: bool = False               # drop source tensors no target takes (else the job fails)
+    imatrix: str | None = None               # GGUF: a llama.cpp importance matrix file
+    imatrix_corpus: str | None = None        # GGUF: or a text (a file, or "builtin") to compute one from
+    imatrix_ctx: int | None = None
+    imatrix_tokens: int | None = None
 
 
 class Job(_Strict):
@@ -61,6 +65,11 @@ def _under(base: Path, value: str | None) -> Path | None:
         return None
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
+
+
+def _file(base: Path, value: str | None) -> str | None:
+    """A file setting taken from the config's folder ("builtin" names the bundled text)."""
+    return value if value in (None, "builtin") else str(_under(base, value))
 
 
 def checkpoints_of(source: Path) -> list[Path]:
@@ -88,7 +97,9 @@ def plan(path: Path) -> tuple[list[dict], list[dict]]:
         settings = {"job": name, "initial_format": spec.initial_format, "dtype": spec.dtype,
                     "base_model": str(_under(base, spec.base_model)) if spec.base_model else None,
                     "max_shard_size": spec.max_shard_size, "overwrite": spec.overwrite,
-                    "allow_unused": spec.allow_unused}
+                    "allow_unused": spec.allow_unused, "imatrix_ctx": spec.imatrix_ctx,
+                    "imatrix_tokens": spec.imatrix_tokens, "imatrix": _file(base, spec.imatrix),
+                    "imatrix_corpus": _file(base, spec.imatrix_corpus)}
         for item in items:
             if spec.targets:
                 from ..formats.gguf.profiles import file_name, quants_for

@@ -41,7 +41,8 @@ def run_job(job: dict) -> dict:
         if expected is not None and found != expected:
             raise UsageError(f"initial_format {job['initial_format']!r} does not match what this is ({found})", item)
         options = dict(to=job["to"], dtype=job["dtype"], quant=job["quant"], base_model=job["base_model"],
-                       max_shard_size=job["max_shard_size"], overwrite=job["overwrite"], allow_unused=job["allow_unused"])
+                       max_shard_size=job["max_shard_size"], overwrite=job["overwrite"], allow_unused=job["allow_unused"],
+                       **{key: job.get(key) for key in ("imatrix", "imatrix_corpus", "imatrix_ctx", "imatrix_tokens")})
         if not is_url(dst):
             remove_dead_temporaries(Path(dst).parent, Path(dst).name)
         result = convert(item, dst, **options)         # a URL: staged in the cache, uploaded, checked

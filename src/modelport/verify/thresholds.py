@@ -33,7 +33,10 @@ LOWER_IS_BETTER = {"mean_kl", "max_rel_diff", "max_abs_diff", "ppl_ratio", "ln_p
                    *(key for key in QUALITY if key.startswith("kld_"))}
 GGUF_CLASSES = {"ALL_F32": "float32", "MOSTLY_F16": "float16", "MOSTLY_BF16": "bfloat16", "MOSTLY_Q8_0": "q8_0",
                 "MOSTLY_Q2_K": "2-3 bit", "MOSTLY_Q3_K_S": "2-3 bit", "MOSTLY_Q3_K_M": "2-3 bit",
-                "MOSTLY_Q3_K_L": "2-3 bit"}
+                "MOSTLY_Q3_K_L": "2-3 bit",
+                # the importance-matrix types under 4 bits (docs/quantization.md), held to q2_k's bounds
+                **{f"MOSTLY_{t}": "2-3 bit" for t in ("Q2_K_S", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M",
+                                                      "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "TQ1_0", "TQ2_0")}}
 KNOWN = ("min_cosine", "mean_cosine", "mean_kl", "max_rel_diff", "max_abs_diff", "top1_agreement",
          "tokenization_agreement", *QUALITY)
 

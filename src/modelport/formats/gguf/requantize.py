@@ -9,6 +9,7 @@ file type and the split layout change.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +17,16 @@ import gguf
 import numpy as np
 
 from ...core.bundle import rows_per_block
-from ...core.errors import CorruptInputError
+from ...core.errors import CorruptInputError, UsageError
 from ..base import ReadOptions
 from ..companions import search_dirs
 from . import GGUFOptions
 from .header import GGUFHeader, TensorInfo
 from .placed import PlacedData, summary
 from .quant_types import FILE_TYPES, ModelShape, asked_quant, choose_types, file_type, nbytes
-from .quantize import to_type
+from .imatrix import Imatrix
+from .importance import QUANTIZE_KEYS, add_metadata, obtain, refuse_blind, weights
+from .quantize import Importance, to_type
 from .reader import checked_header, read
 from .tensor_data import FLOAT_TYPES, decode, raw_rows
 
@@ -58,10 +61,26 @@ def model_shape(header: GGUFHeader) -> ModelShape:
     return ModelShape(arch, first("block_count"), heads, first("attention.head_count_kv", heads), first("expert_count"))
 
 
-def plan(header: GGUFHeader, quant: str | None) -> dict[str, gguf.GGMLQuantizationType]:
+def plan(header: GGUFHeader, quant: str | None, has_imatrix: bool = False) -> dict[str, gguf.GGMLQuantizationType]:
     if quant is None:
         return {t.name: t.qtype for t in header.tensors}
-    return choose_types({t.name: t.shape for t in header.tensors}, file_type(quant), model_shape(header))
+    return choose_types({t.name: t.shape for t in header.tensors}, file_type(quant), model_shape(header), has_imatrix)
+
+
+def _importance(src: Path, header: GGUFHeader, types: dict, quant: str | None,
+                options: GGUFOptions) -> tuple[Imatrix, dict[str, Importance]] | None:
+    """The imatrix for the tensors that change type: --imatrix, or --imatrix-corpus run on the source itself."""
+    changed = {t.name: types[t.name] for t in header.tensors if types[t.name] != t.qtype}
+    if quant is None:
+        if options.has_imatrix:
+            raise UsageError("an importance matrix is for quantizing: give --quant")
+        return None
+    ftype = file_type(quant)
+    if not options.has_imatrix:
+        refuse_blind(changed, ftype, quant)
+        return None
+    found = obtain(options, lambda: contextlib.nullcontext(src))
+    return found, weights(found, {t.name: t.shape for t in header.tensors}, changed, ftype)
 
 
 def write(src: Path, path: Path, options: GGUFOptions) -> dict:
@@ -71,11 +90,15 @@ def write(src: Path, path: Path, options: GGUFOptions) -> dict:
     if header.architecture is None:
         raise CorruptInputError("has no general.architecture; llama.cpp could not run it either", src)
     quant = asked_quant(options.quant, options.dtype)      # None: every tensor keeps its type
-    types = plan(header, quant)
+    types = plan(header, quant, options.has_imatrix)
+    importance = _importance(src, header, types, quant, options)
     writer = gguf.GGUFWriter(path, header.architecture, split_max_size=options.split_max_size)
     for key, field in header.fields.items():
-        if key not in REWRITTEN and not key.startswith("split."):
+        if key not in REWRITTEN and not key.startswith("split.") and not (importance and key in QUANTIZE_KEYS):
             writer.add_key_value(key, field.value, field.type, field.item_type)
+    if importance is not None:
+        add_metadata(writer, importance[0])
+    weights_of = importance[1] if importance is not None else {}
     ftype = file_type(quant) if quant else header.get("general.file_type")
     if ftype is not None:
         writer.add_file_type(int(ftype))
@@ -90,7 +113,9 @@ def write(src: Path, path: Path, options: GGUFOptions) -> dict:
         raw = raw_rows(t, block.start, block.stop - block.start, t.nbytes // rows)
         if block.qtype != t.qtype:
             values = decode(raw, t.qtype, (block.stop - block.start, t.shape[-1]) if t.shape else t.shape)
-            raw = to_type(values, block.qtype, threads=1, scratch=True)
+            weight = weights_of.get(t.name)
+            raw = to_type(values, block.qtype, threads=1, scratch=True,
+                          importance=weight.at(block.start) if weight is not None else None)
         return data.put(t.name, block.start * (nbytes(block.qtype, t.shape) // rows), raw)
 
     work = []

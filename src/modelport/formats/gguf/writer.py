@@ -8,8 +8,10 @@ at its own offset, so both cores stay busy and memory holds a few chunks, not a 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from . import GGUFOptions
 from . import vocab as vocab_mod
 from .placed import PlacedData, summary
 from .quant_types import ModelShape, asked_quant, choose_types, file_type, nbytes
-from .quantize import to_type
+from .imatrix import Imatrix
+from .importance import add_metadata, obtain, refuse_blind, weights
+from .quantize import Importance, to_type
 
 logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key at INFO and skips unused special types at WARNING
 
@@ -68,7 +72,7 @@ def mapping_for(bundle: ModelBundle) -> GGUFMapping:
     return spec.gguf
 
 
-def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> list[Planned]:
+def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str, has_imatrix: bool = False) -> list[Planned]:
     """Every GGUF tensor in file order, from shapes alone: each HF tensor renamed and reshaped by its
     rules, per-expert tensors stacked (in expert order) into one, computed tensors after them."""
     unmet = mapping.unmet(hp)
@@ -111,7 +115,7 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str) -> 
     n_expert = int(hp["experts"] or 0) if callable(mapping.metadata) else \
         int(mapping.metadata_values(hp).get(f"{arch}.expert_count", 0))
     shape = ModelShape(arch, hp.n_layer, hp.n_head, hp.n_head_kv, n_expert)
-    types = choose_types({p.gguf_name: p.shape for p in out}, file_type(quant), shape)
+    types = choose_types({p.gguf_name: p.shape for p in out}, file_type(quant), shape, has_imatrix)
     for p in out:
         p.qtype = types[p.gguf_name]
         stored = _stored_chain(p) if quant in FLOAT_FILES else None
@@ -239,10 +243,14 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
     mapping = mapping_for(bundle)
     hp = hparams(bundle.config, spec_for(bundle.config).tie_default)
     quant = file_quant(bundle, options)
-    planned = plan(bundle, mapping, hp, quant)
+    planned = plan(bundle, mapping, hp, quant, options.has_imatrix)
+    importance = _importance(bundle, planned, folder, quant, options)
     writer = gguf.GGUFWriter(folder / file_name, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[mapping.arch]],
                              split_max_size=options.split_max_size)
     _metadata(writer, bundle, mapping, hp, planned, quant, options)
+    if importance is not None:
+        add_metadata(writer, importance[0])
+    row_weights = importance[1] if importance is not None else {}
     for p in planned:
         writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     data = PlacedData(writer)
@@ -264,13 +272,16 @@ def write(bundle: ModelBundle, path: Path, options: GGUFOptions) -> dict:
             tensor = p.chain.forward(chunk, hp, full_rows=_rows(ref))
             if tensor.ndim > 2:                     # whole experts of a 3-D tensor: their rows, in order
                 tensor = tensor.reshape(-1, tensor.shape[-1])
-        at = piece.output_rows[0] * (p.nbytes // p.rows)
+        first = piece.output_rows[0]
+        at = first * (p.nbytes // p.rows)
         # a tensor a source could only give whole is still converted a row block at a time (rows are
         # independent in every GGML type), so only the source tensor is ever held whole
         step = rows_per_block(int(np.prod(tensor.shape[1:]))) if tensor.ndim >= 2 else None
-        done = 0
-        for block in ([tensor[i:i + step] for i in range(0, tensor.shape[0], step)] if step else [tensor]):
-            done += data.put(p.gguf_name, at + done, to_type(block, p.qtype, threads=1, scratch=True))
+        done, weight = 0, row_weights.get(p.gguf_name)
+        for start in range(0, tensor.shape[0], step) if step else [0]:
+            block = tensor[start:start + step] if step else tensor
+            rows = weight.at(first + start) if weight is not None else None
+            done += data.put(p.gguf_name, at + done, to_type(block, p.qtype, threads=1, scratch=True, importance=rows))
         return _checked(p, piece, done, bundle.source)
 
     data.fill((piece for p in planned for piece in pieces(p, hp)), produce, options.threads, f"writing {file_name}")
@@ -282,12 +293,36 @@ def _checked(p: Planned, piece: Piece, done: int, source: Path) -> int:
         raise ModelConversionError(f"{p.gguf_name}: {done} bytes for rows {piece.start}-{piece.stop} of part "
                                    f"{piece.index}, planned {piece.nbytes}", source)
     return done
+def _importance(bundle: ModelBundle, planned: list[Planned], folder: Path, quant: str,
+                options: GGUFOptions) -> tuple[Imatrix, dict[str, Importance]] | None:
+    """The imatrix of this write and each tensor's weights from it; None without one (and then no tensor
+    may need one). A corpus is run on an F16 GGUF of the bundle made inside the output's temporary
+    folder and removed before the output is written."""
+    ftype = file_type(quant)
+    if not options.has_imatrix:
+        refuse_blind({p.gguf_name: p.qtype for p in planned}, ftype, quant)
+        return None
+
+    @contextlib.contextmanager
+    def f16_gguf():
+        work = folder / ".imatrix-model"
+        work.mkdir()
+        try:
+            write(bundle, work / "model-f16.gguf", GGUFOptions("f16", None, pre_tokenizer=options.pre_tokenizer,
+                                                               threads=options.threads))
+            yield work / "model-f16.gguf"
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    found = obtain(options, f16_gguf)
+    return found, weights(found, {p.gguf_name: p.shape for p in planned}, {p.gguf_name: p.qtype for p in planned},
+                          ftype)
 
 
 def describe(bundle: ModelBundle, options: GGUFOptions) -> list[dict]:
     """--debug-params: each source tensor's GGUF name, shape as written and GGML type."""
     planned = plan(bundle, mapping_for(bundle), hparams(bundle.config, spec_for(bundle.config).tie_default),
-                   file_quant(bundle, options))
+                   file_quant(bundle, options), options.has_imatrix)
     return [{"source": bundle.origins.get(ref.name, ref.name) if ref else None, "hf_name": ref.name if ref else None,
              "target": p.gguf_name if len(p.sources) < 2 else f"{p.gguf_name}[{i}]", "shape": list(p.shape),
              "dtype": ref.dtype if ref else "float32", "target_type": p.qtype.name}
