@@ -2,13 +2,14 @@
 sidecar and a watch manifest hold every figure at the same paths on a pass and on a fail."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 from conftest import run_cli
 from gguf_faults import rewrite
 
-from modelport.verify import check as check_module
+check_module = importlib.import_module("modelport.verify.check")      # the module (the package binds `check` to the function)
 
 TOP = {"ok", "exit_code", "error", "source", "converted", "runtime", "dtype", "expected_noise", "thresholds",
        "failures", "metrics", "quality", "prompts", "tokenization_agreement", "per_prompt", "generation", "bytes",

@@ -16,12 +16,12 @@ from typing import Callable
 
 from ..core.errors import UsageError
 
-# Relative RMS error ||dequant(quant(W)) - W|| / ||W|| of each GGML type, the largest over the 2-D
-# weights of SmolLM2-135M, all-MiniLM-L6-v2 and the trained tiny Llama (bench/measure_thresholds.py:
-# llama.cpp's C quantizer, gguf-py's dequantizer). f16/bf16 are rounding; F32 (and I32 ...) is exact.
+# Relative RMS error ||dequant(quant(W)) - W|| / ||W|| of each GGML type: the larger of what it is on
+# the 2-D weights of all-MiniLM-L6-v2 and SmolLM2-135M (bench/measure_thresholds.py: llama.cpp's C
+# quantizer, gguf-py's dequantizer). Real weights have outliers, so these are about twice a Gaussian's.
 TYPE_ERROR: dict[str, float] = {
-    "F32": 0.0, "F16": 2.9e-4, "BF16": 2.3e-3, "Q8_0": 4.0e-3, "Q6_K": 9.0e-3, "Q5_K": 1.8e-2, "Q5_1": 1.9e-2,
-    "Q5_0": 2.1e-2, "Q4_K": 3.7e-2, "Q4_1": 3.9e-2, "Q4_0": 4.4e-2, "Q3_K": 8.5e-2, "Q2_K": 1.7e-1,
+    "F32": 0.0, "F16": 2.1e-4, "BF16": 1.7e-3, "Q8_0": 6.2e-3, "Q6_K": 1.9e-2, "Q5_K": 3.8e-2, "Q5_1": 4.6e-2,
+    "Q5_0": 4.7e-2, "Q4_K": 7.6e-2, "Q4_1": 8.3e-2, "Q4_0": 9.5e-2, "Q3_K": 0.16, "Q2_K": 0.31,
 }
 UNKNOWN_TYPE_ERROR = TYPE_ERROR["Q2_K"]     # a type not listed (IQ*, TQ*) is held to the loosest bounds
 CLASS_ERROR = {"float32": 0.0, "float16": TYPE_ERROR["F16"], "bfloat16": TYPE_ERROR["BF16"]}
@@ -29,10 +29,10 @@ CLASS_ERROR = {"float32": 0.0, "float16": TYPE_ERROR["F16"], "bfloat16": TYPE_ER
 # The bounds, as functions of the expected relative weight error e (docs/verify.md, "The verdict"):
 #   mean KL <= KL_FLOOR + KL_SCALE * e^2      (KL grows with the square of a small logit perturbation)
 #   KL p95  <= P95_FLOOR + P95_SCALE * e^2
-#   top-1   >= 1 - min(TOP1_SCALE * e, TOP1_CAP)   (top-1 flips grow with the perturbation itself)
-KL_FLOOR, KL_SCALE, KL_CAP = 1e-6, 400.0, 1.5
-P95_FLOOR, P95_SCALE, P95_CAP = 1e-5, 1500.0, 5.0
-TOP1_FLOOR, TOP1_SCALE, TOP1_CAP = 0.0, 4.0, 0.6
+#   top-1   >= 1 - min(TOP1_FLOOR + TOP1_SCALE * e, TOP1_CAP)   (flips grow with the perturbation itself)
+KL_FLOOR, KL_SCALE, KL_CAP = 1e-6, 600.0, 1.5
+P95_FLOOR, P95_SCALE, P95_CAP = 1e-5, 3000.0, 5.0
+TOP1_FLOOR, TOP1_SCALE, TOP1_CAP = 0.05, 10.0, 0.6
 # with no quantization noise (f32), the worst position is bounded too: any runtime difference is rounding
 EXACT = {"max_rel_diff": 1e-3}
 CLASSES = {"int8": {"min_cosine": 0.95, "tokenization_agreement": 1.0}}  # onnxruntime dynamic int8 (README)
