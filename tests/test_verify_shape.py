@@ -17,10 +17,11 @@ TOP = {"ok", "exit_code", "error", "source", "converted", "runtime", "dtype", "e
 
 
 def shape(report: dict) -> dict:
-    """Every key path of a report, down to the figures (per-prompt rows by their first row)."""
+    """Every key path of a report, down to the figures (per-prompt rows by their first row); the bounds
+    applied (`thresholds`) are data, whose keys depend on the bounds asked for."""
     out = {}
     for key, value in report.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key != "thresholds":
             out[key] = shape(value)
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             out[key] = [shape(value[0])]
@@ -88,11 +89,13 @@ def test_watch_manifest_and_failure_have_the_verify_shape(llama, pair, tmp_path,
         run = tmp_path / f"run-{output}"
         run.mkdir()
         write("normal", run / "latest_model.pth", llama.path, 1)
+        (run / "latest_model.json").write_text(json.dumps({"global_step": 5}))
         return WatchService(config.load(None, dict(checkpoint_dir=run, output=tmp_path / output, base_model=llama.path,
                                                    quant=["q8_0"], settle=0, once=True,
                                                    registry=tmp_path / f"{output}.sqlite"))).run()
 
     summary = watch("good")
+    assert summary["published"], summary
     manifest = json.loads((tmp_path / "good" / summary["published"][0] / "manifest.json").read_text())
     for report in manifest["verification"].values():
         assert shape(report) == expected
