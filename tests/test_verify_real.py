@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from gguf_faults import rewrite
-from test_verify_faults import _halve_q8_0_scales, _token_off_by_one
+from test_verify_faults import _halve_q8_0_scales
 
 import modelport
 from modelport.core.errors import ModelVerificationError
@@ -74,7 +74,6 @@ def test_good_files_pass(reference, good):
 @pytest.mark.parametrize("fault, quant, tensors, fields", [
     ("Q/K permutation skipped", "f32", _skip_permutation, None),
     ("norm weight perturbed by 1%", "f32", _perturb_norm, None),
-    ("token id off by one", "f32", None, _token_off_by_one),
     ("wrong rope theta", "f32", None, _wrong_rope_theta),
     ("wrong dequantization scale", "q8_0", _halve_q8_0_scales, None),
 ])
@@ -85,3 +84,19 @@ def test_planted_faults_in_a_real_model_are_caught(reference, good, tmp_path, fa
         check(reference, bad, write_sidecar=False)
     print(f"{fault}: {caught.value.report['failures']}")
     assert caught.value.report["failures"] and caught.value.report["exit_code"] == 1
+
+
+def test_two_prompt_tokens_swapped_in_a_real_model_are_caught(reference, good, tmp_path):
+    """Two tokens the prompts use exchange ids in the vocabulary (tokens no prompt uses change nothing
+    verify can see)."""
+    first, second = reference.ids[0][1:3]
+
+    def swap(values):
+        tokens = list(values["tokenizer.ggml.tokens"])
+        tokens[first], tokens[second] = tokens[second], tokens[first]
+        values["tokenizer.ggml.tokens"] = tokens
+    bad = tmp_path / "bad.gguf"
+    rewrite(good["f32"], bad, None, swap)
+    with pytest.raises(ModelVerificationError) as caught:
+        check(reference, bad, write_sidecar=False)
+    assert any(f.startswith("tokenization_agreement") for f in caught.value.report["failures"])
