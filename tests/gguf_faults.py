@@ -10,7 +10,8 @@ import numpy as np
 
 def rewrite(src: Path, dst: Path, tensors: Callable[[dict[str, np.ndarray]], None] | None = None,
             fields: Callable[[dict[str, object]], None] | None = None) -> None:
-    """Copy `src` to `dst`, letting `tensors` edit F32 tensor arrays and `fields` edit metadata values."""
+    """Copy `src` to `dst`, letting `tensors` edit tensor arrays (floats as values, quantized types as
+    their bytes, one row of blocks per array row) and `fields` edit metadata values."""
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
     values = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
@@ -28,7 +29,9 @@ def rewrite(src: Path, dst: Path, tensors: Callable[[dict[str, np.ndarray]], Non
         writer.add_key_value(key, values[key], vtype, sub_type=sub)
     for t in reader.tensors:
         data = arrays[t.name]
-        writer.add_tensor(t.name, data, raw_shape=tuple(int(d) for d in reversed(t.shape)), raw_dtype=t.tensor_type)
+        # a quantized tensor is its bytes, rows first (gguf-py takes their shape); any other, its elements
+        shape = data.shape if data.dtype == np.uint8 else tuple(int(d) for d in reversed(t.shape))
+        writer.add_tensor(t.name, data, raw_shape=shape, raw_dtype=t.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

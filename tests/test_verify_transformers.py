@@ -26,7 +26,7 @@ def test_perturbed_norm_fails_with_exit_1(llama, tmp_path):
     save_file(weights, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
     run = run_cli("verify", llama.path, tmp_path / "hf", "--json")
     assert run.code == 1, run.stderr
-    report = run.json()["report"]
+    report = run.json()
     assert not report["ok"] and report["failures"]
     assert "FAIL" in run.stderr
 
@@ -59,4 +59,4 @@ def test_gguf_with_wrong_rope_theta_fails(llama, tmp_path):
     assert run_cli("convert", wrong, tmp_path / "m.gguf", "--quant", "f32").code == 0
     run = run_cli("verify", llama.path, tmp_path / "m.gguf", "--json")
     assert run.code == 1, run.stderr
-    assert run.json()["report"]["failures"]
+    assert run.json()["failures"]

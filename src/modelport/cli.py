@@ -233,8 +233,9 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
         for out in result["outputs"]:
             _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
         if args.verify:
-            result["verification"] = _checked(args.src, [o["destination"] for o in result["outputs"]],
-                                              args.base_model, corpus=corpus, report=args.report)
+            reports, failure = _checked(args.src, [o["destination"] for o in result["outputs"]], args.base_model,
+                                        corpus=corpus, report=args.report)
+            return _verified(result, reports, failure)
         return result, 0
     result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant,
                      with_past=args.with_past, opset=args.opset, **options)
@@ -244,9 +245,20 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
          f"({result['format']}, {result['dtype']}): {result['tensors']} tensors, "
          f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
     if args.verify:
-        result["verification"], = _checked(result["source"], [args.dst], args.base_model, corpus=corpus,
-                                           report=args.report)
+        (report,), failure = _checked(result["source"], [args.dst], args.base_model, corpus=corpus,
+                                      report=args.report)
+        return _verified(result, report, failure)
     return result, 0
+
+
+def _verified(result: dict, verification: dict | list[dict], failure: ModelVerificationError | None) -> tuple[dict, int]:
+    """A conversion's result with its verification; a failed verification keeps every figure where a pass
+    has it and only sets ok, exit_code and error (README: "JSON")."""
+    result = {**result, "verification": verification}
+    if failure is None:
+        return result, 0
+    _say(f"modelport: error: {failure}")
+    return {**result, "ok": False, "exit_code": failure.exit_code, "error": str(failure)}, failure.exit_code
 
 
 def _edits(args: argparse.Namespace):
@@ -261,18 +273,21 @@ def _edits(args: argparse.Namespace):
 def _verify(args: argparse.Namespace) -> tuple[dict, int]:
     from .verify.thresholds import parse_overrides
     corpus = _corpus(args)
-    report, = _checked(args.source, [args.converted], args.base_model, args.prompt,
-                       parse_overrides(args.threshold, corpus=corpus is not None), args.generate, corpus, args.report)
+    (report,), failure = _checked(args.source, [args.converted], args.base_model, args.prompt,
+                                  parse_overrides(args.threshold, corpus=corpus is not None), args.generate, corpus,
+                                  args.report)
+    if failure is not None:
+        raise failure                 # its report is the payload (_dispatch): the same keys as a pass
     return report, 0
 
 
 def _checked(source: str, converted: list[str], base_model: str | None, prompts: list[str] | None = None,
              thresholds: dict[str, float] | None = None, generate: int = 0, corpus=None,
-             report: str | None = None) -> list[dict]:
+             report: str | None = None) -> tuple[list[dict], ModelVerificationError | None]:
     """Verify each result against one run of the source, printing each one's figures whether it passes
-    or not; the HTML report (if asked) is written before the first failure is raised. Any of them may
-    be a URL: mounted and staged for the run (the runtimes read whole files), named by its URL in the
-    reports."""
+    or not, and write the HTML report (if asked); the reports, and the first failure (or None). Any of
+    them may be a URL: mounted and staged for the run (the runtimes read whole files), named by its URL
+    in the reports."""
     from contextlib import ExitStack
 
     from .storage import mounted, staged
@@ -298,9 +313,7 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
         for r in reports:
             r["report"] = str(page)
         _say(f"report: {page}")
-    if failure is not None:
-        raise failure
-    return reports
+    return reports, failure
 
 
 def _print_verification(report: dict | None) -> None:
@@ -308,9 +321,10 @@ def _print_verification(report: dict | None) -> None:
         return
     m = report["metrics"]
     _say(f"verify {report['converted']} vs {report['source']} ({report['dtype']}, {m['positions']} positions): "
-         f"max|d|={m['max_abs_diff']:.3g} (rel {m['max_rel_diff']:.2g}) min cos={m['min_cosine']:.6f} top1={m['top1_agreement']:.3f} "
-         f"KL={m['mean_kl']:.3g} tokens agree={_agreement(report['tokenization_agreement'])} -> "
-         f"{'PASS' if report['ok'] else 'FAIL'}")
+         f"mean KL={m['mean_kl']:.3g} ± {m['mean_kl_error']:.2g} KL p95={m['kl_p95']:.3g} "
+         f"top1={m['top1_agreement']:.3f} ± {m['top1_agreement_error']:.3f} min cos={m['min_cosine']:.6f} "
+         f"max|d|={m['max_abs_diff']:.3g} (rel {m['max_rel_diff']:.2g}) "
+         f"tokens agree={_agreement(report['tokenization_agreement'])} -> {'PASS' if report['ok'] else 'FAIL'}")
     q = report.get("quality")
     if q:
         _say(f"  {q['corpus']}: {q['chunks']} chunks x {q['ctx']} tokens, {q['positions']} scored: "
@@ -517,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
+        payload.setdefault("exit_code", code)
+        payload.setdefault("error", None)
         print(json.dumps(payload, default=_jsonable))
     return code
 
@@ -536,8 +552,8 @@ def _dispatch(argv: list[str]) -> tuple[dict, int]:
     except ModelportError as exc:
         _say(f"modelport: error: {exc}")
         payload = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
-        if isinstance(exc, ModelVerificationError) and exc.report:
-            payload["report"] = exc.report
+        if isinstance(exc, ModelVerificationError) and exc.report:     # every figure where a pass has it
+            payload = {**exc.report, **payload}
         return payload, exc.exit_code
     except RecursionError:       # a structure nested past any real model's (hostile input): not a crash
         _say("modelport: error: input nested too deeply to read")

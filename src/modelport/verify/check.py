@@ -8,6 +8,7 @@ against its GGUF source, both in llama.cpp. Thresholds depend on the result's ty
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .corpus import Chunk, Corpus, CorpusSettings
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
 from .quality import QualityStats
-from .thresholds import THRESHOLDS, failures, threshold_class
+from .thresholds import default_limits, expected_error, failures, gguf_error, threshold_class
 
 ID_LIMIT = 512
 CACHE_BYTES = 256 << 20     # the source's scored logits are kept for further results up to this size
@@ -47,6 +48,9 @@ class Reference:
         self.context = max(ID_LIMIT * 2, corpus.ctx if corpus else 0)
         if fmt.runtime == "llama.cpp" and fmt.check is not None:
             fmt.check(path)
+        # llama.cpp rounds a layer's input to its weights' dot-product type (f16, bf16, 8-bit for the
+        # quants): a GGUF source carries that noise itself, about its own types' error
+        self.error = gguf_error(path) if fmt.name == "gguf" else 0.0
         # a GGUF source runs in llama.cpp; any other in transformers (an ONNX file is never a source)
         self.runtime = open_runtime("llama.cpp" if fmt.runtime == "llama.cpp" else "transformers", path, bundle,
                                     self.context)
@@ -108,7 +112,11 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         fmt.check(path)                           # aborts the process on some damage it finds itself)
     bundle = (lambda: load(path, ReadOptions(reference.base)))
     dtype_key = threshold_class(fmt.name, path, lambda: _dtype_key(bundle()))
-    limits = {**THRESHOLDS.get(dtype_key, THRESHOLDS["bfloat16"]), **(thresholds or {})}
+    own = expected_error(fmt.name, path, dtype_key)
+    error = math.hypot(own, reference.error)
+    noise = {"relative_error": error, "converted": own, "source": reference.error,
+             "from": "tensor types" if fmt.name == "gguf" else "dtype"}
+    limits = {**default_limits(dtype_key, error), **(thresholds or {})}
     runtime = open_runtime(fmt.runtime, path, bundle, reference.context)
     parts, agree = [], []
     for text, ids, expected in zip(reference.texts, reference.ids, reference.logits):
@@ -120,34 +128,41 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
     summary = {**aggregate(parts), "tokenization_agreement": sum(agree) / len(agree) if agree else None}
     stats = quality(reference, runtime) if reference.corpus else None
     failed = failures({**summary, **(stats or {})}, limits)
+    generation = None
+    if generate > 0:
+        mine, theirs = reference.greedy(generate), list(runtime.greedy(reference.ids[0], generate))
+        generation = {"prompt": reference.texts[0], "source": reference.runtime.decode(mine),
+                      "converted": reference.runtime.decode(theirs), "source_ids": mine, "converted_ids": theirs,
+                      "same": mine == theirs}
+    error = ModelVerificationError(f"verification failed: {'; '.join(failed)}", dst) if failed else None
+    sidecar = dst.parent / f"{dst.name}.verify.json"
+    # one shape whatever the verdict (README: "JSON"): every key is present, None when not measured
     report = {
         "ok": not failed,
+        "exit_code": error.exit_code if error else 0,
+        "error": str(error) if error else None,
         "source": str(reference.path),
         "converted": str(dst),
         "runtime": {"source": reference.runtime.name, "converted": runtime.name},
         "dtype": dtype_key,
+        "expected_noise": noise,
         "thresholds": limits,
+        "failures": failed,
         "metrics": summary,
+        "quality": stats,
         "prompts": len(reference.texts),
         "tokenization_agreement": summary["tokenization_agreement"],
-        "per_prompt": [{"prompt": text, **part} for text, part in zip(reference.texts, parts)],
-        "failures": failed,
+        "per_prompt": [{"prompt": text, **part.figures} for text, part in zip(reference.texts, parts)],
+        "generation": generation,
         "bytes": _size(dst),
         "seconds": round(time.perf_counter() - started, 3),
+        "sidecar": str(sidecar) if write_sidecar else None,
+        "report": None,
     }
-    if stats is not None:
-        report["quality"] = stats
-    if generate > 0:
-        mine, theirs = reference.greedy(generate), list(runtime.greedy(reference.ids[0], generate))
-        report["generation"] = {"prompt": reference.texts[0], "source": reference.runtime.decode(mine),
-                                "converted": reference.runtime.decode(theirs), "source_ids": mine,
-                                "converted_ids": theirs, "same": mine == theirs}
     if write_sidecar:
-        sidecar = dst.parent / f"{dst.name}.verify.json"
         sidecar.write_text(json.dumps(report, indent=2) + "\n")
-        report["sidecar"] = str(sidecar)
-    if failed:
-        raise ModelVerificationError(f"verification failed: {'; '.join(failed)}", dst).with_report(report)
+    if error is not None:
+        raise error.with_report(report)
     return report
 
 

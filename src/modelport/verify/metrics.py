@@ -1,5 +1,13 @@
-"""Per-position comparison of two logit matrices ([positions, vocab]) and its aggregation."""
+"""Per-position comparison of two logit matrices ([positions, vocab]) and its aggregation.
+
+The verdict is taken on statistics of the pooled positions (mean KL divergence, a high percentile of
+it, same top-1), each with llama.cpp's standard error where it has one, never on the single worst
+position: one unlucky position of a correct quantized model can be far off (docs/verify.md).
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,36 +22,73 @@ def kl_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
     return np.maximum((np.exp(log_p) * (log_p - log_q)).sum(-1), 0.0)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+def mean_and_error(values: np.ndarray) -> tuple[float, float]:
+    """Mean, and its standard error (0 for fewer than 11 values, as llama.cpp has it)."""
+    n = len(values)
+    mean = float(values.mean())
+    variance = float((values ** 2).mean() - mean ** 2)
+    return mean, (math.sqrt(variance / (n - 1)) if variance > 0 and n > 10 else 0.0)
+
+
+def fraction_error(fraction: float, n: int) -> float:
+    """Standard error of a fraction of n positions (llama.cpp's same-top-1 uncertainty)."""
+    return math.sqrt(fraction * (1 - fraction) / (n - 1)) if n > 1 else 0.0
+
+
+def percentile(values: np.ndarray, fraction: float) -> float:
+    """llama.cpp's linear interpolation between order statistics (numpy's default 'linear' method)."""
+    return float(np.percentile(values, 100 * fraction))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One prompt's figures, and the per-position values the pooled statistics are taken from."""
+
+    figures: dict[str, float]
+    kl: np.ndarray
+    same_top1: np.ndarray
+    cosine: np.ndarray
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> Comparison:
     """Per-position logit agreement, in float64. A candidate with more vocabulary columns (tokens were
     added) is compared on the source's columns: the old tokens' logits must not change."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)[..., :ref.shape[-1]]
     norms = np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1), 1e-300)
     cos = (ref * cand).sum(-1) / norms
-    log_p, log_q = log_softmax(ref), log_softmax(cand)
-    kl = kl_rows(log_p, log_q)
+    kl = kl_rows(log_softmax(ref), log_softmax(cand))
+    same = ref.argmax(-1) == cand.argmax(-1)
     diff = np.abs(ref - cand).max()
-    return {
+    figures = {
         "positions": int(ref.shape[0]),
         "max_abs_diff": float(diff),
         "max_rel_diff": float(diff / max(np.abs(ref).max(), 1e-12)),
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
-        "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).mean()),
+        "top1_agreement": float(same.mean()),
         "mean_kl": float(kl.mean()),
     }
+    return Comparison(figures, kl, same, cos)
 
 
-def aggregate(parts: list[dict[str, float]]) -> dict[str, float]:
-    total = sum(p["positions"] for p in parts)
-    weighted = lambda key: sum(p[key] * p["positions"] for p in parts) / total  # noqa: E731
+def aggregate(parts: list[Comparison]) -> dict[str, float]:
+    """The verdict's statistics over every position of every prompt."""
+    kl = np.concatenate([p.kl for p in parts])
+    same = np.concatenate([p.same_top1 for p in parts]).astype(np.float64)
+    cos = np.concatenate([p.cosine for p in parts])
+    mean_kl, mean_kl_error = mean_and_error(kl)
+    top1 = float(same.mean())
     return {
-        "positions": total,
-        "max_abs_diff": max(p["max_abs_diff"] for p in parts),
-        "max_rel_diff": max(p["max_rel_diff"] for p in parts),
-        "mean_cosine": weighted("mean_cosine"),
-        "min_cosine": min(p["min_cosine"] for p in parts),
-        "top1_agreement": weighted("top1_agreement"),
-        "mean_kl": weighted("mean_kl"),
+        "positions": len(kl),
+        "max_abs_diff": max(p.figures["max_abs_diff"] for p in parts),
+        "max_rel_diff": max(p.figures["max_rel_diff"] for p in parts),
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+        "top1_agreement": top1,
+        "top1_agreement_error": fraction_error(top1, len(same)),
+        "mean_kl": mean_kl,
+        "mean_kl_error": mean_kl_error,
+        "kl_p95": percentile(kl, 0.95),
+        "kl_max": float(kl.max()),
     }

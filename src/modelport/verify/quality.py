@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import kl_rows, log_softmax
+from .metrics import fraction_error, kl_rows, log_softmax, mean_and_error, percentile
 
 
 ROWS = 32          # positions per float64 pass: bounds the temporaries at 32 x vocabulary
@@ -35,19 +35,6 @@ def _positions(source: np.ndarray, converted: np.ndarray, tokens: np.ndarray) ->
     nll_p, nll_q = -log_p[rows, tokens], -log_q[rows, tokens]
     kld = kl_rows(log_p, log_q)
     return nll_p, nll_q, kld, log_p.argmax(-1) == log_q.argmax(-1), np.exp(-nll_q) - np.exp(-nll_p)
-
-
-def _mean_and_error(values: np.ndarray) -> tuple[float, float]:
-    """Mean, and its standard error (0 for fewer than 11 values, as llama.cpp has it)."""
-    n = len(values)
-    mean = float(values.mean())
-    variance = float((values ** 2).mean() - mean ** 2)
-    return mean, (math.sqrt(variance / (n - 1)) if variance > 0 and n > 10 else 0.0)
-
-
-def _percentile(sorted_values: np.ndarray, fraction: float) -> float:
-    """llama.cpp's linear interpolation between order statistics (numpy's default 'linear' method)."""
-    return float(np.percentile(sorted_values, 100 * fraction))
 
 
 @dataclass
@@ -109,12 +96,14 @@ class QualityStats:
         kld, p_diff = np.sort(self.kld_values()), np.sort(np.concatenate(self.p_diff))
         same = np.concatenate(self.same_top).astype(np.float64)
         n = len(kld)
-        log_ppl_p, err_p = _mean_and_error(nll_p)
-        log_ppl_q, err_q = _mean_and_error(nll_q)
+        log_ppl_p, err_p = mean_and_error(nll_p)
+        log_ppl_q, err_q = mean_and_error(nll_q)
         covariance = float((nll_q * nll_p).mean() - log_ppl_q * log_ppl_p) / (n - 1) if n >= 10 else 0.0
         ratio_error = math.sqrt(max(err_q ** 2 + err_p ** 2 - 2 * covariance, 0.0))
-        kld_mean, kld_error = _mean_and_error(kld)
-        mse, _ = _mean_and_error(p_diff ** 2)
+        kld_mean, kld_error = mean_and_error(kld)
+        mse, mse_error = mean_and_error(p_diff ** 2)
+        dp_mean, dp_mean_error = mean_and_error(p_diff)
+        rms = math.sqrt(mse)
         top = float(same.mean())
         return {
             "positions": n,
@@ -126,17 +115,20 @@ class QualityStats:
             "ln_ppl_ratio": log_ppl_q - log_ppl_p,
             "ln_ppl_ratio_error": ratio_error,
             "ppl_ratio": math.exp(log_ppl_q - log_ppl_p),
+            "ppl_ratio_error": math.exp(log_ppl_q - log_ppl_p) * ratio_error,
             "kld_mean": kld_mean,
             "kld_mean_error": kld_error,
             "kld_median": float(np.median(kld)),
-            "kld_p90": _percentile(kld, 0.90),
-            "kld_p99": _percentile(kld, 0.99),
-            "kld_p99_9": _percentile(kld, 0.999),
+            "kld_p90": percentile(kld, 0.90),
+            "kld_p99": percentile(kld, 0.99),
+            "kld_p99_9": percentile(kld, 0.999),
             "kld_max": float(kld[-1]),
             "same_top1": top,
-            "same_top1_error": math.sqrt(top * (1 - top) / (n - 1)) if n > 1 else 0.0,
-            "dp_mean": float(p_diff.mean()),
-            "dp_rms": math.sqrt(mse),
-            "dp_p1": _percentile(p_diff, 0.01),
-            "dp_p99": _percentile(p_diff, 0.99),
+            "same_top1_error": fraction_error(top, n),
+            "dp_mean": dp_mean,
+            "dp_mean_error": dp_mean_error,
+            "dp_rms": rms,
+            "dp_rms_error": 0.5 / rms * mse_error if rms > 0 else 0.0,
+            "dp_p1": percentile(p_diff, 0.01),
+            "dp_p99": percentile(p_diff, 0.99),
         }

@@ -17,8 +17,9 @@ QUALITY_ROWS = (("ppl_source", "PPL source"), ("ppl_converted", "PPL converted")
                 ("ln_ppl_ratio", "ln(PPL ratio)"), ("kld_mean", "KLD mean"), ("kld_median", "KLD median"),
                 ("kld_p90", "KLD p90"), ("kld_p99", "KLD p99"), ("kld_p99_9", "KLD p99.9"), ("kld_max", "KLD max"),
                 ("same_top1", "same top-1"), ("dp_rms", "RMS Δp"), ("dp_p1", "Δp p1"), ("dp_p99", "Δp p99"))
-PROMPT_ROWS = (("min_cosine", "min cosine"), ("top1_agreement", "top-1 agreement"), ("mean_kl", "mean KL"),
-               ("max_abs_diff", "max |Δ logit|"), ("tokenization_agreement", "tokenization agreement"))
+PROMPT_ROWS = (("mean_kl", "mean KL"), ("kl_p95", "KL p95"), ("top1_agreement", "top-1 agreement"),
+               ("min_cosine", "min cosine"), ("max_abs_diff", "max |Δ logit|"), ("max_rel_diff", "max rel Δ"),
+               ("tokenization_agreement", "tokenization agreement"))
 STYLE = """body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;color:#222}
 .pass{color:#17692f}.fail{color:#b3261e}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
@@ -54,6 +55,14 @@ def _number(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def _cell(figures: dict | None, key: str) -> str:
+    """A statistic with its standard error (`KEY_error`, as llama-perplexity prints it) when it has one."""
+    if figures is None:
+        return "–"
+    value, error = figures.get(key), figures.get(f"{key}_error")
+    return _number(value) if error is None or value is None else f"{value:.6g} ± {error:.2g}"
+
+
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 0) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f'<td{" class=text" if i < text_columns else ""}>{html.escape(c)}</td>'
@@ -71,7 +80,7 @@ def _verdicts(reports: list[dict]) -> str:
 
 
 def _plots(reports: list[dict]) -> list[str]:
-    quality = [(r, r["quality"]) for r in reports if "quality" in r]
+    quality = [(r, r["quality"]) for r in reports if r.get("quality")]
     out = []
     if quality:
         def histogram(axes):
@@ -110,7 +119,7 @@ def _plots(reports: list[dict]) -> list[str]:
 
         def size(axes):
             for r in reports:
-                value = r["quality"]["kld_mean"] if quality else r["metrics"]["mean_kl"]
+                value = r["quality"]["kld_mean"] if r.get("quality") else r["metrics"]["mean_kl"]
                 axes.scatter(r["bytes"] / 1e6, value)
                 axes.annotate(_label(r), (r["bytes"] / 1e6, value), textcoords="offset points", xytext=(4, 4))
             axes.set_yscale("log")
@@ -129,23 +138,23 @@ def render(reports: list[dict]) -> str:
              f"<h1>modelport verify against {html.escape(source)}</h1>", _verdicts(reports)]
     names = [_label(r) for r in reports]
     parts.append("<h3>On the built-in prompts</h3>")
-    parts.append(_table(["", *names], [[label, *(_number(r["metrics"].get(key)) for r in reports)]
+    parts.append(_table(["", *names], [[label, *(_cell(r["metrics"], key) for r in reports)]
                                        for key, label in PROMPT_ROWS]))
-    if any("quality" in r for r in reports):
-        q = next(r["quality"] for r in reports if "quality" in r)
+    if any(r.get("quality") for r in reports):
+        q = next(r["quality"] for r in reports if r.get("quality"))
         parts.append(f"<h3>Over the corpus ({html.escape(str(q['corpus']))}: {q['chunks']} chunks of {q['ctx']} "
                      f"tokens, {q['positions']} positions scored)</h3>")
-        parts.append(_table(["", *names], [[label, *(_number(r.get("quality", {}).get(key)) for r in reports)]
+        parts.append(_table(["", *names], [[label, *(_cell(r.get("quality"), key) for r in reports)]
                                            for key, label in QUALITY_ROWS]))
     parts += _plots(reports)
     for r in reports:
-        if "generation" in r:
+        if r.get("generation"):
             g = r["generation"]
             parts.append(f"<h3>Greedy generation, {html.escape(_label(r))}: "
                          f"{'the same' if g['same'] else 'different'}</h3>")
             parts.append(_table(["prompt", "source", "converted"], [[g["prompt"], g["source"], g["converted"]]], 3))
     for r in reports:
-        if "quality" in r:
+        if r.get("quality"):
             parts.append(f"<h3>Per chunk, {html.escape(_label(r))}</h3>")
             parts.append(_table(["chunk", "PPL source", "PPL converted", "KLD mean", "same top-1", "RMS Δp"],
                                 [[str(c["chunk"]), *(_number(c[k]) for k in ("ppl_source", "ppl_converted", "kld_mean",
