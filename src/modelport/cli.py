@@ -174,6 +174,8 @@ def _quality_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument("--ctx", type=int, metavar="N", help="tokens per chunk; the second half is scored (default 512)")
     p.add_argument("--tokens", type=int, metavar="N", help="tokens of the corpus used at most (default 32768)")
     p.add_argument("--report", metavar="FILE.html", help=f"{prefix}write a self-contained HTML report with plots")
+    p.add_argument("--max-memory", metavar="SIZE", help=f"{prefix}run a transformers model whole only if that fits "
+                   "in SIZE (e.g. 3GB), else one layer at a time (default: half the machine's memory)")
 
 
 def _corpus(args: argparse.Namespace):
@@ -193,8 +195,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
                    split_max_size=args.split_max_size, pre_tokenizer=args.pre_tokenizer,
                    allow_unused=args.allow_unused, debug_params=args.debug_params, edits=_edits(args))
     corpus = _corpus(args)
-    if (corpus or args.report) and not args.verify:
-        raise UsageError("--corpus and --report describe the verification: add --verify")
+    if (corpus or args.report or args.max_memory) and not args.verify:
+        raise UsageError("--corpus, --report and --max-memory describe the verification: add --verify")
     if args.report:                # before the conversion; a --profile's folder may hold its page
         from .verify.report import checked_path
         checked_path(args.report, [args.src] if args.profile else [args.src, args.dst])
@@ -208,7 +210,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
             _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
         if args.verify:
             result["verification"] = _checked(args.src, [o["destination"] for o in result["outputs"]],
-                                              args.base_model, corpus=corpus, report=args.report)
+                                              args.base_model, corpus=corpus, report=args.report,
+                                              max_memory=_max_memory(args))
         return result, 0
     result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant,
                      with_past=args.with_past, opset=args.opset, **options)
@@ -219,7 +222,7 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
          f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
     if args.verify:
         result["verification"], = _checked(result["source"], [args.dst], args.base_model, corpus=corpus,
-                                           report=args.report)
+                                           report=args.report, max_memory=_max_memory(args))
     return result, 0
 
 
@@ -235,19 +238,25 @@ def _verify(args: argparse.Namespace) -> tuple[dict, int]:
     from .verify.thresholds import parse_overrides
     corpus = _corpus(args)
     report, = _checked(args.source, [args.converted], args.base_model, args.prompt,
-                       parse_overrides(args.threshold, corpus=corpus is not None), args.generate, corpus, args.report)
+                       parse_overrides(args.threshold, corpus=corpus is not None), args.generate, corpus, args.report,
+                       _max_memory(args))
     return report, 0
+
+
+def _max_memory(args: argparse.Namespace) -> int | None:
+    from .core.sizes import parse_size
+    return parse_size(args.max_memory) if args.max_memory else None
 
 
 def _checked(source: str, converted: list[str], base_model: str | None, prompts: list[str] | None = None,
              thresholds: dict[str, float] | None = None, generate: int = 0, corpus=None,
-             report: str | None = None) -> list[dict]:
+             report: str | None = None, max_memory: int | None = None) -> list[dict]:
     """Verify each result against one run of the source, printing each one's figures whether it passes
     or not; the HTML report (if asked) is written before the first failure is raised."""
     from .verify import Reference, check
     from .verify.report import checked_path, write_report
     page = checked_path(report, [source, *converted]) if report else None
-    reference = Reference(source, base_model, prompts, corpus)
+    reference = Reference(source, base_model, prompts, corpus, max_memory)
     reports, failure = [], None
     for path in converted:
         try:
@@ -283,6 +292,10 @@ def _print_verification(report: dict | None) -> None:
              f"± {q['ln_ppl_ratio_error']:.4f}), KLD mean {q['kld_mean']:.4g} median {q['kld_median']:.4g} "
              f"p99 {q['kld_p99']:.4g} max {q['kld_max']:.4g}, same top-1 {100 * q['same_top1']:.2f}%, "
              f"RMS dp {100 * q['dp_rms']:.2f}%")
+    memory = report.get("memory")
+    if memory:
+        _say(f"  source {memory['source_path']} ({memory['source_why']}), converted {memory['converted_path']}; "
+             f"peak RSS {memory['peak_rss'] / 1e9:.2f} GB")
     for failure in report.get("failures", []):
         _say(f"  failed: {failure}")
     gen = report.get("generation")
