@@ -232,7 +232,7 @@ def build(bundle: ModelBundle) -> tuple[Parts | None, str]:
                               f"({full}: load-time conversions)")
     for name in (parts.embedding, parts.head_weight, parts.head_bias):
         if name is not None and name not in bundle.tensors:
-            return None, f"the checkpoint has no {name}"
+            return None, f"transformers names or shapes its weights otherwise than the checkpoint ({name}: load-time conversions)"
     return parts, ""
 
 
