@@ -91,14 +91,15 @@ class Reference:
     def source(self, k: int) -> np.ndarray:
         """The source's logits for sequence k: a prompt's at every position, a chunk's at its scored
         positions only; kept for the next result while they fit CACHE_BYTES, else computed again (a
-        corpus-sized logit array is never held)."""
+        corpus-sized logit array is never held). Layer-major, only the head runs again."""
         if k in self._kept:
             return self._kept[k]
         logits = self._logits(k)
         if k >= len(self.ids):
             chunk = self.chunks[k - len(self.ids)]
             logits = logits[chunk.first:-1]
-        if sum(a.nbytes for a in self._kept.values()) + logits.nbytes <= CACHE_BYTES:
+        # layer-major keeps every sequence's last hidden state, from which the head alone remakes its logits
+        if self._logits.hidden is None and sum(a.nbytes for a in self._kept.values()) + logits.nbytes <= CACHE_BYTES:
             self._kept[k] = logits
         return logits
 
