@@ -40,16 +40,29 @@ BASE_BYTES = 700 << 20        # torch, transformers and a tokenizer imported, be
 
 
 def _float32(ref: TensorRef) -> torch.Tensor:
-    """The tensor as float32, filled block by block so its source dtype is never held whole beside it."""
+    """The tensor as float32; from a format that reads rows alone (safetensors, by mmap), filled block by
+    block, so its source dtype is never held whole beside it."""
+    if ref.rows is None or len(ref.shape) < 2:
+        return torch.from_numpy(np.ascontiguousarray(cast(ref.load(), "float32")))
     out = torch.empty(ref.shape, dtype=torch.float32)
-    flat = out.view(ref.shape[0], -1) if ref.shape else out.view(1)
     start = 0
     for block in ref.row_chunks("float32"):
-        rows = block.shape[0] if block.ndim else 1
-        flat[start:start + rows] = torch.from_numpy(np.ascontiguousarray(block).reshape(rows, -1) if ref.shape
-                                                    else np.asarray(block).reshape(1))
-        start += rows
+        out[start:start + block.shape[0]] = torch.from_numpy(np.ascontiguousarray(block))
+        start += block.shape[0]
     return out
+
+
+def _rows(ref: TensorRef, wanted: list[int]) -> np.ndarray:
+    """Rows `wanted` (sorted, distinct) of a tensor as float32: each run of consecutive rows read alone
+    where the format allows it, else taken from the whole tensor."""
+    if ref.rows is None:
+        return cast(ref.load()[wanted], "float32")
+    runs, start = [], 0
+    for i in range(1, len(wanted) + 1):
+        if i == len(wanted) or wanted[i] != wanted[i - 1] + 1:
+            runs.append(cast(ref.load_rows(wanted[start], wanted[i - 1] + 1), "float32"))
+            start = i
+    return np.concatenate(runs)
 
 
 class Baton:
@@ -147,9 +160,11 @@ class _BlockedHead(torch.nn.Module):
         vocab, width = self.weight_ref.shape
         out = torch.empty(*x.shape[:-1], vocab, dtype=torch.float32)
         step = rows_per_block(width)
+        whole = self.weight_ref.load() if self.weight_ref.rows is None else None     # a format without row reads
         for start in range(0, vocab, step):
             stop = min(vocab, start + step)
-            w = torch.from_numpy(cast(self.weight_ref.load_rows(start, stop), "float32"))
+            block = whole[start:stop] if whole is not None else self.weight_ref.load_rows(start, stop)
+            w = torch.from_numpy(np.ascontiguousarray(cast(block, "float32")))
             out[..., start:stop] = torch.nn.functional.linear(
                 x, w, None if self.bias is None else self.bias[start:stop])
         return out
@@ -315,8 +330,7 @@ class LayerwiseRuntime:
     def _embed(self, sequences: list[list[int]]) -> list[torch.Tensor]:
         """Each sequence's input embeddings from its own module, fed only the table rows the ids use."""
         used = sorted({i for ids in sequences for i in ids})
-        ref = self.bundle.tensors[self.parts.embedding]
-        table = torch.from_numpy(np.concatenate([cast(ref.load_rows(i, i + 1), "float32") for i in used]))
+        table = torch.from_numpy(np.ascontiguousarray(_rows(self.bundle.tensors[self.parts.embedding], used)))
         where = {token: row for row, token in enumerate(used)}
         module, saved = self.embedding, (self.embedding.weight, self.embedding.padding_idx)
         module.weight, module.padding_idx = torch.nn.Parameter(table, requires_grad=False), None
