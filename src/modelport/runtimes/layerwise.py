@@ -35,7 +35,6 @@ from .transformers import load_tokenizer
 if TYPE_CHECKING:
     from torch import nn
 
-PATH = "layer-major"
 BASE_BYTES = 700 << 20        # torch, transformers and a tokenizer imported, before any weight (measured ~600 MB)
 
 
@@ -293,7 +292,6 @@ class LayerwiseRuntime:
     """The Runtime interface over a bundle, run layer-major; `logits_many` is what verify feeds."""
 
     name = "transformers"
-    path = PATH
 
     def __init__(self, bundle: ModelBundle, parts: Parts, memory: int) -> None:
         self.bundle, self.parts, self.memory = bundle, parts, memory
