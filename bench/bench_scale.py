@@ -6,6 +6,12 @@ hidden 8192, ffn 28672, 64 heads, 8 kv heads, vocab 128256; 4 layers is ~11 GB o
 largest tensors (the 128256x8192 embedding and head) are 4.2 GB each as float32. Each path is one
 `modelport convert` (peak RSS by GNU time), then the full 80-layer model is extrapolated from the
 per-layer and fixed parts.
+
+`--paths verify` (with `--layers 1`: 6.1 GB of bf16) proves the model against its q8_0 GGUF with
+`modelport verify SRC q8_0.gguf --corpus builtin --ctx 256 --json` (the prompts and the corpus), and
+prints the path the reference took, peak RSS and time; `--verify-source DIR` runs the same case on
+another HF folder (e.g. bench_gguf.py's 0.5B model, bench/out/gguf/llama-9l) and `--max-memory SIZE`
+passes the budget on.
 """
 from __future__ import annotations
 
@@ -37,7 +43,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--paths", nargs="+",
                         default=["f16", "q8_0", "q4_k_m", "hf", "gguf-to-hf", "dcp", "dcp-to-gguf", "pth-to-gguf"])
+    parser.add_argument("--verify-source", type=Path, help="run the verify case on this HF folder instead")
+    parser.add_argument("--max-memory", help="verify's --max-memory (default: its own, half the machine's memory)")
     args = parser.parse_args()
+    if args.verify_source or args.paths == ["verify"]:
+        verify_case(args.verify_source or make_model(args.layers), args.max_memory)
+        return
     model = make_model(args.layers)
     size = folder_bytes(model)
     print(f"model: {args.layers} layers of Llama-3-70B's shapes, {size / 1e9:.2f} GB bf16")
@@ -83,6 +94,24 @@ def main() -> None:
     full = 2 * SHAPE["vocab"] * SHAPE["hidden"] * 2 + FULL_LAYERS * per_layer
     print(f"\nfull {FULL_LAYERS}-layer model: {full / 1e9:.0f} GB bf16 ({per_layer / 1e9:.2f} GB per layer); "
           f"time scales with bytes: x{full / size:.1f} of the figures above")
+
+
+def verify_case(model: Path, max_memory: str | None) -> None:
+    """The model against its q8_0 GGUF (made once, kept beside the model) on the prompts and the builtin
+    corpus at --ctx 256: verdict, the reference's path, peak RSS and wall time of the verify alone."""
+    gguf = model.parent / f"{model.name}-q8_0.gguf"
+    if not gguf.exists():
+        measure([*MODELPORT, "convert", str(model), str(gguf), "--quant", "q8_0", "--json"])
+    cmd = [*MODELPORT, "verify", str(model), str(gguf), "--corpus", "builtin", "--ctx", "256", "--json"]
+    proc = measure(cmd + (["--max-memory", max_memory] if max_memory else []), allow_failure=True)
+    report = json.loads(proc.stdout)
+    report = report.get("report", report)
+    memory, quality = report["memory"], report.get("quality", {})
+    print(f"verify {model.name} vs q8_0 ({folder_bytes(model) / 1e9:.2f} GB source): "
+          f"{'PASS' if report['ok'] else 'FAIL'}, reference {memory['source_path']}, "
+          f"{proc.seconds:.1f} s wall, {proc.cpu_seconds:.1f} s CPU, peak RSS {proc.peak_rss_mb:.0f} MB (GNU time), "
+          f"{report['metrics']['positions']} prompt positions, {quality.get('positions', 0)} scored corpus positions, "
+          f"KLD mean {quality.get('kld_mean', float('nan')):.3g}, same top-1 {quality.get('same_top1', float('nan')):.3f}")
 
 
 if __name__ == "__main__":

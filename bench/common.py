@@ -26,20 +26,21 @@ class Measure:
     peak_rss_mb: float
     stdout: str
     fastest: float = 0.0
+    cpu_seconds: float = 0.0        # user + system: what a shared, oversubscribed machine does not inflate
 
 
-def measure(cmd: list[str], env: dict | None = None) -> Measure:
+def measure(cmd: list[str], env: dict | None = None, allow_failure: bool = False) -> Measure:
     """Wall time and peak RSS of `cmd` itself, measured by GNU time: a child forked from this
     (torch-importing) process would otherwise report our RSS, since ru_maxrss survives exec."""
     with tempfile.NamedTemporaryFile("r") as rss:
         started = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
+        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, env=env)
         seconds = time.perf_counter() - started
-        if proc.returncode != 0:
+        if proc.returncode != 0 and not (allow_failure and proc.returncode == 1):
             raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
-        peak_kb = int(rss.read().split()[-1])
-    return Measure(seconds, peak_kb / 1024, proc.stdout.decode())
+        user, system, peak_kb = rss.read().split()[-3:]
+    return Measure(seconds, int(peak_kb) / 1024, proc.stdout.decode(), cpu_seconds=float(user) + float(system))
 
 
 @dataclass

@@ -198,6 +198,8 @@ def _quality_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument("--ctx", type=int, metavar="N", help="tokens per chunk; the second half is scored (default 512)")
     p.add_argument("--tokens", type=int, metavar="N", help="tokens of the corpus used at most (default 32768)")
     p.add_argument("--report", metavar="FILE.html", help=f"{prefix}write a self-contained HTML report with plots")
+    p.add_argument("--max-memory", metavar="SIZE", help=f"{prefix}run a transformers model whole only if that fits "
+                   "in SIZE (e.g. 3GB), else one layer at a time (default: half the machine's memory)")
 
 
 def _corpus(args: argparse.Namespace):
@@ -219,8 +221,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
                    imatrix=args.imatrix, imatrix_corpus=args.imatrix_corpus, imatrix_ctx=args.imatrix_ctx,
                    imatrix_tokens=args.imatrix_tokens, save_imatrix=args.save_imatrix)
     corpus = _corpus(args)
-    if (corpus or args.report) and not args.verify:
-        raise UsageError("--corpus and --report describe the verification: add --verify")
+    if (corpus or args.report or args.max_memory) and not args.verify:
+        raise UsageError("--corpus, --report and --max-memory describe the verification: add --verify")
     if args.report:                # before the conversion; a --profile's folder may hold its page
         from .verify.report import checked_path
         checked_path(args.report, [args.src] if args.profile else [args.src, args.dst])
@@ -234,7 +236,8 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
             _say(f"wrote {out['destination']} ({out['dtype']}, {out['bytes_written'] / 1e6:.1f} MB, {out['seconds']:.2f} s)")
         if args.verify:
             reports, failure = _checked(args.src, [o["destination"] for o in result["outputs"]], args.base_model,
-                                        corpus=corpus, report=args.report)
+                                        corpus=corpus, report=args.report,
+                                        max_memory=_max_memory(args))
             return _verified(result, reports, failure)
         return result, 0
     result = convert(args.src, args.dst, to=args.to, max_shard_size=args.max_shard_size, quant=args.quant,
@@ -246,7 +249,7 @@ def _convert(args: argparse.Namespace) -> tuple[dict, int]:
          f"{result['bytes_written'] / 1e6:.1f} MB in {result['seconds']:.2f} s")
     if args.verify:
         (report,), failure = _checked(result["source"], [args.dst], args.base_model, corpus=corpus,
-                                      report=args.report)
+                                      report=args.report, max_memory=_max_memory(args))
         return _verified(result, report, failure)
     return result, 0
 
@@ -275,15 +278,20 @@ def _verify(args: argparse.Namespace) -> tuple[dict, int]:
     corpus = _corpus(args)
     (report,), failure = _checked(args.source, [args.converted], args.base_model, args.prompt,
                                   parse_overrides(args.threshold, corpus=corpus is not None), args.generate, corpus,
-                                  args.report)
+                                  args.report, _max_memory(args))
     if failure is not None:
         raise failure                 # its report is the payload (_dispatch): the same keys as a pass
     return report, 0
 
 
+def _max_memory(args: argparse.Namespace) -> int | None:
+    from .core.sizes import parse_size
+    return parse_size(args.max_memory) if args.max_memory else None
+
+
 def _checked(source: str, converted: list[str], base_model: str | None, prompts: list[str] | None = None,
              thresholds: dict[str, float] | None = None, generate: int = 0, corpus=None,
-             report: str | None = None) -> tuple[list[dict], ModelVerificationError | None]:
+             report: str | None = None, max_memory: int | None = None) -> tuple[list[dict], ModelVerificationError | None]:
     """Verify each result against one run of the source, printing each one's figures whether it passes
     or not, and write the HTML report (if asked); the reports, and the first failure (or None). Any of
     them may be a URL: mounted and staged for the run (the runtimes read whole files), named by its URL
@@ -296,7 +304,7 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
     page = checked_path(report, [source, *converted]) if report else None
     reports, failure = [], None
     with ExitStack() as mounts:
-        reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus)
+        reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus, max_memory)
         for path in converted:
             try:
                 reports.append(check(reference, staged(mounts.enter_context(mounted(path))), thresholds=thresholds,
@@ -332,6 +340,10 @@ def _print_verification(report: dict | None) -> None:
              f"± {q['ln_ppl_ratio_error']:.4f}), KLD mean {q['kld_mean']:.4g} median {q['kld_median']:.4g} "
              f"p99 {q['kld_p99']:.4g} max {q['kld_max']:.4g}, same top-1 {100 * q['same_top1']:.2f}%, "
              f"RMS dp {100 * q['dp_rms']:.2f}%")
+    memory = report.get("memory")
+    if memory:
+        _say(f"  source {memory['source_path']} ({memory['source_why']}), converted {memory['converted_path']}; "
+             f"peak RSS {memory['peak_rss'] / 1e9:.2f} GB")
     for failure in report.get("failures", []):
         _say(f"  failed: {failure}")
     gen = report.get("generation")

@@ -19,13 +19,14 @@ from ..core.errors import ModelVerificationError, UsageError
 from ..formats import ReadOptions, load, resolve_source
 from ..runtimes import open_runtime
 from .corpus import Chunk, Corpus, CorpusSettings
+from .memory import MAPPED, Choice, default_max_memory, peak_rss, transformers_runtime
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
 from .quality import QualityStats
 from .thresholds import default_limits, expected_error, failures, gguf_error, threshold_class
 
 ID_LIMIT = 512
-CACHE_BYTES = 256 << 20     # the source's scored logits are kept for further results up to this size
+CACHE_BYTES = 256 << 20     # the source's logits are kept for further results up to this size
 
 
 def _synthetic_ids(text: str, vocab: int) -> list[int]:
@@ -33,48 +34,77 @@ def _synthetic_ids(text: str, vocab: int) -> list[int]:
     return [(i * 7919 + len(text)) % vocab for i in range(min(len(text), ID_LIMIT))]
 
 
+class Logits:
+    """A runtime's logits for a fixed list of sequences, one sequence at a time. A layer-major runtime
+    runs every sequence through its weights here, before anything asks (`hidden_many`), so each weight
+    is read once per verify however many sequences there are; any other computes each when asked."""
+
+    def __init__(self, runtime, sequences: list[list[int]]) -> None:
+        self.runtime, self.sequences = runtime, sequences
+        self.hidden = runtime.hidden_many(sequences) if hasattr(runtime, "hidden_many") else None
+
+    def __call__(self, k: int) -> np.ndarray:
+        if self.hidden is not None:
+            return self.runtime.logits_from(self.sequences[k], self.hidden[k])
+        return self.runtime.logits(self.sequences[k])
+
+
 class Reference:
-    """The source side of a verification, run once however many results are checked against it:
-    the model is loaded once and its logits (and greedy tokens) on each prompt computed once."""
+    """The source side of a verification, run once however many results are checked against it: the
+    model is opened once (whole, or layer-major when the whole would not fit `max_memory`), and its
+    logits on each prompt and chunk kept for the next result while they fit CACHE_BYTES."""
 
     def __init__(self, source: str | Path, base_model: str | Path | None, prompts: list[str] | None,
-                 corpus: CorpusSettings | None = None) -> None:
+                 corpus: CorpusSettings | None = None, max_memory: int | None = None) -> None:
         self.path = Path(source).expanduser()
         self.base = Path(base_model).expanduser() if base_model else None
         if not self.path.exists():
             raise UsageError("no such file or folder", self.path)
         path, fmt = resolve_source(self.path)
-        bundle = (lambda: load(path, ReadOptions(self.base)))
-        self.context = max(ID_LIMIT * 2, corpus.ctx if corpus else 0)
+        self.max_memory = max_memory or default_max_memory()
         if fmt.runtime == "llama.cpp" and fmt.check is not None:
             fmt.check(path)
         # llama.cpp rounds a layer's input to its weights' dot-product type (f16, bf16, 8-bit for the
         # quants): a GGUF source carries that noise itself, about its own types' error
         self.error = gguf_error(path) if fmt.name == "gguf" else 0.0
         # a GGUF source runs in llama.cpp; any other in transformers (an ONNX file is never a source)
-        self.runtime = open_runtime("llama.cpp" if fmt.runtime == "llama.cpp" else "transformers", path, bundle,
-                                    self.context)
+        if fmt.runtime == "llama.cpp":
+            self.runtime = open_runtime("llama.cpp", path, lambda: None, max(ID_LIMIT * 2, corpus.ctx if corpus else 0))
+            choice = Choice(self.runtime, MAPPED, "a GGUF source runs in llama.cpp, which maps its file")
+        else:
+            choice = transformers_runtime(load(path, ReadOptions(self.base)), self.max_memory, max_memory is not None)
+            self.runtime = choice.runtime
+        self.choice = choice
         self.vocab = self.runtime.vocab_size
         self.texts = list(PROMPTS) + list(prompts or [])
         self.has_tokenizer = self.runtime.tokenize(self.texts[0]) is not None
         self.ids = [(self.runtime.tokenize(t) or [])[:ID_LIMIT] if self.has_tokenizer else _synthetic_ids(t, self.vocab)
                     for t in self.texts]
-        self.logits = [self.runtime.logits(ids) for ids in self.ids]
         self._greedy: dict[int, list[int]] = {}
-        if corpus and self.logits[0].shape[-1] != self.vocab:
-            raise UsageError(f"--corpus scores next-token predictions, and this model has no language-model head "
-                             f"(it gives {self.logits[0].shape[-1]} values per position, not one per token)", self.path)
         self.corpus = Corpus(corpus, self.runtime, self.runtime.max_positions) if corpus else None
-        self._scored: dict[int, np.ndarray] = {}
+        self.chunks: list[Chunk] = list(self.corpus.chunks()) if self.corpus else []
+        self.sequences = self.ids + [chunk.ids for chunk in self.chunks]
+        # the converted runtime is sized for the longest sequence (a runtime's logit buffers grow with it)
+        self.context = max(len(ids) for ids in self.sequences)
+        self._logits = Logits(self.runtime, self.sequences)
+        self._kept: dict[int, np.ndarray] = {}
+        if corpus and self.source(0).shape[-1] != self.vocab:
+            raise UsageError(f"--corpus scores next-token predictions, and this model has no language-model head "
+                             f"(it gives {self.source(0).shape[-1]} values per position, not one per token)", self.path)
 
-    def scored(self, chunk: Chunk) -> np.ndarray:
-        """The source's logits at a chunk's scored positions; kept for the next result while they fit
-        CACHE_BYTES, else computed again (a corpus-sized logit array is never held)."""
-        if chunk.index in self._scored:
-            return self._scored[chunk.index]
-        logits = self.runtime.logits(chunk.ids)[chunk.first:-1]
-        if (len(self._scored) + 1) * logits.nbytes <= CACHE_BYTES:
-            self._scored[chunk.index] = logits
+    def source(self, k: int) -> np.ndarray:
+        """The source's logits for sequence k: a prompt's at every position, a chunk's at its scored
+        positions only; kept for the next result while they fit CACHE_BYTES, else computed again (a
+        corpus-sized logit array is never held). Layer-major, only the head runs again."""
+        if k in self._kept:
+            return self._kept[k]
+        logits = self._logits(k)
+        if k >= len(self.ids):
+            chunk = self.chunks[k - len(self.ids)]
+            logits = logits[chunk.first:-1]
+        # layer-major keeps every sequence's last hidden state, from which the head alone remakes its logits
+        if self._logits.hidden is None and sum(a.nbytes for a in self._kept.values()) + logits.nbytes <= CACHE_BYTES:
+            self._kept[k] = logits
         return logits
 
     def greedy(self, n: int) -> list[int]:
@@ -85,21 +115,33 @@ class Reference:
 
 def verify(source: str | Path, converted: str | Path, *, base_model: str | Path | None = None,
            prompts: list[str] | None = None, write_sidecar: bool = True, thresholds: dict[str, float] | None = None,
-           generate: int = 0, corpus: CorpusSettings | None = None) -> dict:
+           generate: int = 0, corpus: CorpusSettings | None = None, max_memory: int | None = None) -> dict:
     """Compare `converted` against `source` on the built-in prompts (and `corpus`, when given); raises
     on failure."""
-    return check(Reference(source, base_model, prompts, corpus), converted, write_sidecar=write_sidecar,
+    return check(Reference(source, base_model, prompts, corpus, max_memory), converted, write_sidecar=write_sidecar,
                  thresholds=thresholds, generate=generate)
 
 
-def quality(reference: Reference, runtime) -> dict:
-    """Perplexity and KL-divergence statistics of `runtime` against the source over the corpus, chunk
-    by chunk: each chunk's logits are compared as they are produced, then dropped."""
+def quality(reference: Reference, logits: Logits) -> dict:
+    """Perplexity and KL-divergence statistics of the converted model against the source over the corpus,
+    chunk by chunk: each chunk's logits are compared as they are produced, then dropped."""
     stats = QualityStats()
-    for chunk in reference.corpus.chunks():
-        stats.add(reference.scored(chunk), runtime.logits(chunk.ids)[chunk.first:-1], np.array(chunk.next_tokens()))
+    for j, chunk in enumerate(reference.chunks):
+        k = len(reference.ids) + j
+        stats.add(reference.source(k), logits(k)[chunk.first:-1], np.array(chunk.next_tokens()))
     return {**reference.corpus.describe(), **stats.summary(), **stats.profile(),
             "per_chunk": [vars(c) for c in stats.chunks]}
+
+
+def _converted_runtime(reference: Reference, fmt, path: Path, bundle, generate: int) -> Choice:
+    """The result's runtime: llama.cpp and onnxruntime as its format names them; transformers whole or
+    layer-major within what the reference leaves of the budget."""
+    if fmt.runtime != "transformers":
+        context = max(reference.context, len(reference.ids[0]) + generate)
+        return Choice(open_runtime(fmt.runtime, path, bundle, context), MAPPED,
+                      f"{fmt.runtime} maps or loads its file itself")
+    left = reference.max_memory - reference.choice.holds
+    return transformers_runtime(bundle(), max(left, 1), False)
 
 
 def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = True,
@@ -117,16 +159,18 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
     noise = {"relative_error": error, "converted": own, "source": reference.error,
              "from": "tensor types" if fmt.name == "gguf" else "dtype"}
     limits = {**default_limits(dtype_key, error), **(thresholds or {})}
-    runtime = open_runtime(fmt.runtime, path, bundle, reference.context)
+    choice = _converted_runtime(reference, fmt, path, bundle, generate)
+    runtime = choice.runtime
+    logits = Logits(runtime, reference.sequences)
     parts, agree = [], []
-    for text, ids, expected in zip(reference.texts, reference.ids, reference.logits):
+    for k, (text, ids) in enumerate(zip(reference.texts, reference.ids)):
         theirs = runtime.tokenize(text) if reference.has_tokenizer else None
         if theirs is not None:
             agree.append(list(theirs)[:ID_LIMIT] == ids)
-        parts.append(compare(expected, runtime.logits(ids)))
+        parts.append(compare(reference.source(k), logits(k)))
     # not measured (the converted runtime, or the source, carries no tokenizer) is None: "not compared"
     summary = {**aggregate(parts), "tokenization_agreement": sum(agree) / len(agree) if agree else None}
-    stats = quality(reference, runtime) if reference.corpus else None
+    stats = quality(reference, logits) if reference.corpus else None
     failed = failures({**summary, **(stats or {})}, limits)
     generation = None
     if generate > 0:
@@ -158,6 +202,9 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         "seconds": round(time.perf_counter() - started, 3),
         "sidecar": str(sidecar) if write_sidecar else None,
         "report": None,
+        "memory": {"max_memory": reference.max_memory, "peak_rss": peak_rss(),      # generation included
+                   "source_path": reference.choice.path, "source_why": reference.choice.why,
+                   "converted_path": choice.path, "converted_why": choice.why},
     }
     if write_sidecar:
         sidecar.write_text(json.dumps(report, indent=2) + "\n")

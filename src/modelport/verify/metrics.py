@@ -50,20 +50,26 @@ class Comparison:
     cosine: np.ndarray
 
 
+ROWS = 32          # positions per float64 pass: bounds the temporaries at 32 x vocabulary
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray) -> Comparison:
-    """Per-position logit agreement, in float64. A candidate with more vocabulary columns (tokens were
-    added) is compared on the source's columns: the old tokens' logits must not change."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)[..., :ref.shape[-1]]
-    norms = np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1), 1e-300)
-    cos = (ref * cand).sum(-1) / norms
-    kl = kl_rows(log_softmax(ref), log_softmax(cand))
-    same = ref.argmax(-1) == cand.argmax(-1)
-    diff = np.abs(ref - cand).max()
+    """Per-position logit agreement, in float64, ROWS positions at a time. A candidate with more vocabulary
+    columns (tokens were added) is compared on the source's columns: the old tokens' logits must not change."""
+    cos, kl, top, diff, peak = [], [], [], 0.0, 0.0
+    for i in range(0, reference.shape[0], ROWS):
+        ref = np.asarray(reference[i:i + ROWS], dtype=np.float64)
+        cand = np.asarray(candidate[i:i + ROWS], dtype=np.float64)[..., :ref.shape[-1]]
+        norms = np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1), 1e-300)
+        cos.append((ref * cand).sum(-1) / norms)
+        kl.append(kl_rows(log_softmax(ref), log_softmax(cand)))
+        top.append(ref.argmax(-1) == cand.argmax(-1))
+        diff, peak = max(diff, float(np.abs(ref - cand).max())), max(peak, float(np.abs(ref).max()))
+    cos, kl, same = np.concatenate(cos), np.concatenate(kl), np.concatenate(top)
     figures = {
-        "positions": int(ref.shape[0]),
-        "max_abs_diff": float(diff),
-        "max_rel_diff": float(diff / max(np.abs(ref).max(), 1e-12)),
+        "positions": int(reference.shape[0]),
+        "max_abs_diff": diff,
+        "max_rel_diff": float(diff / max(peak, 1e-12)),
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
         "top1_agreement": float(same.mean()),
