@@ -13,7 +13,7 @@ check_module = importlib.import_module("modelport.verify.check")      # the modu
 
 TOP = {"ok", "exit_code", "error", "source", "converted", "runtime", "dtype", "expected_noise", "thresholds",
        "failures", "metrics", "quality", "prompts", "tokenization_agreement", "per_prompt", "generation", "bytes",
-       "seconds", "sidecar", "report"}
+       "seconds", "sidecar", "report", "memory"}
 
 
 def shape(report: dict) -> dict:
