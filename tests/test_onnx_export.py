@@ -33,9 +33,10 @@ def others(tmp_path_factory):
 
 @pytest.mark.parametrize("name,files", [
     ("bert-cls", ["model.onnx"]),
-    ("t5", ["model.onnx", "model_decoder.onnx", "model_encoder.onnx"]),
-    ("whisper", ["model.onnx", "model_decoder.onnx", "model_encoder.onnx"]),
-    ("clip", ["model.onnx", "model_text.onnx", "model_vision.onnx"]),
+    # the multi-graph families take about a minute each on 2 cores: the slow group (make test-slow) runs them
+    pytest.param("t5", ["model.onnx", "model_decoder.onnx", "model_encoder.onnx"], marks=pytest.mark.slow),
+    pytest.param("whisper", ["model.onnx", "model_decoder.onnx", "model_encoder.onnx"], marks=pytest.mark.slow),
+    pytest.param("clip", ["model.onnx", "model_text.onnx", "model_vision.onnx"], marks=pytest.mark.slow),
     ("vit", ["model.onnx"]),
     ("wav2vec2", ["model.onnx"]),
 ])
