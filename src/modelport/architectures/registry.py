@@ -54,6 +54,8 @@ class ArchitectureSpec:
     tiny_specials: tuple[str, ...] = ()          # special tokens the family's real tokenizer always has
     note: str = ""                               # what the docs say of it, e.g. why it has no GGUF
     no_onnx: str = ""                            # why it has no ONNX export, when torch.onnx cannot export it
+    recurrent: str = ""                          # what in its layers carries state along the sequence (state-space
+                                                 # scans, short convolutions): verify runs it whole, not layer-major
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

@@ -47,6 +47,7 @@ LAYER_KV_HEADS = Key("[0 if k == 'conv' else kv_heads for k in layer_types]", "a
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="lfm2",
+    recurrent="short convolutions carry state along the sequence (transformers' own cache object)",
     tensors=Tensors(EMBED, LAYER, HEAD, TIED, prefix="model", classes=("Lfm2ForCausalLM",)),
     tie_default=True,
     onnx="decoder",

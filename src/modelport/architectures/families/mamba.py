@@ -71,6 +71,7 @@ MAMBA = register_architecture(ArchitectureSpec(
     tie_default=True,
     gguf=mamba_mapping(dt_b_c_rms=False),
     no_onnx=NO_ONNX,
+    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
     tiny=dict(TINY, tie_word_embeddings=True),
 ))
 FALCON_MAMBA = register_architecture(ArchitectureSpec(
@@ -79,6 +80,7 @@ FALCON_MAMBA = register_architecture(ArchitectureSpec(
     tie_default=True,
     gguf=mamba_mapping(dt_b_c_rms=True),
     no_onnx=NO_ONNX,
+    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
     note="llama.cpp normalises B, C and dt with layer_norm_epsilon, transformers with mixer_rms_eps",
     tiny=dict(TINY, tie_word_embeddings=True),
 ))
@@ -108,5 +110,6 @@ MAMBA2 = register_architecture(ArchitectureSpec(
                       "llama.cpp's Mamba-2 heads split the inner size (expand x hidden) evenly",
                   "not get('use_bias', False)": "llama.cpp's Mamba-2 has no in_proj or out_proj bias"}),
     no_onnx=NO_ONNX,
+    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
     tiny=dict(TINY, num_heads=8, head_dim=16, n_groups=2, state_size=16, tie_word_embeddings=False),
 ))
