@@ -78,8 +78,14 @@ WIDE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_att
 @pytest.mark.parametrize("quant", ["q4_k_m", "q3_k_m"])
 def test_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
     """MoE and other families: every tensor's type and bytes equal llama_model_quantize's from our F32 file."""
+    equal_to_llama_quantize(tmp_path, family, {**WIDE, **overrides}, quant)
+
+
+def equal_to_llama_quantize(tmp_path, family: str, config: dict, quant: str) -> dict:
+    """A `family` model of `config` quantized by modelport and by llama_model_quantize from our F32 file: the
+    same tensors, types and bytes (asserted); modelport's tensors (name -> (type, bytes))."""
     from modelport.samples import save_model
-    save_model(tmp_path / "model", family, **{**WIDE, **overrides})
+    save_model(tmp_path / "model", family, **config)
     f32, ours, reference = tmp_path / "f32.gguf", tmp_path / "ours.gguf", tmp_path / "ref.gguf"
     modelport.convert(tmp_path / "model", f32, quant="f32")
     modelport.convert(tmp_path / "model", ours, quant=quant)
@@ -88,6 +94,7 @@ def test_families_quantize_like_llama_quantize(tmp_path, family, overrides, quan
     assert set(mine) == set(theirs)
     assert {n: mine[n][0] for n in mine} == {n: theirs[n][0] for n in theirs}
     assert [n for n in mine if mine[n][1] != theirs[n][1]] == []
+    return mine
 
 
 def test_mix_gives_sensitive_tensors_more_bits(f32_file, tmp_path):

@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_gguf_quantization import _tensors, llama_quantize
+from test_gguf_quantization import equal_to_llama_quantize
 
 import modelport
-from modelport.samples import save_model
 
 WIDE = dict(hidden_size=256, num_hidden_layers=4)
 
@@ -31,17 +30,9 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
-    save_model(tmp_path / "model", family, **{**WIDE, **overrides})
-    f32, ours, reference = tmp_path / "f32.gguf", tmp_path / "ours.gguf", tmp_path / "ref.gguf"
-    modelport.convert(tmp_path / "model", f32, quant="f32")
-    modelport.convert(tmp_path / "model", ours, quant=quant)
-    llama_quantize(f32, reference, quant)
-    mine, theirs = _tensors(ours), _tensors(reference)
-    assert set(mine) == set(theirs)
-    assert {n: mine[n][0] for n in mine} == {n: theirs[n][0] for n in theirs}
+    mine = equal_to_llama_quantize(tmp_path, family, {**WIDE, **overrides}, quant)
     conv = [n for n in mine if "conv1d" in n or "shortconv.conv" in n]
     assert conv and all(mine[n][0] == "F32" for n in conv)
-    assert [n for n in mine if mine[n][1] != theirs[n][1]] == []
 
 
 def test_recurrent_state_is_reset_for_each_sequence(samples, tmp_path):
