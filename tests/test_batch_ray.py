@@ -29,6 +29,7 @@ def _kill_writer(folder: Path, name: str, deadline: float) -> int | None:
     return None
 
 
+@pytest.mark.slow      # a Ray cluster and a killed worker: about a minute on 2 cores
 def test_ray_executor_retries_a_lost_worker_and_reports_failures(samples, tmp_path):
     from modelport.samples import save_model
     big = tmp_path / "big"

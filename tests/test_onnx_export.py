@@ -76,7 +76,7 @@ def test_encoder_matches_torch_with_padding_on_new_shapes(samples, tmp_path):
     assert np.abs(got[keep] - expected[keep]).max() < 1e-4
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", [pytest.param("gpt2", marks=pytest.mark.slow), "llama"])   # one in make test
 def test_with_past_decoder_generates_like_transformers(samples, tmp_path, family):
     sample = samples(family)
     run = run_cli("convert", sample.path, tmp_path / "model.onnx", "--with-past", "--json")
