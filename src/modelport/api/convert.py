@@ -36,10 +36,10 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     started = time.perf_counter()
     options = options or ConvertOptions.of(**settings)
     destination = parse(str(dst)) if is_url(dst) else None
-    if destination is not None and destination.scheme == "file":
-        dst, destination = destination.path, None
+    if destination is not None and destination.local is not None:
+        dst, destination = destination.local, None
     if destination is not None:
-        if destination.scheme not in ("s3", "gs"):
+        if not destination.objects:
             raise UsageError(f"convert writes to a path, s3:// or gs://, not {destination.scheme}:// "
                              "(watch --output publishes to hf://)", destination.url)
         fmt = target(Path(destination.name), options.to)

@@ -54,7 +54,7 @@ class WatchConfig(BaseModel):
         if isinstance(value, str) and is_url(value):
             from ..storage import parse
             location = parse(value)
-            return Path(location.path) if location.scheme == "file" else location.url
+            return location.local if location.local is not None else location.url
         return Path(value) if isinstance(value, str) else value
 
     @field_validator("version")

@@ -53,6 +53,16 @@ class Location:
         return Location(f"{self.url}/{name}", self.scheme, f"{self.path}/{name}" if self.path else name)
 
     @property
+    def local(self) -> "Path | None":
+        """A file:// URL as the local path it names (written like any path); None for a remote store."""
+        return Path(self.path) if self.scheme == "file" else None
+
+    @property
+    def objects(self) -> bool:
+        """An object store a conversion may write into (each object uploaded whole, checked, then visible)."""
+        return self.scheme in ("s3", "gs")
+
+    @property
     def commits(self) -> bool:
         """A store of commits and tags (the Hub), not of objects replaced one by one."""
         return self.scheme == "hf"
@@ -97,8 +107,7 @@ def parse(url: str) -> Location:
 
 def local_path(url: str) -> Path | None:
     """The local path a file:// URL names, None for any other URL."""
-    location = parse(url)
-    return Path(location.path) if location.scheme == "file" else None
+    return parse(url).local
 
 
 @lru_cache(maxsize=None)
