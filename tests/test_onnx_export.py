@@ -38,7 +38,7 @@ def others(tmp_path_factory):
     pytest.param("whisper", ["model.onnx", "model_decoder.onnx", "model_encoder.onnx"], marks=pytest.mark.slow),
     pytest.param("clip", ["model.onnx", "model_text.onnx", "model_vision.onnx"], marks=pytest.mark.slow),
     ("vit", ["model.onnx"]),
-    ("wav2vec2", ["model.onnx"]),
+    pytest.param("wav2vec2", ["model.onnx"], marks=pytest.mark.slow),
 ])
 def test_each_family_exports_and_validates(others, tmp_path, name, files):
     path, model = others(name)
@@ -141,7 +141,8 @@ def _mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return summed / mask.sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("quant,min_cos", [("fp32", 0.99999), ("fp16", 0.9999), ("int8", 0.98)])
+@pytest.mark.parametrize("quant,min_cos", [("fp32", 0.99999), pytest.param("fp16", 0.9999, marks=pytest.mark.slow),
+                                           pytest.param("int8", 0.98, marks=pytest.mark.slow)])
 def test_minilm_real_weights_sentence_embeddings(minilm, tmp_path, quant, min_cos):
     path, model, tok = minilm
     result = modelport.convert(path, tmp_path / "minilm.onnx", quant=quant)

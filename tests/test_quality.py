@@ -73,7 +73,7 @@ def test_statistics_equal_a_plain_numpy_computation():
 
 def test_drift_grows_as_bits_shrink(quants):
     source, out, text = quants
-    reference = Reference(source, None, None, CorpusSettings(str(text), ctx=64, tokens=4096))
+    reference = Reference(source, None, None, CorpusSettings(str(text), ctx=64, tokens=2048))
     stats = {q: check(reference, out / f"{q}.gguf", write_sidecar=False,
                       thresholds={"min_cosine": 0, "mean_kl": 10})["quality"] for q in QUANTS}
     kld = [stats[q]["kld_mean"] for q in QUANTS]
