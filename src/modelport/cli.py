@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("config")
     b.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: this machine, a process pool of --workers (default); ray: one Ray task per job")
-    b.add_argument("--address", help="Ray cluster to use (e.g. auto, ray://head:10001); default: start a local one")
+    b.add_argument("--address", help="Ray cluster to join (HOST:PORT, auto, ray://HOST:10001); its nodes share no "
+                   "disk with this one, so every file a job names must be a URL; default: start a local Ray")
+    b.add_argument("--resources", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="Ray custom resource every task asks for (e.g. gpu=1, large_mem=1; repeatable)")
     b.add_argument("--workers", type=int, default=1, help="local pool size, or CPUs of a local Ray instance")
     _common(b)
 
@@ -382,12 +385,29 @@ def _batch(args: argparse.Namespace) -> tuple[dict, int]:
     from .jobs.batch import run
     if args.address and args.executor != "ray":
         raise UsageError("--address needs --executor ray")
-    summary = run(Path(args.config), executor=args.executor, workers=args.workers, address=args.address)
+    if args.resources and args.executor != "ray":
+        raise UsageError("--resources needs --executor ray")
+    summary = run(Path(args.config), executor=args.executor, workers=args.workers, address=args.address,
+                  resources=_resources(args.resources))
     for r in summary["results"]:
         _say(f"{'ok    ' if r['ok'] else 'FAILED'} {r['checkpoint']} -> {r['output'] or '-'} "
-             f"{r['seconds']:.1f}s{'  ' + r['error'] if r['error'] else ''}")
+             f"{r['seconds']:.1f}s{' on ' + r['node'] if r.get('node') else ''}{'  ' + r['error'] if r['error'] else ''}")
     _say(f"{summary['succeeded']} of {summary['total']} succeeded")
     return summary, 0 if summary["ok"] else 1
+
+
+def _resources(pairs: list[str]) -> dict[str, float]:
+    """--resources NAME=AMOUNT ... as Ray's custom resources."""
+    out = {}
+    for pair in pairs:
+        name, _, amount = pair.partition("=")
+        try:
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise UsageError("--resources takes NAME=AMOUNT (e.g. gpu=1)", pair) from None
+        if not name.strip() or out[name.strip()] <= 0:
+            raise UsageError("--resources takes NAME=AMOUNT with an amount above 0", pair)
+    return out
 
 
 def _watch(args: argparse.Namespace) -> tuple[dict, int]:
