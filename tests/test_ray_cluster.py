@@ -4,12 +4,16 @@ writes the registry. The cluster tests are slow (start-up alone is 15-40 s on 2 
 that happen before any Ray is joined are not."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import run_cli
 from ray_cluster import cluster_s3, ray_cluster  # noqa: F401  (fixtures)
@@ -91,3 +95,89 @@ def test_jobs_pinned_to_each_node_convert_s3_to_s3_like_a_local_conversion(ray_c
                env={**env, "MODELPORT_RAY_WAIT": "2"})
     assert r.returncode == 2 and "no node of the Ray cluster has gpu=1" in r.stderr, r.stderr[-2000:]
     assert r.stdout.strip() == "" or json.loads(r.stdout)["ok"] is False
+
+
+@pytest.fixture(scope="module")
+def big_run(cluster_s3, tmp_path_factory):
+    """A model a conversion of which lasts seconds (time to interrupt it), uploaded once: its S3 URL
+    and its local folder (for the byte-for-byte reference)."""
+    from modelport.samples import save_model
+    path = tmp_path_factory.mktemp("big") / "model"
+    save_model(path, "llama", hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
+               num_key_value_heads=2)
+    b = bucket(cluster_s3.client)
+    cluster_s3.client.put(str(path), f"{b}/run/model", recursive=True)
+    return f"s3://{b}/run/model", path, b
+
+
+def _task_process(node, deadline: float):
+    """The Ray worker process running a batch task on `node` (Ray titles it ray::_on_worker)."""
+    while time.time() < deadline:
+        for proc in node.raylet().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "ray::_on_worker" in " ".join(proc.cmdline()):
+                    return proc
+        time.sleep(0.1)
+    raise AssertionError(f"no task started on the {node.name} node")
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_tasks_and_exits_130(ray_cluster, cluster_s3, big_run, tmp_path):
+    source, _, b = big_run
+    out = f"s3://{b}/interrupted"
+    config = _jobs(tmp_path / "jobs.yaml", [{"experiment_name": "long", "convert": {
+        "checkpoint_path": source, "output_dir": out, "final_format": "gguf", "quant": "q8_0"}}])
+    registry = tmp_path / "driver.sqlite"
+    driver = subprocess.Popen([sys.executable, "-m", "modelport.cli", "batch", str(config), "--executor", "ray",
+                               "--address", ray_cluster.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, **cluster_s3.env, **ray_cluster.env,
+                                              "MODELPORT_REGISTRY": str(registry)})
+    deadline = time.time() + 120
+    task = None
+    while task is None and time.time() < deadline:
+        for node in ray_cluster.nodes.values():
+            with contextlib.suppress(AssertionError):
+                task = _task_process(node, time.time() + 0.5)
+                break
+    assert task is not None, "the task never started"
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr[-3000:]
+    assert psutil.wait_procs([task], timeout=30)[1] == [], "the cancelled task kept running"
+    assert not cluster_s3.client.exists(f"{b}/interrupted")
+    rows = run_cli("history", "--registry", registry, "--json").json()["attempts"]
+    assert [(x["status"], x["error"]) for x in rows] == [("abandoned", "interrupted")]
+
+
+@pytest.mark.slow
+def test_a_job_whose_node_dies_is_retried_on_the_head_and_nothing_partial_is_left(
+        ray_cluster, cluster_s3, big_run, tmp_path):
+    """Last in this module: it leaves the cluster without its worker node. The head's one CPU is taken by a job pinned there, so the other lands on the worker node, whose
+    raylet is killed mid-conversion: Ray retries the job on the head once the first is done."""
+    source, _, b = big_run
+    client = cluster_s3.client
+    config = _jobs(tmp_path / "jobs.yaml", [
+        {"experiment_name": "pinned", "convert": {"checkpoint_path": source, "output_dir": f"s3://{b}/pinned",
+                                                  "final_format": "gguf", "quant": "q8_0", "resources": {"head": 1}}},
+        {"experiment_name": "victim", "convert": {"checkpoint_path": source, "output_dir": f"s3://{b}/victim",
+                                                  "final_format": "gguf", "quant": "q8_0"}}])
+    driver = subprocess.Popen([sys.executable, "-m", "modelport.cli", "batch", str(config), "--executor", "ray",
+                               "--address", ray_cluster.address, "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **cluster_s3.env, **ray_cluster.env,
+                                   "MODELPORT_REGISTRY": str(tmp_path / "driver.sqlite")})
+    worker = ray_cluster.nodes["worker"]
+    _task_process(worker, time.time() + 120)
+    uploads = ray_cluster.cache("worker") / "uploads"
+    deadline = time.time() + 120
+    while not any(p.is_file() and p.stat().st_size for p in uploads.rglob("*")) if uploads.exists() else True:
+        assert time.time() < deadline, "the victim never started writing"
+        time.sleep(0.05)
+    worker.raylet().kill()                                   # the node is gone mid-job
+    stdout, stderr = driver.communicate(timeout=400)
+    assert driver.returncode == 0, stderr[-3000:]
+    by_job = {x["job"]: x for x in json.loads(stdout)["results"]}
+    assert by_job["victim"]["ok"] and by_job["victim"]["node"] == "head", by_job["victim"]
+    assert client.find(f"{b}/victim") == [f"{b}/victim/model"]      # no partial object under any name
+    # Byte for byte what the same conversion made on the head (the first test ties that to a local one).
+    assert client.cat(f"{b}/victim/model") == client.cat(f"{b}/pinned/model")
