@@ -5,6 +5,7 @@ that happen before any Ray is joined are not."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -147,6 +148,33 @@ def test_ctrl_c_cancels_the_tasks_and_exits_130(ray_cluster, cluster_s3, big_run
     assert not cluster_s3.client.exists(f"{b}/interrupted")
     rows = run_cli("history", "--registry", registry, "--json").json()["attempts"]
     assert [(x["status"], x["error"]) for x in rows] == [("abandoned", "interrupted")]
+
+
+@pytest.mark.slow
+def test_watch_publishes_a_version_converted_on_the_worker_node(ray_cluster, cluster_s3, llama, tmp_path):
+    """The watch loop, registry and metrics here; the conversion (verified) and upload on the worker node."""
+    client = cluster_s3.client
+    b = bucket(client)
+    client.put(str(llama.path), f"{b}/run/checkpoint-100", recursive=True)
+    registry, events = tmp_path / "watch.sqlite", tmp_path / "events.jsonl"
+    r = subprocess.run([sys.executable, "-m", "modelport.cli", "watch", f"s3://{b}/run", "--output",
+                        f"s3://{b}/releases", "--quant", "q8_0", "--settle", "0", "--once", "--executor", "ray",
+                        "--address", ray_cluster.address, "--resources", "worker=1", "--registry", str(registry),
+                        "--event-log", str(events), "--json"],
+                       capture_output=True, text=True, timeout=400, env={**os.environ, **cluster_s3.env, **ray_cluster.env})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout)
+    assert summary["published"] == ["0.1.0-alpha+100"] and summary["nodes"] == {"0.1.0-alpha+100": "worker"}
+    manifest = json.loads(client.cat_file(f"{b}/releases/0.1.0-alpha+100/manifest.json"))
+    assert manifest["verification"]["model-q8_0.gguf"]["ok"], manifest["verification"]      # verified there
+    for entry in manifest["files"]:                           # every file whole, as the worker checksummed it
+        data = client.cat_file(f"{b}/releases/0.1.0-alpha+100/{entry['path']}")
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+    assert json.loads(client.cat_file(f"{b}/releases/latest.json"))["name"] == "0.1.0-alpha+100"
+    rows = run_cli("history", "--registry", registry, "--json").json()["attempts"]
+    assert [(x["status"], x["step"]) for x in rows] == [("published", 100)]
+    assert "published" in [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert not list(ray_cluster.root.glob("*-registry.sqlite"))
 
 
 @pytest.mark.slow

@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--registry", help="SQLite registry file (default $MODELPORT_REGISTRY or ~/.local/share/modelport)")
     w.add_argument("--event-log", help="JSON-lines event log (default OUTPUT/events.jsonl)")
     w.add_argument("--threads", type=int)
+    w.add_argument("--executor", choices=["local", "ray"],
+                   help="local: build each version here (default); ray: in a Ray task, the loop, registry and "
+                   "metrics staying here")
+    w.add_argument("--address", help="Ray cluster to join (HOST:PORT, auto, ray://HOST:10001): CHECKPOINT_DIR and "
+                   "--output must then be URLs; default: a local Ray")
+    w.add_argument("--resources", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="Ray custom resource the conversion task asks for (e.g. gpu=1; repeatable)")
     w.add_argument("--once", action="store_const", const=True, help="run one cycle and exit")
     _common(w)
 
@@ -420,7 +427,8 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
                      keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
                      verify=args.verify, allow_unused=args.allow_unused, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                      registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once,
-                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens, adapters_only=args.adapters_only)
+                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens, adapters_only=args.adapters_only,
+                     executor=args.executor, address=args.address, resources=_resources(args.resources) or None)
     if args.config is None and (args.checkpoint_dir is None or args.output is None):
         raise UsageError("watch needs CHECKPOINT_DIR and --output (or --config FILE naming them)")
     summary = run(config.load(Path(args.config) if args.config else None, overrides))

@@ -12,7 +12,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict
 
-from ..core.errors import ModelportError, UsageError
+from ..cluster import require_url
+from ..core.errors import ModelportError
 from ..core.settings_file import read_mapping, validated
 from ..formats import CHECKPOINTS, detect_or_fail, discover
 from . import executors
@@ -124,9 +125,7 @@ def _place(base: Path, value: str | None, key: str, remote: bool) -> str | None:
         return value
     path = str(_under(base, value))
     if remote:
-        raise UsageError(f"{key} is a path on this machine only, and with --address the jobs run on other "
-                         "machines: give an s3://, gs://, hf:// or https:// URL (file:///… for a filesystem "
-                         "every node mounts)", path)
+        require_url(path, key)
     return path
 
 
