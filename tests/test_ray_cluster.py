@@ -100,15 +100,14 @@ def test_jobs_pinned_to_each_node_convert_s3_to_s3_like_a_local_conversion(ray_c
 
 @pytest.fixture(scope="module")
 def big_run(cluster_s3, tmp_path_factory):
-    """A model a conversion of which lasts seconds (time to interrupt it), uploaded once: its S3 URL
-    and its local folder (for the byte-for-byte reference)."""
+    """A model a conversion of which lasts seconds (time to interrupt it), uploaded once: its URL, bucket."""
     from modelport.samples import save_model
     path = tmp_path_factory.mktemp("big") / "model"
     save_model(path, "llama", hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
                num_key_value_heads=2)
     b = bucket(cluster_s3.client)
     cluster_s3.client.put(str(path), f"{b}/run/model", recursive=True)
-    return f"s3://{b}/run/model", path, b
+    return f"s3://{b}/run/model", b
 
 
 def _task_process(node, deadline: float):
@@ -124,7 +123,7 @@ def _task_process(node, deadline: float):
 
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_tasks_and_exits_130(ray_cluster, cluster_s3, big_run, tmp_path):
-    source, _, b = big_run
+    source, b = big_run
     out = f"s3://{b}/interrupted"
     config = _jobs(tmp_path / "jobs.yaml", [{"experiment_name": "long", "convert": {
         "checkpoint_path": source, "output_dir": out, "final_format": "gguf", "quant": "q8_0"}}])
@@ -182,7 +181,7 @@ def test_a_job_whose_node_dies_is_retried_on_the_head_and_nothing_partial_is_lef
         ray_cluster, cluster_s3, big_run, tmp_path):
     """Last in this module: it leaves the cluster without its worker node. The head's one CPU is taken by a job pinned there, so the other lands on the worker node, whose
     raylet is killed mid-conversion: Ray retries the job on the head once the first is done."""
-    source, _, b = big_run
+    source, b = big_run
     client = cluster_s3.client
     config = _jobs(tmp_path / "jobs.yaml", [
         {"experiment_name": "pinned", "convert": {"checkpoint_path": source, "output_dir": f"s3://{b}/pinned",
