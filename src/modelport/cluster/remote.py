@@ -56,15 +56,18 @@ class Cluster:
         self._quiet.__enter__()
         if self.address is None:
             ray.init(num_cpus=max(self.workers, 1), include_dashboard=False, log_to_driver=True,
-                     ignore_reinit_error=True)
+                     ignore_reinit_error=True, logging_level=logging.WARNING)
             return self
         _probe(self.address)
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in LOCAL_ONLY}
         try:
-            ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=True)
+            ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=True,
+                     logging_level=logging.WARNING)       # no "Connecting to..." lines: errors stay one line
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             self._quiet.__exit__(None, None, None)
-            raise UsageError(f"cannot join the Ray cluster: {str(exc).strip().splitlines()[0]}",
+            # Something answered the TCP probe but refused the driver: most often the token.
+            raise UsageError(f"cannot join the Ray cluster: {str(exc).strip().splitlines()[0]} (is RAY_AUTH_MODE=token "
+                             "set here, with the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token?)",
                              self.address) from None
         return self
 
