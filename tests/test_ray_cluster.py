@@ -118,12 +118,13 @@ def big_run(cluster_s3, tmp_path_factory):
     return f"s3://{b}/run/model", b
 
 
-def _task_process(node, deadline: float):
-    """The Ray worker process running a batch task on `node` (Ray titles it ray::_on_worker)."""
+def _task_process(node, deadline: float, task: str = "_on_worker"):
+    """The Ray worker process running a task on `node` (Ray titles it ray::FUNCTION: batch's
+    _on_worker, watch's version_on_worker)."""
     while time.time() < deadline:
         for proc in node.raylet().children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                if "ray::_on_worker" in " ".join(proc.cmdline()):
+                if f"ray::{task}" in " ".join(proc.cmdline()):
                     return proc
         time.sleep(0.1)
     raise AssertionError(f"no task started on the {node.name} node")
@@ -182,6 +183,24 @@ def test_watch_publishes_a_version_converted_on_the_worker_node(ray_cluster, clu
     assert [(x["status"], x["step"]) for x in rows] == [("published", 100)]
     assert "published" in [json.loads(line)["event"] for line in events.read_text().splitlines()]
     assert not list(ray_cluster.root.glob("*-registry.sqlite"))
+
+    # Stopped (SIGTERM) while the worker node builds the next version: the task is cancelled, nothing
+    # is published, the attempt is recorded abandoned, and the service exits 0 as it does locally.
+    client.put(str(llama.path), f"{b}/run/checkpoint-200", recursive=True)
+    watch = subprocess.Popen([sys.executable, "-m", "modelport.cli", "watch", f"s3://{b}/run", "--output",
+                              f"s3://{b}/releases", "--quant", "q8_0", "--settle", "0", "--interval", "3600",
+                              "--executor", "ray", "--address", ray_cluster.address, "--resources", "worker=1",
+                              "--registry", str(registry)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, **cluster_s3.env, **ray_cluster.env})
+    task = _task_process(ray_cluster.nodes["worker"], time.time() + 120, "version_on_worker")
+    watch.send_signal(signal.SIGTERM)
+    _, stderr = watch.communicate(timeout=60)
+    assert watch.returncode == 0, stderr[-3000:]
+    assert psutil.wait_procs([task], timeout=30)[1] == [], "the cancelled task kept running"
+    assert not client.exists(f"{b}/releases/0.1.0-alpha+200/manifest.json")
+    assert json.loads(client.cat_file(f"{b}/releases/latest.json"))["name"] == "0.1.0-alpha+100"
+    rows = run_cli("history", "--registry", registry, "--json").json()["attempts"]
+    assert [(x["status"], x["step"]) for x in rows] == [("abandoned", 200), ("published", 100)]
 
 
 @pytest.mark.slow

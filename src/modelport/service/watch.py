@@ -48,6 +48,7 @@ class WatchService:
         self.wake = threading.Event()
         self.stopping = False
         self.busy = False
+        self.polling = False
         self.summary: dict = {"published": [], "failed": [], "pending": [], "retired": []}
 
     # ----- state kept in the registry -------------------------------------------------------------
@@ -161,12 +162,14 @@ class WatchService:
         this process keeps the loop, the registry and the metrics. A stop cancels the task."""
         cluster = self.cluster
         ref = cluster.submit(version_on_worker, self.demand, self.cfg, found, sig, name)
+        self.polling = True              # a signal must not raise inside Ray's wait: it is checked here
         try:
             while not cluster.next_done([ref], timeout=0.5)[0]:
-                pass
-        except ServiceStopped:
-            cluster.cancel([ref])
-            raise
+                if self.stopping:
+                    cluster.cancel([ref])
+                    raise ServiceStopped()
+        finally:
+            self.polling = False
         result = cluster.result(ref)
         if isinstance(result, Failure):
             raise ModelConversionError(result.error, found.path)
@@ -280,7 +283,7 @@ class WatchService:
         self.stopping = True
         self.wake.set()
         log.info("watch: %s received; stopping", signal.Signals(signum).name)
-        if self.busy:
+        if self.busy and not self.polling:
             self.busy = False
             raise ServiceStopped()
 
