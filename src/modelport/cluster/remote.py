@@ -50,15 +50,17 @@ class Cluster:
     def __init__(self, address: str | None, workers: int = 1) -> None:
         self.address, self.workers = address, workers
         self._quiet = contextlib.redirect_stdout(sys.stderr)
+        self._tasks: dict[Callable, Any] = {}
 
     def __enter__(self) -> "Cluster":
         import ray
+        if self.address is not None:
+            _probe(self.address)
         self._quiet.__enter__()
         if self.address is None:
             ray.init(num_cpus=max(self.workers, 1), include_dashboard=False, log_to_driver=True,
                      ignore_reinit_error=True, logging_level=logging.WARNING)
             return self
-        _probe(self.address)
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in LOCAL_ONLY}
         try:
             ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=True,
@@ -104,7 +106,9 @@ class Cluster:
         """`fn(*args)` as a task asking for `demand` (CPU, memory in bytes, custom resources)."""
         import ray
         custom = {k: v for k, v in demand.items() if k not in ("CPU", "memory")}
-        return ray.remote(fn).options(num_cpus=demand.get("CPU", 1), memory=int(demand.get("memory", 0)) or None,
+        if fn not in self._tasks:                 # made once: each ray.remote exports the function again
+            self._tasks[fn] = ray.remote(fn)
+        return self._tasks[fn].options(num_cpus=demand.get("CPU", 1), memory=int(demand.get("memory", 0)) or None,
                                       resources=custom, max_retries=RETRIES, retry_exceptions=False).remote(*args)
 
     def next_done(self, refs: list, timeout: float | None = None) -> tuple[list, list]:
