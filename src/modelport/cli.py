@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("config")
     b.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: this machine, a process pool of --workers (default); ray: one Ray task per job")
-    b.add_argument("--address", help="Ray cluster to use (e.g. auto, ray://head:10001); default: start a local one")
+    b.add_argument("--address", help="Ray cluster to join (HOST:PORT, auto, ray://HOST:10001); its nodes share no "
+                   "disk with this one, so every file a job names must be a URL; default: start a local Ray")
+    b.add_argument("--resources", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="Ray custom resource every task asks for (e.g. gpu=1, large_mem=1; repeatable)")
     b.add_argument("--workers", type=int, default=1, help="local pool size, or CPUs of a local Ray instance")
     _common(b)
 
@@ -159,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--registry", help="SQLite registry file (default $MODELPORT_REGISTRY or ~/.local/share/modelport)")
     w.add_argument("--event-log", help="JSON-lines event log (default OUTPUT/events.jsonl)")
     w.add_argument("--threads", type=int)
+    w.add_argument("--executor", choices=["local", "ray"],
+                   help="local: build each version here (default); ray: in a Ray task, the loop, registry and "
+                   "metrics staying here")
+    w.add_argument("--address", help="Ray cluster to join (HOST:PORT, auto, ray://HOST:10001): CHECKPOINT_DIR and "
+                   "--output must then be URLs; default: a local Ray")
+    w.add_argument("--resources", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="Ray custom resource the conversion task asks for (e.g. gpu=1; repeatable)")
     w.add_argument("--once", action="store_const", const=True, help="run one cycle and exit")
     _common(w)
 
@@ -382,12 +392,29 @@ def _batch(args: argparse.Namespace) -> tuple[dict, int]:
     from .jobs.batch import run
     if args.address and args.executor != "ray":
         raise UsageError("--address needs --executor ray")
-    summary = run(Path(args.config), executor=args.executor, workers=args.workers, address=args.address)
+    if args.resources and args.executor != "ray":
+        raise UsageError("--resources needs --executor ray")
+    summary = run(Path(args.config), executor=args.executor, workers=args.workers, address=args.address,
+                  resources=_resources(args.resources))
     for r in summary["results"]:
         _say(f"{'ok    ' if r['ok'] else 'FAILED'} {r['checkpoint']} -> {r['output'] or '-'} "
-             f"{r['seconds']:.1f}s{'  ' + r['error'] if r['error'] else ''}")
+             f"{r['seconds']:.1f}s{' on ' + r['node'] if r.get('node') else ''}{'  ' + r['error'] if r['error'] else ''}")
     _say(f"{summary['succeeded']} of {summary['total']} succeeded")
     return summary, 0 if summary["ok"] else 1
+
+
+def _resources(pairs: list[str]) -> dict[str, float]:
+    """--resources NAME=AMOUNT ... as Ray's custom resources."""
+    out = {}
+    for pair in pairs:
+        name, _, amount = pair.partition("=")
+        try:
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise UsageError("--resources takes NAME=AMOUNT (e.g. gpu=1)", pair) from None
+        if not name.strip() or out[name.strip()] <= 0:
+            raise UsageError("--resources takes NAME=AMOUNT with an amount above 0", pair)
+    return out
 
 
 def _watch(args: argparse.Namespace) -> tuple[dict, int]:
@@ -400,7 +427,8 @@ def _watch(args: argparse.Namespace) -> tuple[dict, int]:
                      keep=args.keep, version=args.model_version, max_attempts=args.max_attempts, backoff=args.backoff,
                      verify=args.verify, allow_unused=args.allow_unused, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                      registry=args.registry, event_log=args.event_log, threads=args.threads, once=args.once,
-                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens, adapters_only=args.adapters_only)
+                     corpus=args.corpus, ctx=args.ctx, tokens=args.tokens, adapters_only=args.adapters_only,
+                     executor=args.executor, address=args.address, resources=_resources(args.resources) or None)
     if args.config is None and (args.checkpoint_dir is None or args.output is None):
         raise UsageError("watch needs CHECKPOINT_DIR and --output (or --config FILE naming them)")
     summary = run(config.load(Path(args.config) if args.config else None, overrides))

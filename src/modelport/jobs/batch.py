@@ -6,18 +6,21 @@ Relative paths are taken from the config file's folder.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict
 
+from ..cluster import require_url
 from ..core.errors import ModelportError
 from ..core.settings_file import read_mapping, validated
 from ..formats import CHECKPOINTS, detect_or_fail, discover
 from . import executors
-from ..storage import is_url
+from ..storage import is_url, parse
 from .job import join
 
+FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".gguf", ".onnx")
 FINAL = {"hf": "hf", "huggingface": "hf", "dcp": "dcp", "gguf": "gguf"}
 
 
@@ -41,6 +44,7 @@ class ConvertSpec(_Strict):
     imatrix_corpus: str | None = None        # GGUF: or a text (a file, or "builtin") to compute one from
     imatrix_ctx: int | None = None
     imatrix_tokens: int | None = None
+    resources: dict[str, float] = {}         # Ray: custom resources each of these jobs' tasks asks for
 
 
 class Job(_Strict):
@@ -78,45 +82,58 @@ def checkpoints_of(source: Path) -> list[Path]:
     return [c.path for c in discover(source)] if kind == CHECKPOINTS else [source]
 
 
-def plan(path: Path) -> tuple[list[dict], list[dict]]:
+def plan(path: Path, remote: bool = False) -> tuple[list[dict], list[dict]]:
     """(jobs to run, results already known): one job per checkpoint (and per profile quant), each a
-    plain dict of its settings, so any executor can ship it to any worker."""
+    plain dict of its settings, so any executor can ship it to any worker. `remote`: the jobs run on
+    other machines, so every file they name must be a URL (a path is refused before anything runs)."""
     base = path.parent
     jobs, known = [], []
     for job in load_config(path):
         spec = job.convert
-        source = _under(base, spec.checkpoint_path)
-        output = spec.output_dir if is_url(spec.output_dir) else str(_under(base, spec.output_dir))
-        name = job.experiment_name or source.name
+        place = partial(_place, base, remote=remote)
+        source, output = place(spec.checkpoint_path, "checkpoint_path"), place(spec.output_dir, "output_dir")
+        name = job.experiment_name or (parse(source).name if is_url(source) else Path(source).name)
         try:
-            items = checkpoints_of(source)
+            items = [source] if is_url(source) else [str(p) for p in checkpoints_of(Path(source))]
         except ModelportError as exc:
-            known.append({"job": name, "checkpoint": str(source), "ok": False, "output": None, "seconds": 0.0,
+            known.append({"job": name, "checkpoint": source, "ok": False, "output": None, "seconds": 0.0,
                           "error": str(exc)})
             continue
         settings = {"job": name, "initial_format": spec.initial_format, "dtype": spec.dtype,
-                    "base_model": str(_under(base, spec.base_model)) if spec.base_model else None,
+                    "base_model": place(spec.base_model, "base_model"),
                     "max_shard_size": spec.max_shard_size, "overwrite": spec.overwrite,
                     "allow_unused": spec.allow_unused, "imatrix_ctx": spec.imatrix_ctx,
-                    "imatrix_tokens": spec.imatrix_tokens, "imatrix": _file(base, spec.imatrix),
-                    "imatrix_corpus": _file(base, spec.imatrix_corpus)}
+                    "imatrix_tokens": spec.imatrix_tokens, "imatrix": place(spec.imatrix, "imatrix"),
+                    "imatrix_corpus": place(spec.imatrix_corpus, "imatrix_corpus"), "resources": spec.resources}
         for item in items:
             if spec.targets:
                 from ..formats.gguf.profiles import file_name, quants_for
                 folder = join(output, _stem(item)) if len(items) > 1 else output
-                jobs += [{**settings, "checkpoint": str(item), "output": join(folder, target, file_name(quant)),
+                jobs += [{**settings, "checkpoint": item, "output": join(folder, target, file_name(quant)),
                           "to": "gguf", "quant": quant} for target in spec.targets for quant in quants_for(target)]
             else:
                 to = FINAL[spec.final_format]
-                jobs.append({**settings, "checkpoint": str(item), "output": join(output, _stem(item)), "to": to,
+                jobs.append({**settings, "checkpoint": item, "output": join(output, _stem(item)), "to": to,
                              "quant": spec.quant if to == "gguf" else None})
     return jobs, known
 
 
-def run(path: Path, executor: str = "local", workers: int = 1, address: str | None = None) -> dict:
-    jobs, results = plan(path)
+def _place(base: Path, value: str | None, key: str, remote: bool) -> str | None:
+    """A file setting: a URL as it is, "builtin" (the bundled corpus), or a path from the config's
+    folder, which only this machine sees: refused when the jobs run on a cluster."""
+    if value is None or value == "builtin" or is_url(value):
+        return value
+    path = str(_under(base, value))
+    if remote:
+        require_url(path, key)
+    return path
+
+
+def run(path: Path, executor: str = "local", workers: int = 1, address: str | None = None,
+        resources: dict[str, float] | None = None) -> dict:
+    jobs, results = plan(path, remote=address is not None)
     if executor == "ray":
-        results += executors.run_ray(jobs, address=address, workers=workers)
+        results += executors.run_ray(jobs, address=address, workers=workers, resources=resources or {})
     else:
         results += executors.run_local(jobs, workers=workers)
     failed = sum(not r["ok"] for r in results)
@@ -124,7 +141,12 @@ def run(path: Path, executor: str = "local", workers: int = 1, address: str | No
             "failed": failed, "executor": executor, "results": results}
 
 
-def _stem(item: Path) -> str:
-    return item.stem if item.is_file() else item.name
+def _stem(item: str) -> str:
+    """The output's name for a checkpoint: a file's stem, a folder's (or URL's) last name."""
+    if is_url(item):
+        name = parse(item).name
+        return Path(name).stem if Path(name).suffix in FILE_SUFFIXES else name
+    path = Path(item)
+    return path.stem if path.is_file() else path.name
 
 

@@ -1,23 +1,23 @@
 """Where `batch` runs its jobs: a local process pool (the default) or a Ray cluster.
 
-Both run the same plain function (`job.run_job`) on the same job dicts and return the same
-result rows; the registry rows are written by the job itself, wherever it runs. On Ray each job is a
-task declaring the CPUs and memory it needs; a task whose worker dies is retried elsewhere (Ray's
-`max_retries` for system failures), and because every output is published atomically, a lost
-attempt leaves nothing at the destination (the retry removes its hidden temporary).
+Both run the same plain conversion (`job.convert_job`) on the same job dicts and return the same
+result rows. In the pool each job writes its own registry row (one machine); on Ray the driver writes
+them from the results the tasks return, since a task may run on a machine that cannot see the
+driver's registry. Each Ray task declares the CPUs and memory it needs, plus any custom resource; a
+task whose worker or node dies is retried elsewhere (Ray's `max_retries` for system failures; a job
+that fails for a model reason returns its failure and is not retried), and because every output is
+published atomically, a lost attempt leaves nothing under the final name.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from ..cluster import Cluster, Failure, node_id
 
 log = logging.getLogger("modelport")
 
 BASE_MEMORY = 1024 ** 3      # interpreter, torch, llama.cpp and the streaming window (docs/performance.md)
-RAY_RETRIES = 3
 
 
 def _failed(job: dict, error: str) -> dict:
@@ -26,8 +26,9 @@ def _failed(job: dict, error: str) -> dict:
 
 
 def _report(result: dict, done: int, total: int) -> None:
-    log.info("[%d/%d] %s %s -> %s%s", done, total, "ok" if result["ok"] else "FAILED", result["checkpoint"],
-             result["output"] or "-", f" ({result['error']})" if result["error"] else "")
+    log.info("[%d/%d] %s %s -> %s%s%s", done, total, "ok" if result["ok"] else "FAILED", result["checkpoint"],
+             result["output"] or "-", f" on {result['node']}" if result.get("node") else "",
+             f" ({result['error']})" if result["error"] else "")
 
 
 def run_local(jobs: list[dict], workers: int = 1) -> list[dict]:
@@ -55,54 +56,62 @@ def run_local(jobs: list[dict], workers: int = 1) -> list[dict]:
 
 def memory_for(job: dict) -> int:
     """Bytes a job declares to Ray, from the model: the base working set plus twice its largest
-    tensor (a tensor a reader must load whole, cast once). Only headers are read to know it."""
+    tensor (a tensor a reader must load whole, cast once). Only headers are read to know it (by range,
+    for a URL)."""
     from ..api import load
     from ..core.errors import ModelportError
+    from ..storage import mounted
+    from .job import local_setting
     try:
-        bundle = load(job["checkpoint"], job["base_model"])
+        with mounted(job["checkpoint"]) as local:
+            largest = max((t.nbytes for t in load(local, local_setting(job["base_model"]))), default=0)
     except ModelportError:
         return BASE_MEMORY                       # the job itself will fail and say why
-    return BASE_MEMORY + 2 * max((t.nbytes for t in bundle), default=0)
+    return BASE_MEMORY + 2 * largest
 
 
-def run_ray(jobs: list[dict], address: str | None = None, workers: int = 2) -> list[dict]:
+def run_ray(jobs: list[dict], address: str | None = None, workers: int = 2,
+            resources: dict[str, float] | None = None) -> list[dict]:
     """Each job as a Ray task; results stream back as tasks finish (progress is logged per job).
 
-    Without `address` a local Ray instance is started with `workers` CPUs; with one (`auto`, or
-    `ray://host:10001`) the existing cluster runs the jobs, and every worker must see the same paths
-    (a shared filesystem) and have modelport installed.
+    Without `address` a local Ray instance is started with `workers` CPUs; with one the jobs run on
+    that cluster, whose nodes share no disk with this one: they read and write URLs, stage in their
+    own cache, and return their results, from which this process alone writes the registry rows.
+    `resources` (e.g. {"gpu": 1}) are asked by every task on top of each job's own; a demand no node
+    can meet refuses the run before anything starts. Ctrl-C cancels the tasks still running.
     """
-    with contextlib.redirect_stdout(sys.stderr):      # Ray prints worker logs; stdout is --json's alone
-        return _run_ray(jobs, address, workers)
+    from ..history import ABANDONED, History
+    from .job import finish_row, start_row
 
-
-def _run_ray(jobs: list[dict], address: str | None, workers: int) -> list[dict]:
-    import ray
-
-    from .job import run_job
-
-    env = {k: v for k, v in os.environ.items() if k.startswith(("MODELPORT_", "HF_"))}
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True, ignore_reinit_error=True)
-    else:
-        ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=True, ignore_reinit_error=True)
-    task = ray.remote(run_job)
-    pending = {task.options(num_cpus=1, memory=memory_for(job), max_retries=RAY_RETRIES,
-                            retry_exceptions=False).remote(job): i for i, job in enumerate(jobs)}
-    results: dict[int, dict] = {}
-    remaining = list(pending)
-    try:
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
-            for ref in ready:
-                i = pending[ref]
-                try:
-                    results[i] = ray.get(ref)
-                except ray.exceptions.RayError as exc:   # retries used up (workers kept dying), or a Ray fault
-                    results[i] = _failed(jobs[i], f"worker lost after {RAY_RETRIES} retries: "
-                                                  f"{str(exc).strip().splitlines()[0]}")
-                _report(results[i], len(results), len(jobs))
-    finally:
-        if not address:
-            ray.shutdown()
+    with Cluster(address, workers) as cluster:
+        demands = [{"CPU": 1.0, "memory": float(memory_for(job)), **job.get("resources", {}), **(resources or {})}
+                   for job in jobs]
+        cluster.wait_placeable(demands)
+        registry = History.open()
+        registry.mark_killed("batch")
+        pending, rows = {}, {}
+        for i, (job, demand) in enumerate(zip(jobs, demands)):
+            pending[cluster.submit(_on_worker, demand, job)], rows[i] = i, start_row(registry, job)
+        results: dict[int, dict] = {}
+        remaining = list(pending)
+        try:
+            while remaining:
+                ready, remaining = cluster.next_done(remaining)
+                for ref in ready:
+                    i = pending[ref]
+                    result = cluster.result(ref)
+                    results[i] = _failed(jobs[i], result.error) if isinstance(result, Failure) else result
+                    finish_row(registry, rows[i], results[i])
+                    _report(results[i], len(results), len(jobs))
+        except KeyboardInterrupt:                 # Ctrl-C (or SIGTERM): no task keeps converting for nobody
+            cluster.cancel(remaining)
+            for ref in remaining:
+                registry.finish(rows[pending[ref]], ABANDONED, error="interrupted")
+            raise
     return [results[i] for i in range(len(jobs))]
+
+
+def _on_worker(job: dict) -> dict:
+    """The task: the conversion, and the node it ran on (so the summary can say where)."""
+    from .job import convert_job
+    return {**convert_job(job), "node": node_id()}

@@ -17,6 +17,7 @@ from ..architectures import spec_for
 from ..architectures.expected import hf_config, model_class
 from ..core.bundle import ModelBundle, TensorRef
 from ..core.torch_arrays import to_torch
+from ..storage import staged
 
 SERIAL_LOAD = "HF_DEACTIVATE_ASYNC_LOAD"     # transformers' switch for loading one tensor at a time
 
@@ -88,7 +89,7 @@ class TransformersRuntime:
         included (as what it dequantizes to: transformers' own loaders of most methods need a GPU)."""
         folder = bundle.source
         if bundle.format == "hf" and folder.is_dir() and bundle.quantization is None:
-            model = model_from_folder(folder, bundle.config)
+            model = model_from_folder(staged(folder), bundle.config)     # transformers opens the files itself
         else:
             model = model_from_bundle(bundle)
         return cls(model, load_tokenizer(bundle))

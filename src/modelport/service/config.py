@@ -46,6 +46,9 @@ class WatchConfig(BaseModel):
     event_log: Path | None = None            # default OUTPUT/events.jsonl
     once: bool = False
     threads: int | None = None
+    executor: Literal["local", "ray"] = "local"    # ray: each version built and published by a Ray task
+    address: str | None = None               # the Ray cluster to join (default: a local Ray)
+    resources: dict[str, float] = Field(default_factory=dict)   # Ray custom resources the task asks for
 
     @field_validator("checkpoint_dir", "output", mode="before")
     @classmethod

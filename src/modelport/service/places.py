@@ -263,6 +263,7 @@ class RemoteReleases:
 
     def staging(self, name: str) -> Path:
         self.stage_root.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(self.stage_root)      # a killed build's: a Ray node never runs recover()
         return self.stage_root / temp_name(name)
 
     def publish(self, staging: Path, name: str) -> None:
@@ -339,6 +340,7 @@ class HubReleases:
 
     def staging(self, name: str) -> Path:
         self.stage_root.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(self.stage_root)      # a killed build's: a Ray node never runs recover()
         return self.stage_root / temp_name(name)
 
     def publish(self, staging: Path, name: str) -> None:

@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..core.errors import ModelportError, UsageError
+from ..cluster import Cluster, Failure, node_id, require_url
+from ..core.errors import ModelConversionError, ModelportError, UsageError
 from ..files.atomic import check_apart, remove_path
 from ..history import ABANDONED, FAILED, KILLED, PUBLISHED, History
 from ..storage import parse
@@ -39,17 +40,15 @@ class ServiceStopped(BaseException):
 class WatchService:
     def __init__(self, config: WatchConfig) -> None:
         self.cfg = config
-        self.run_dir = (LocalRun(config.checkpoint_dir, config.settle) if isinstance(config.checkpoint_dir, Path)
-                        else RemoteRun(config.checkpoint_dir, config.settle, config.ready_marker))
-        self.releases = (LocalReleases(config.output) if isinstance(config.output, Path)
-                         else HubReleases(config.output, config.base_model and str(config.base_model))
-                         if parse(config.output).commits else RemoteReleases(config.output))
+        self.run_dir, self.releases = places(config)
+        self.cluster: Cluster | None = None     # --executor ray: where each version is built and published
         self.registry = History.open(config.registry)
         self.metrics = ServiceMetrics()
         self.events = EventLog(config.events_path)
         self.wake = threading.Event()
         self.stopping = False
         self.busy = False
+        self.polling = False
         self.summary: dict = {"published": [], "failed": [], "pending": [], "retired": []}
 
     # ----- state kept in the registry -------------------------------------------------------------
@@ -120,7 +119,6 @@ class WatchService:
         if self.releases.exists(name):
             raise UsageError(f"{name} already exists in the output folder but the registry has no record "
                              "of publishing it; move it away or use another --registry", cfg.output)
-        staging = self.releases.staging(name)
         row = self.registry.start(COMMAND, found.path, signature=sig, step=found.version_step, window=found.window,
                                   destination=final, attempt=attempt)
         self.events.emit("started", source=str(found.path), version=name, step=found.step, window=found.window,
@@ -130,32 +128,18 @@ class WatchService:
         build = Build()
         self.busy = True
         try:
-            options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused,
-                                   cfg.corpus_settings if cfg.verify else None, cfg.adapters_only)
-            with self.run_dir.opened(found) as readable:
-                build_version(readable, staging, options, build)
-            manifest = write_manifest(staging, {
-                "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,
-                "source": {"path": str(found.path), "signature": sig, "kind": build.kind},
-                **({"base": build.base_files} if build.base_files else {}),
-                "conversion": {"to": ["hf"] + [f"gguf:{q}" for q in cfg.quants], "dtype": cfg.dtype,
-                               "base_model": cfg.base_model, "verify": cfg.verify,
-                               "corpus": {"corpus": cfg.corpus, "ctx": cfg.ctx, "tokens": cfg.tokens} if cfg.corpus else None},
-                "verification": build.verification or None,
-                "timings": {**build.timings, "total": round(time.perf_counter() - started, 3)},
-            })
-            build.stage = "publish"
-            self.releases.publish(staging, name)
+            if self.cluster is None:
+                manifest = make_version(cfg, self.run_dir, self.releases, found, sig, name, build)
+            else:
+                manifest = self._on_cluster(found, sig, name, build)
         except ServiceStopped:
             self.busy = False
-            remove_path(staging)
             self.registry.finish(row, ABANDONED, error="stopped by signal")
             self.metrics.conversions.labels("abandoned").inc()
             self.events.emit("abandoned", source=str(found.path), version=name)
             raise
         except ModelportError as exc:
             self.busy = False
-            remove_path(staging)
             self.registry.finish(row, FAILED, error=str(exc), details={"stage": build.stage})
             self.metrics.conversions.labels("failed").inc()
             self.metrics.failures.labels(build.stage).inc()
@@ -172,6 +156,29 @@ class WatchService:
                              details={"timings": manifest["timings"], "files": len(manifest["files"])})
         self._after_publish(name, found, manifest, seconds, size)
         return True
+
+    def _on_cluster(self, found: Found, sig: str, name: str, build: Build) -> dict:
+        """The version built and published by a Ray task (a node with the GPU, the bucket's credentials);
+        this process keeps the loop, the registry and the metrics. A stop cancels the task."""
+        cluster = self.cluster
+        ref = cluster.submit(version_on_worker, self.demand, self.cfg, found, sig, name)
+        self.polling = True              # a signal must not raise inside Ray's wait: it is checked here
+        try:
+            while not cluster.next_done([ref], timeout=0.5)[0]:
+                if self.stopping:
+                    cluster.cancel([ref])
+                    raise ServiceStopped()
+        finally:
+            self.polling = False
+        result = cluster.result(ref)
+        if isinstance(result, Failure):
+            raise ModelConversionError(result.error, found.path)
+        vars(build).update(vars(result["build"]))
+        log.info("watch: %s built on node %s", name, result["node"])
+        if "error" in result:
+            raise ModelportError(result["error"])
+        self.summary.setdefault("nodes", {})[name] = result["node"]
+        return result["manifest"]
 
     def _after_publish(self, name: str, found: Found, manifest: dict, seconds: float, size: int) -> None:
         releases = self.releases
@@ -232,6 +239,21 @@ class WatchService:
                          version=cfg.version, quants=cfg.quants)
 
     def run(self) -> dict:
+        cfg = self.cfg
+        if cfg.executor != "ray":
+            if cfg.address or cfg.resources:
+                raise UsageError("--address and --resources need --executor ray")
+            return self._run()
+        for key in ("checkpoint_dir", "output", "base_model", "corpus") if cfg.address else ():
+            value = getattr(cfg, key)
+            require_url(None if value is None else str(value), key)
+        with Cluster(cfg.address) as cluster:
+            self.demand = {"CPU": 1.0, **cfg.resources}
+            cluster.wait_placeable([self.demand])
+            self.cluster = cluster
+            return self._run()
+
+    def _run(self) -> dict:
         self.start()
         observer = None if self.cfg.once or self.run_dir.url else self._observe()       # a bucket is listed
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -261,7 +283,7 @@ class WatchService:
         self.stopping = True
         self.wake.set()
         log.info("watch: %s received; stopping", signal.Signals(signum).name)
-        if self.busy:
+        if self.busy and not self.polling:
             self.busy = False
             raise ServiceStopped()
 
@@ -282,6 +304,57 @@ class WatchService:
         observer.daemon = True
         observer.start()
         return observer
+
+
+def places(cfg: WatchConfig):
+    """Where checkpoints are found and versions published, from the settings alone (a Ray task
+    rebuilds them on its node)."""
+    run_dir = (LocalRun(cfg.checkpoint_dir, cfg.settle) if isinstance(cfg.checkpoint_dir, Path)
+               else RemoteRun(cfg.checkpoint_dir, cfg.settle, cfg.ready_marker))
+    releases = (LocalReleases(cfg.output) if isinstance(cfg.output, Path)
+                else HubReleases(cfg.output, cfg.base_model and str(cfg.base_model))
+                if parse(cfg.output).commits else RemoteReleases(cfg.output))
+    return run_dir, releases
+
+
+def make_version(cfg: WatchConfig, run_dir, releases, found: Found, sig: str, name: str, build: Build) -> dict:
+    """Build version `name` of `found` in a staging folder (every artifact, verified; manifest.json)
+    and publish it; its manifest is returned. On any failure or stop the staging folder is removed."""
+    started = time.perf_counter()
+    staging = releases.staging(name)
+    try:
+        options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused,
+                               cfg.corpus_settings if cfg.verify else None, cfg.adapters_only)
+        with run_dir.opened(found) as readable:
+            build_version(readable, staging, options, build)
+        manifest = write_manifest(staging, {
+            "name": name, "version": cfg.version, "global_step": found.step, "window": found.window,
+            "source": {"path": str(found.path), "signature": sig, "kind": build.kind},
+            **({"base": build.base_files} if build.base_files else {}),
+            "conversion": {"to": ["hf"] + [f"gguf:{q}" for q in cfg.quants], "dtype": cfg.dtype,
+                           "base_model": cfg.base_model, "verify": cfg.verify,
+                           "corpus": {"corpus": cfg.corpus, "ctx": cfg.ctx, "tokens": cfg.tokens} if cfg.corpus else None},
+            "verification": build.verification or None,
+            "timings": {**build.timings, "total": round(time.perf_counter() - started, 3)},
+        })
+        build.stage = "publish"
+        releases.publish(staging, name)
+    except BaseException:
+        remove_path(staging)
+        raise
+    return manifest
+
+
+def version_on_worker(cfg: WatchConfig, found: Found, sig: str, name: str) -> dict:
+    """The Ray task of `watch --executor ray`: make and publish one version on this node (its own
+    cache for staging); the build record and manifest go back to the watch process."""
+    run_dir, releases = places(cfg)
+    build = Build()
+    try:
+        return {"manifest": make_version(cfg, run_dir, releases, found, sig, name, build), "build": build,
+                "node": node_id()}
+    except ModelportError as exc:
+        return {"error": str(exc), "build": build, "node": node_id()}
 
 
 def _summary(manifest: dict) -> dict:
