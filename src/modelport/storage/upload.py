@@ -52,8 +52,11 @@ def remote_sha256(location: Location, size: int) -> str:
     """The sha256 of the object at `location`, read back by range (parts in parallel)."""
     source = RemoteSource(location.fs, location.path, size, location.url)
     digest = hashlib.sha256()
-    for offset in range(0, size, HASH_BLOCK):
-        digest.update(source.read(offset, min(HASH_BLOCK, size - offset)))
+    try:
+        for offset in range(0, size, HASH_BLOCK):
+            digest.update(source.read(offset, min(HASH_BLOCK, size - offset)))
+    finally:
+        source.close()
     return digest.hexdigest()
 
 
