@@ -134,6 +134,33 @@ def test_convert_to_s3_is_byte_identical_and_checked(s3, llama, tmp_path):
     assert again.code == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.parametrize("parts", [3, 1])
+def test_upload_is_checked_by_the_stores_checksum_or_a_read_back(s3, tmp_path, monkeypatch, parts):
+    """A multipart upload is checked by the SHA-256 the store computes over the parts it holds (no
+    GET of the object); a one-part file by reading it back. A byte flipped on the way fails either,
+    in one line naming the URL, and leaves no object."""
+    import hashlib
+
+    from modelport.core.errors import ModelConversionError
+    from modelport.storage import parse, upload
+    monkeypatch.setattr(upload, "MIN_PART", 5 * 2**20)         # S3's smallest part: three of them below
+    client, proxy = s3
+    b = bucket(client)
+    data = os.urandom(11 * 2**20 if parts == 3 else 2**20)
+    local = tmp_path / "model.gguf"
+    local.write_bytes(data)
+    gets = proxy.methods["GET"]
+    done = upload.put_file(local, parse(f"s3://{b}/rel/model.gguf"))
+    assert done.sha256 == hashlib.sha256(data).hexdigest() and done.size == len(data)
+    assert client.cat_file(f"{b}/rel/model.gguf") == data
+    assert (proxy.methods["GET"] - gets == 0) == (parts == 3)      # the read-back only where S3 keeps no checksum
+    proxy.corrupt(1, "PUT")
+    with pytest.raises(ModelConversionError) as failed:
+        upload.put_file(local, parse(f"s3://{b}/rel/bad.gguf"))
+    assert f"s3://{b}/rel/bad.gguf" in str(failed.value) and not proxy.corruptions
+    assert not client.exists(f"{b}/rel/bad.gguf")
+
+
 @pytest.mark.slow
 def test_convert_hf_folder_to_s3(s3, llama, tmp_path):
     client, _ = s3

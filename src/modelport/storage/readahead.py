@@ -9,7 +9,7 @@ and across tensor boundaries, into a window of chunks:
 - at most `ahead` bytes past the furthest byte a reader has taken (or is waiting for) are fetched;
 - `behind` bytes before it are kept for a reader slightly behind the others (two writer threads
   take blocks in turn); anything older is dropped, and a read that falls there goes by range;
-- so one stream holds at most ahead + behind + one chunk (defaults 48 + 16 + 4 MB: `MODELPORT_READ_AHEAD`
+- so one stream holds at most ahead + behind + one chunk (defaults 32 + 16 + 4 MB: `MODELPORT_READ_AHEAD`
   and `MODELPORT_READ_BEHIND`, in MB), whatever the model's size.
 
 A body cut off or failing mid-stream is reopened at the next byte needed, through retry.call's
@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from ..core.errors import UsageError
 from .retry import ShortRead, call
+from .urls import speaks_s3
 
 MB = 2**20
 STREAM_CHUNK = 4 * MB            # bytes per read of a streamed body (one hop to the filesystem's event loop)
@@ -67,10 +68,6 @@ def _s3_stream(fs: Any, remote: str, start: int) -> tuple[Callable[[int], bytes]
     return (lambda n: sync(fs.loop, read_upto, n)), body.close
 
 
-def streams_natively(fs: Any) -> bool:
-    return hasattr(fs, "_call_s3") and hasattr(fs, "split_path")
-
-
 class Stream:
     """Bytes [base, end) of one object, fetched in order by a thread of its own from `start` on."""
 
@@ -105,7 +102,7 @@ class Stream:
 
     def _chunks(self) -> Iterator[bytes]:
         size, shown = self.source.size, self.source.shown
-        if streams_natively(self.source.fs):
+        if speaks_s3(self.source.fs):
             state: dict[str, Any] = {}
 
             def next_chunk() -> bytes:

@@ -117,7 +117,7 @@ class RemoteSource:
         """The stream that serves a read at `offset`: one whose window holds it or soon will, else a new
         one from there (the least recently used closed past STREAMS); None for a read just behind a
         stream's window (a laggard: read by range rather than restart a stream behind the others)."""
-        ahead, behind = window_mb("MODELPORT_READ_AHEAD", 48), window_mb("MODELPORT_READ_BEHIND", 16)
+        ahead, behind = window_mb("MODELPORT_READ_AHEAD", 32), window_mb("MODELPORT_READ_BEHIND", 16)
         if ahead == 0:
             return None
         with self._lock:
