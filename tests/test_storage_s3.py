@@ -70,6 +70,54 @@ def test_sharded_hf_from_s3_is_byte_identical_and_reads_by_range(s3, sharded, tm
     assert not any((tmp_path / "cache").rglob("*.safetensors"))                   # the mirror went with the run
 
 
+def test_reads_ahead_in_file_order_within_a_bounded_window(s3, monkeypatch):
+    """Two readers taking a file's blocks in turn (as the writer's threads do) are served by one GET
+    streamed ahead of them; the bytes held never pass ahead + behind + a chunk + the reads waiting;
+    a jump back past the window opens a second stream, a read just behind it goes by range."""
+    from modelport.storage import parse, readahead
+    from modelport.storage.sources import RemoteSource
+    monkeypatch.setenv("MODELPORT_READ_AHEAD", "2")
+    monkeypatch.setenv("MODELPORT_READ_BEHIND", "1")
+    monkeypatch.setattr(readahead, "STREAM_CHUNK", 2**18)
+    client, proxy = s3
+    b = bucket(client)
+    data = os.urandom(12 * 2**20)
+    client.pipe_file(f"{b}/big.safetensors", data)
+    where = parse(f"s3://{b}/big.safetensors")
+    source = RemoteSource(where.fs, where.path, len(data), where.url)
+    block, held, got = 2**19, [], {}
+    bound = 2 * 2**20 + 2**20 + 2**18 + 2 * block
+
+    def reader(first: int) -> None:
+        for start in range(first * block, len(data), 2 * block):
+            got[start] = source.read(start, block)
+            held.extend(sum(len(c) for c in s.chunks) for s in source._streams)
+            time.sleep(0.002 * first)
+    gets = proxy.methods["GET"]
+    threads = [threading.Thread(target=reader, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    joined = b"".join([got[k] for k in sorted(got)])
+    assert joined == data
+    requests = proxy.methods["GET"] - gets
+    assert requests == 1
+    peak = max(held)
+    assert 0 < peak <= bound
+    back = source.read(2**20, 1000)                                  # far behind: a second stream
+    assert back == data[2**20:2**20 + 1000]
+    assert len(source._streams) == 2
+    requests = proxy.methods["GET"] - gets
+    assert requests == 2
+    behind = source.read(2**20 - 5000, 10)                           # just behind that one: by range
+    assert behind == data[2**20 - 5000:2**20 - 4990]
+    requests = proxy.methods["GET"] - gets
+    assert requests == 3
+    source.close()
+    assert source._streams == []
+
+
 def test_inspect_s3_reads_headers_only(s3, sharded):
     client, _ = s3
     b = bucket(client)

@@ -24,11 +24,13 @@ from .retry import ShortRead, call
 PART = 8 * 2**20             # bytes per ranged request of a large read
 IN_FLIGHT = 4                # ranged requests at once, over every remote file of the process
 STREAMS = 2                  # streams per file (two readers apart in one file each keep theirs)
+OPEN_STREAMS = 3             # streams in the process: memory <= 3 x (ahead + behind + 4 MB), 156 MB by default
 SCAN_BLOCK = 2**20           # first request of a header scan; doubled as the header proves longer
 
 _REMOTE: dict[str, "RemoteSource"] = {}
 _LOCK = threading.Lock()
 _POOLS: dict[str, ThreadPoolExecutor] = {}
+_OPEN: list[Stream] = []     # every stream of the process, least recently opened first
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -133,7 +135,11 @@ class RemoteSource:
                 self._streams.pop(0).close()
             stream = Stream(self, offset, ahead, behind, _pool())
             self._streams.append(stream)
-            return stream
+        with _LOCK:
+            _OPEN[:] = [s for s in _OPEN if s.alive] + [stream]
+            while len(_OPEN) > OPEN_STREAMS:
+                _OPEN.pop(0).close()            # its source drops it at its next read
+        return stream
 
     def read(self, offset: int, nbytes: int) -> bytearray:
         """Up to `nbytes` from `offset` (fewer only at the end of the object)."""
