@@ -223,7 +223,7 @@ def test_convert_hf_folder_to_s3(s3, llama, tmp_path):
 
 def test_transient_faults_are_retried(s3, sharded, tmp_path, monkeypatch):
     from modelport.storage import sources
-    monkeypatch.setattr(sources, "PART", 8192)        # tensors read in many parallel ranged parts, as large ones are
+    monkeypatch.setattr(sources, "PART", 8192)        # headers read in many parallel ranged parts, tensors streamed
     client, proxy = s3
     b = bucket(client)
     client.put(str(sharded), f"{b}/model", recursive=True)     # the folder's name is the model's (general.name)

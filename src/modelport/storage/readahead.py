@@ -45,7 +45,7 @@ def window_mb(name: str, default: int) -> int:
     return value * MB
 
 
-def _s3_stream(fs: Any, remote: str, start: int) -> tuple[Callable[[int], bytes], Callable[[], None]]:
+def _s3_stream(fs: Any, remote: str, start: int) -> tuple[Callable[[int], list[bytes]], Callable[[], None]]:
     """(read up to n bytes, close) of a GET of `remote` from `start` to its end, on s3fs's loop."""
     from fsspec.asyn import sync
 
@@ -55,7 +55,8 @@ def _s3_stream(fs: Any, remote: str, start: int) -> tuple[Callable[[int], bytes]
                     **extra, **fs.req_kw)
     body = response["Body"]
 
-    async def read_upto(n: int) -> bytes:
+    async def read_upto(n: int) -> list[bytes]:
+        """Up to n bytes as they came off the socket (fewer only at the end): no copy to join them."""
         parts, got = [], 0
         while got < n:
             part = await body.read(n - got)
@@ -63,7 +64,7 @@ def _s3_stream(fs: Any, remote: str, start: int) -> tuple[Callable[[int], bytes]
                 break
             parts.append(part)
             got += len(part)
-        return b"".join(parts)
+        return parts
 
     return (lambda n: sync(fs.loop, read_upto, n)), body.close
 
@@ -86,10 +87,10 @@ class Stream:
 
     def _run(self) -> None:
         try:
-            for chunk in self._chunks():
+            for parts in self._chunks():
                 with self.cond:
-                    self.chunks.append(chunk)
-                    self.end += len(chunk)
+                    self.chunks.extend(parts)
+                    self.end += sum(len(part) for part in parts)
                     self.cond.notify_all()
                     while not self._room():
                         self.cond.wait()
@@ -100,20 +101,22 @@ class Stream:
                 self.error = exc
                 self.cond.notify_all()
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _chunks(self) -> Iterator[list[bytes]]:
+        """The object from self.end on, in order, as lists of consecutive pieces."""
         size, shown = self.source.size, self.source.shown
         if speaks_s3(self.source.fs):
             state: dict[str, Any] = {}
 
-            def next_chunk() -> bytes:
+            def next_chunk() -> list[bytes]:
                 if "read" not in state:
                     state["read"], state["close"] = _s3_stream(self.source.fs, self.source.remote, self.end)
                 want = min(STREAM_CHUNK, size - self.end)
                 try:
-                    chunk = state["read"](want)
-                    if len(chunk) != want:
-                        raise ShortRead(f"the stream from {self.end} ended after {len(chunk)} of {want} bytes")
-                    return chunk
+                    parts = state["read"](want)
+                    got = sum(len(part) for part in parts)
+                    if got != want:
+                        raise ShortRead(f"the stream from {self.end} ended after {got} of {want} bytes")
+                    return parts
                 except BaseException:
                     closer = state.pop("close")
                     state.pop("read")
@@ -137,7 +140,7 @@ class Stream:
                     stop = min(queued + RANGE_CHUNK, size)
                     pending.append(self.pool.submit(self.source.fetch, queued, stop))
                     queued = stop
-                yield pending.popleft().result()
+                yield [pending.popleft().result()]
         finally:
             for future in pending:
                 future.cancel()
