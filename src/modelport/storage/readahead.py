@@ -13,8 +13,9 @@ and across tensor boundaries, into a window of chunks:
   and `MODELPORT_READ_BEHIND`, in MB), whatever the model's size.
 
 A body cut off or failing mid-stream is reopened at the next byte needed, through retry.call's
-budget. Filesystems with no streaming GET (anything but s3fs here) are read the same way in
-consecutive `chunk`-sized ranged reads, several in flight.
+budget. Filesystems with no streaming GET (anything but s3fs here) feed the window with
+consecutive RANGE_CHUNK-sized ranged reads, RANGES_IN_FLIGHT at once (those come on top of the
+window's bound).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ RANGES_IN_FLIGHT = 4
 
 
 def window_mb(name: str, default: int) -> int:
+    """Bytes of a window setting given in MB by the environment variable `name` (0 allowed)."""
     raw = os.environ.get(name)
     try:
         value = int(raw) if raw else default
