@@ -4,10 +4,12 @@ injects faults.
 moto's server mode (ThreadedMotoServer, as s3fs's own tests use it) listens on a free port; modelport
 talks HTTP to it through s3fs and botocore exactly as to AWS, configured by the standard variables
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). `FaultProxy` forwards every request to moto unless told
-to answer the next N with a 500/503, or to cut the next N response bodies off half-way.
+to answer the next N with a 500/503, to cut the next N response bodies off half-way, or to flip a
+byte in the next N request bodies.
 """
 from __future__ import annotations
 
+import collections
 import http.client
 import http.server
 import os
@@ -63,10 +65,14 @@ class _Relay(http.server.BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         body = self._body()
+        if body and self.proxy.next_corruption(self.command):
+            body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 0xFF]) + body[len(body) // 2 + 1:]
         if self.command in self.proxy.slow:
             time.sleep(self.proxy.slow[self.command])
         fault = self.proxy.next_fault(self.command)
         self.proxy.requests += 1
+        self.proxy.methods[self.command] += 1
+        self.proxy.log.append(f"{self.command} {self.path}")
         if fault is not None and fault != "drop":
             payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{'SlowDown' if fault == 503 else 'InternalError'}"
                        f"</Code><Message>injected</Message></Error>").encode()
@@ -115,7 +121,10 @@ class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.faults: list[tuple[object, str | None]] = []
+        self.corruptions: list[str] = []
         self.requests = 0
+        self.methods: collections.Counter[str] = collections.Counter()
+        self.log: list[str] = []
         self.injected = 0
         self.slow: dict[str, float] = {}          # method -> seconds each such request is held
         self._lock = threading.Lock()
@@ -133,9 +142,22 @@ class FaultProxy:
         with self._lock:
             self.faults += [("drop", method)] * n
 
+    def corrupt(self, n: int, method: str = "PUT") -> None:
+        """Flip one byte in the middle of the next n request bodies of `method` on the way to the server."""
+        with self._lock:
+            self.corruptions += [method] * n
+
+    def next_corruption(self, method: str) -> bool:
+        with self._lock:
+            if method in self.corruptions:
+                self.corruptions.remove(method)
+                return True
+            return False
+
     def clear(self) -> None:
         with self._lock:
             self.faults.clear()
+            self.corruptions.clear()
             self.slow.clear()
 
     def next_fault(self, method: str):

@@ -70,6 +70,54 @@ def test_sharded_hf_from_s3_is_byte_identical_and_reads_by_range(s3, sharded, tm
     assert not any((tmp_path / "cache").rglob("*.safetensors"))                   # the mirror went with the run
 
 
+def test_reads_ahead_in_file_order_within_a_bounded_window(s3, monkeypatch):
+    """Two readers taking a file's blocks in turn (as the writer's threads do) are served by one GET
+    streamed ahead of them; the bytes held never pass ahead + behind + a chunk + the reads waiting;
+    a jump back past the window opens a second stream, a read just behind it goes by range."""
+    from modelport.storage import parse, readahead
+    from modelport.storage.sources import RemoteSource
+    monkeypatch.setenv("MODELPORT_READ_AHEAD", "2")
+    monkeypatch.setenv("MODELPORT_READ_BEHIND", "1")
+    monkeypatch.setattr(readahead, "STREAM_CHUNK", 2**18)
+    client, proxy = s3
+    b = bucket(client)
+    data = os.urandom(12 * 2**20)
+    client.pipe_file(f"{b}/big.safetensors", data)
+    where = parse(f"s3://{b}/big.safetensors")
+    source = RemoteSource(where.fs, where.path, len(data), where.url)
+    block, held, got = 2**19, [], {}
+    bound = 2 * 2**20 + 2**20 + 2**18 + 2 * block
+
+    def reader(first: int) -> None:
+        for start in range(first * block, len(data), 2 * block):
+            got[start] = source.read(start, block)
+            held.extend(sum(len(c) for c in s.chunks) for s in source._streams)
+            time.sleep(0.002 * first)
+    gets = proxy.methods["GET"]
+    threads = [threading.Thread(target=reader, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    joined = b"".join([got[k] for k in sorted(got)])
+    assert joined == data
+    requests = proxy.methods["GET"] - gets
+    assert requests == 1
+    peak = max(held)
+    assert 0 < peak <= bound
+    back = source.read(2**20, 1000)                                  # far behind: a second stream
+    assert back == data[2**20:2**20 + 1000]
+    assert len(source._streams) == 2
+    requests = proxy.methods["GET"] - gets
+    assert requests == 2
+    behind = source.read(2**20 - 5000, 10)                           # just behind that one: by range
+    assert behind == data[2**20 - 5000:2**20 - 4990]
+    requests = proxy.methods["GET"] - gets
+    assert requests == 3
+    source.close()
+    assert source._streams == []
+
+
 def test_inspect_s3_reads_headers_only(s3, sharded):
     client, _ = s3
     b = bucket(client)
@@ -134,6 +182,33 @@ def test_convert_to_s3_is_byte_identical_and_checked(s3, llama, tmp_path):
     assert again.code == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.parametrize("parts", [3, 1])
+def test_upload_is_checked_by_the_stores_checksum_or_a_read_back(s3, tmp_path, monkeypatch, parts):
+    """A multipart upload is checked by the SHA-256 the store computes over the parts it holds (no
+    GET of the object); a one-part file by reading it back. A byte flipped on the way fails either,
+    in one line naming the URL, and leaves no object."""
+    import hashlib
+
+    from modelport.core.errors import ModelConversionError
+    from modelport.storage import parse, upload
+    monkeypatch.setattr(upload, "MIN_PART", 5 * 2**20)         # S3's smallest part: three of them below
+    client, proxy = s3
+    b = bucket(client)
+    data = os.urandom(11 * 2**20 if parts == 3 else 2**20)
+    local = tmp_path / "model.gguf"
+    local.write_bytes(data)
+    gets = proxy.methods["GET"]
+    done = upload.put_file(local, parse(f"s3://{b}/rel/model.gguf"))
+    assert done.sha256 == hashlib.sha256(data).hexdigest() and done.size == len(data)
+    assert client.cat_file(f"{b}/rel/model.gguf") == data
+    assert (proxy.methods["GET"] - gets == 0) == (parts == 3)      # the read-back only where S3 keeps no checksum
+    proxy.corrupt(1, "PUT")
+    with pytest.raises(ModelConversionError) as failed:
+        upload.put_file(local, parse(f"s3://{b}/rel/bad.gguf"))
+    assert f"s3://{b}/rel/bad.gguf" in str(failed.value) and not proxy.corruptions
+    assert not client.exists(f"{b}/rel/bad.gguf")
+
+
 @pytest.mark.slow
 def test_convert_hf_folder_to_s3(s3, llama, tmp_path):
     client, _ = s3
@@ -148,7 +223,7 @@ def test_convert_hf_folder_to_s3(s3, llama, tmp_path):
 
 def test_transient_faults_are_retried(s3, sharded, tmp_path, monkeypatch):
     from modelport.storage import sources
-    monkeypatch.setattr(sources, "PART", 8192)        # tensors read in many parallel ranged parts, as large ones are
+    monkeypatch.setattr(sources, "PART", 8192)        # headers read in many parallel ranged parts, tensors streamed
     client, proxy = s3
     b = bucket(client)
     client.put(str(sharded), f"{b}/model", recursive=True)     # the folder's name is the model's (general.name)

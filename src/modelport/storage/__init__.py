@@ -4,7 +4,7 @@ https:// for one file, file://), through fsspec, behind the few calls the layers
 - `mounted(src)`: a path or URL as a local path the formats read (mirror.py); weight files of
   range-readable formats stay remote and are read by `byte_source(path)` (sources.py).
 - `staged(path)`: the whole bytes of a file or folder, for libraries that open files themselves.
-- `put_tree` / `put_file`: uploads checked by sha256 (upload.py).
+- `put_tree` / `put_file`: uploads checked against the file's sha256 (upload.py).
 - `call`: one remote call with the retry budget, failures as one line naming the URL (retry.py).
 
 Only urls.py knows a scheme; nothing above this layer branches on one.

@@ -3,38 +3,42 @@
 Readers of range-readable formats (safetensors, GGUF) ask `byte_source(path)` for a header, a
 tensor's row block or a scan over the header, and never open the file themselves. A local file is
 read with pread and private mappings (no copy where the kernel can avoid one); a file of a mounted
-URL (mirror.py) is read with HTTP range requests: a large read is cut into parts fetched several at a
-time, and a read that follows the previous one fetches the next block ahead while the caller works,
-so the network and the conversion overlap. One block at most is held ahead per file.
+URL (mirror.py) is read from a stream that runs ahead of the readers in file order (readahead.py:
+one GET per stretch of the file read in order, a bounded window of bytes held), so the network and
+the conversion overlap; a read the stream cannot serve (a header scan, a jump back) goes by range,
+a large one cut into parts fetched several at a time.
 """
 from __future__ import annotations
 
 import mmap
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .readahead import Stream, window_mb
 from .retry import ShortRead, call
 
 PART = 8 * 2**20             # bytes per ranged request of a large read
 IN_FLIGHT = 4                # ranged requests at once, over every remote file of the process
+STREAMS = 2                  # streams per file (two readers apart in one file each keep theirs)
+OPEN_STREAMS = 3             # streams in the process: memory <= 3 x (ahead + behind + 4 MB), 156 MB by default
 SCAN_BLOCK = 2**20           # first request of a header scan; doubled as the header proves longer
 
 _REMOTE: dict[str, "RemoteSource"] = {}
 _LOCK = threading.Lock()
 _POOLS: dict[str, ThreadPoolExecutor] = {}
+_OPEN: list[Stream] = []     # every stream of the process, least recently opened first
 
 
-def _pool(kind: str) -> ThreadPoolExecutor:
-    """"parts" runs ranged requests, "ahead" the reads ahead that wait on them (two pools, so a read
-    ahead never holds the thread its own parts need)."""
+def _pool() -> ThreadPoolExecutor:
+    """The threads running ranged requests (IN_FLIGHT at once over the process)."""
     with _LOCK:
-        if kind not in _POOLS:
-            _POOLS[kind] = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix=f"modelport-{kind}")
-        return _POOLS[kind]
+        if "parts" not in _POOLS:
+            _POOLS["parts"] = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="modelport-parts")
+        return _POOLS["parts"]
 
 
 class LocalSource:
@@ -77,15 +81,15 @@ class RemoteSource:
     def __init__(self, fs: Any, remote: str, size: int, shown: str) -> None:
         self.fs, self.remote, self._size, self.shown = fs, remote, size, shown
         self.kernel_path: Path | None = None
-        self._ahead: tuple[tuple[int, int], Future] | None = None   
-        self._last_end = -1
+        self._streams: list[Stream] = []            # least recently used first
         self._lock = threading.Lock()
 
     @property
     def size(self) -> int:
         return self._size
 
-    def _fetch(self, start: int, stop: int) -> bytes:
+    def fetch(self, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) in one ranged request, retried."""
         def once() -> bytes:
             data = self.fs.cat_file(self.remote, start=start, end=stop)
             if len(data) != stop - start:
@@ -94,14 +98,14 @@ class RemoteSource:
         return call(once, self.shown)
 
     def read_direct(self, offset: int, nbytes: int) -> bytearray:
-        """`nbytes` from `offset` (fewer only at the end), fetched now (in parts when large), no read ahead."""
+        """`nbytes` from `offset` (fewer only at the end), fetched now by range (in parts when large)."""
         nbytes = max(0, min(nbytes, self._size - offset))
         out = bytearray(nbytes)
         if nbytes <= PART:
-            out[:] = self._fetch(offset, offset + nbytes) if nbytes else b""
+            out[:] = self.fetch(offset, offset + nbytes) if nbytes else b""
             return out
         starts = range(offset, offset + nbytes, PART)
-        parts = [_pool("parts").submit(self._fetch, s, min(s + PART, offset + nbytes)) for s in starts]
+        parts = [_pool().submit(self.fetch, s, min(s + PART, offset + nbytes)) for s in starts]
         try:
             for start, part in zip(starts, parts):
                 chunk = part.result()
@@ -111,18 +115,47 @@ class RemoteSource:
                 part.cancel()
         return out
 
-    def read(self, offset: int, nbytes: int) -> bytearray:
-        nbytes = max(0, min(nbytes, self._size - offset))
+    def _stream_for(self, offset: int) -> Stream | None:
+        """The stream that serves a read at `offset`: one whose window holds it or soon will, else a new
+        one from there (the least recently used closed past STREAMS); None for a read just behind a
+        stream's window (a laggard: read by range rather than restart a stream behind the others)."""
+        ahead, behind = window_mb("MODELPORT_READ_AHEAD", 32), window_mb("MODELPORT_READ_BEHIND", 16)
+        if ahead == 0:
+            return None
         with self._lock:
-            ahead, self._ahead = self._ahead, None
-            if ahead is not None and ahead[0] != (offset, nbytes):
-                ahead[1].cancel()
-                ahead = None
-            following = (offset + nbytes, min(nbytes, self._size - offset - nbytes))
-            if offset == self._last_end and following[1] > 0:
-                self._ahead = (following, _pool("ahead").submit(self.read_direct, *following))
-            self._last_end = offset + nbytes
-        return ahead[1].result() if ahead is not None else self.read_direct(offset, nbytes)
+            self._streams = [s for s in self._streams if s.alive]
+            for stream in self._streams:
+                if stream.covers(offset):
+                    self._streams.remove(stream)
+                    self._streams.append(stream)
+                    return stream
+            if any(s.base - ahead - behind <= offset < s.base for s in self._streams):
+                return None
+            while len(self._streams) >= STREAMS:
+                self._streams.pop(0).close()
+            stream = Stream(self, offset, ahead, behind, _pool())
+            self._streams.append(stream)
+        with _LOCK:
+            _OPEN[:] = [s for s in _OPEN if s.alive] + [stream]
+            while len(_OPEN) > OPEN_STREAMS:
+                _OPEN.pop(0).close()            # its source drops it at its next read
+        return stream
+
+    def read(self, offset: int, nbytes: int) -> bytearray:
+        """Up to `nbytes` from `offset` (fewer only at the end of the object)."""
+        nbytes = max(0, min(nbytes, self._size - offset))
+        if nbytes == 0:
+            return bytearray()
+        stream = self._stream_for(offset)
+        data = stream.read(offset, nbytes) if stream is not None else None
+        return data if data is not None else self.read_direct(offset, nbytes)
+
+    def close(self) -> None:
+        """Stop every stream (their threads end, their windows are freed)."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
 
     def rows(self, offset: int, nbytes: int) -> Any:
         return self.read(offset, nbytes)
@@ -165,7 +198,10 @@ def register(local: Path, source: RemoteSource) -> None:
 
 def unregister(local: Path) -> RemoteSource | None:
     with _LOCK:
-        return _REMOTE.pop(os.path.abspath(local), None)
+        source = _REMOTE.pop(os.path.abspath(local), None)
+    if source is not None:
+        source.close()
+    return source
 
 
 def registered_under(local: Path) -> list[Path]:

@@ -3,27 +3,35 @@
 An object store makes an object visible only when its upload completes (a single PUT, or the last
 call of a multipart upload), so a file is uploaded straight to its final key: a reader sees the
 whole file or nothing. Large files go up as multipart uploads whose parts are sized for the file,
-several in flight. After each upload the object is read back by range and its sha256 compared
-with the local file's; a mismatch fails the upload. Callers order the files so the one readers
-follow (a split GGUF's first shard, a release's latest.json) goes last.
+several in flight. Every upload is checked against the file's sha256. A multipart upload to a store
+that speaks S3 needs no second transfer: each part carries its SHA-256 (S3 refuses a part whose
+bytes differ), and the checksum the store computes over the parts when it completes the upload
+(COMPOSITE: the SHA-256 of the parts' SHA-256s, "-N") must be the one computed here from the same
+reads that fed the upload. A file of one part, or on another store, is read back by range and
+hashed. A mismatch fails the upload and removes the object. Callers order the files so the one readers follow (a split GGUF's
+first shard, a release's latest.json) goes last.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import ModelConversionError, UsageError
 from .retry import call
 from .sources import RemoteSource
-from .urls import Location
+from .urls import Location, speaks_s3
 
 log = logging.getLogger("modelport.storage")
 
 MIN_PART = 16 * 2**20            # S3 allows 10,000 parts of at least 5 MB
 MAX_PARTS = 9_000
 HASH_BLOCK = 64 * 2**20
+PARTS_IN_FLIGHT = 4              # memory: (PARTS_IN_FLIGHT + 1) parts
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,11 @@ def remote_sha256(location: Location, size: int) -> str:
     """The sha256 of the object at `location`, read back by range (parts in parallel)."""
     source = RemoteSource(location.fs, location.path, size, location.url)
     digest = hashlib.sha256()
-    for offset in range(0, size, HASH_BLOCK):
-        digest.update(source.read(offset, min(HASH_BLOCK, size - offset)))
+    try:
+        for offset in range(0, size, HASH_BLOCK):
+            digest.update(source.read(offset, min(HASH_BLOCK, size - offset)))
+    finally:
+        source.close()
     return digest.hexdigest()
 
 
@@ -72,18 +83,101 @@ def check_writable(location: Location, names: list[str], overwrite: bool) -> Non
 
 
 def put_file(local: Path, remote: Location) -> Uploaded:
-    """Upload one file straight to its final key and check the object's sha256 against the file's."""
+    """Upload one file straight to its final key and check the object against the file's sha256."""
     size = local.stat().st_size
-    digest = file_sha256(local)
     fs = remote.fs
-    call(lambda: fs.put_file(str(local), remote.path, chunksize=part_size(size)), remote.url)
+    if speaks_s3(fs) and size > part_size(size):
+        digest = _put_multipart_checked(local, remote, size)
+    else:
+        digest = file_sha256(local)
+        call(lambda: fs.put_file(str(local), remote.path, chunksize=part_size(size)), remote.url)
+        if remote_sha256(remote, size) != digest:
+            _remove(remote)
+            raise ModelConversionError("the uploaded object's sha256 differs from the local file's", remote.url)
     stored = call(lambda: fs.size(remote.path), remote.url)
     if stored != size:
+        _remove(remote)
         raise ModelConversionError(f"uploaded {size} bytes but the store holds {stored}", remote.url)
-    if remote_sha256(remote, size) != digest:
-        raise ModelConversionError("the uploaded object's sha256 differs from the local file's", remote.url)
     log.debug("uploaded %s (%d bytes, sha256 %s)", remote.url, size, digest)
     return Uploaded(remote.path.rsplit("/", 1)[-1], remote.url, size, digest)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def _remove(remote: Location) -> None:
+    try:
+        call(lambda: remote.fs.rm_file(remote.path), remote.url)
+    except Exception as exc:           # the mismatch is what the user must hear about
+        log.debug("could not remove %s: %s", remote.url, exc)
+
+
+def _put_multipart_checked(local: Path, remote: Location, size: int) -> str:
+    """The file as a multipart upload whose parts carry their SHA-256; returns the file's sha256, hashed
+    from the same reads that fed the upload (the file is read once, the object never read back)."""
+    fs = remote.fs
+    bucket, key, _ = fs.split_path(remote.path)
+
+    def s3(method: str, **kw: Any) -> dict:
+        return call(lambda: fs.call_s3(method, Bucket=bucket, Key=key, **kw), remote.url)
+
+    whole = hashlib.sha256()
+    upload = s3("create_multipart_upload", ChecksumAlgorithm="SHA256")["UploadId"]
+    try:
+        with open(local, "rb") as f:
+            parts, digests = _upload_parts(f, part_size(size), whole,
+                                           lambda **kw: s3("upload_part", UploadId=upload, **kw))
+        answer = s3("complete_multipart_upload", UploadId=upload, MultipartUpload={"Parts": parts})
+    except BaseException:
+        try:
+            s3("abort_multipart_upload", UploadId=upload)
+        except Exception as exc:
+            log.debug("could not abort the upload to %s: %s", remote.url, exc)
+        raise
+    expected = f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
+    returned = (answer.get("ChecksumSHA256")        # S3 answers the completion with it; others only a HEAD
+                or s3("head_object", ChecksumMode="ENABLED").get("ChecksumSHA256"))
+    if returned is None:                # a store that keeps no checksums: read the object back
+        returned = expected if remote_sha256(remote, size) == whole.hexdigest() else "a read-back"
+    elif "-" not in returned:           # some stores leave the part count off
+        returned = f"{returned}-{len(digests)}"
+    if returned != expected:
+        _remove(remote)
+        raise ModelConversionError(f"the store's SHA-256 of the upload ({returned}) differs from the local "
+                                   f"file's ({expected})", remote.url)
+    return whole.hexdigest()
+
+
+def _upload_parts(f: Any, part: int, whole: Any, upload_part: Any) -> tuple[list[dict], list[bytes]]:
+    """Read `f` part by part (hashing it into `whole` on the way), PARTS_IN_FLIGHT uploads at once."""
+    parts: list[dict] = []
+    digests: list[bytes] = []
+    pending: list[tuple[int, Future]] = []
+    with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="modelport-upload") as pool:
+        try:
+            while data := f.read(part):
+                whole.update(data)
+                digests.append(hashlib.sha256(data).digest())
+                number = len(digests)
+                pending.append((number, pool.submit(upload_part, PartNumber=number, Body=data,
+                                                    ChecksumAlgorithm="SHA256",
+                                                    ChecksumSHA256=_b64(digests[-1]))))
+                del data
+                while len(pending) >= PARTS_IN_FLIGHT:
+                    parts.append(_part(*pending.pop(0)))
+            while pending:
+                parts.append(_part(*pending.pop(0)))
+        finally:
+            for _, future in pending:
+                future.cancel()
+    return parts, digests
+
+
+def _part(number: int, future: Future) -> dict:
+    answer = future.result()
+    checksum = {"ChecksumSHA256": answer["ChecksumSHA256"]} if answer.get("ChecksumSHA256") else {}
+    return {"PartNumber": number, "ETag": answer["ETag"], **checksum}
 
 
 def put_tree(folder: Path, destination: Location, last: list[str] = ()) -> list[Uploaded]:

@@ -110,6 +110,12 @@ def local_path(url: str) -> Path | None:
     return parse(url).local
 
 
+def speaks_s3(fs: Any) -> bool:
+    """Whether `fs` talks the S3 API itself (s3fs: for R2, MinIO and others too): a GET can stream from
+    an offset, an upload can carry SHA-256 checksums the store checks and returns."""
+    return hasattr(fs, "_call_s3") and hasattr(fs, "split_path")
+
+
 @lru_cache(maxsize=None)
 def filesystem(scheme: str) -> Any:
     """One fsspec filesystem per scheme and process. Library retries are turned off: storage/retry.py
