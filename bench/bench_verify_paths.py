@@ -1,9 +1,10 @@
 """Issue 26: the whole-model and the layer-major reference on one model that fits, side by side.
 
     .venv/bin/python bench/bench_verify_paths.py SOURCE CONVERTED [--ctx 64] [--tokens 32768] [--rounds 1]
+        [--max-memory SIZE]
 
 Each path runs in a process of its own (`verify SOURCE CONVERTED --corpus builtin`, layer-major by a
---max-memory one byte under the whole-model estimate), the two paths one after the other in each round
+--max-memory one byte under the whole-model estimate, or SIZE), the two paths one after the other in each round
 (this machine's speed drifts over minutes: each round lets both meet the same drift). Printed per run:
 wall and CPU seconds (user + system: what a shared machine does not inflate), peak RSS (GNU time,
 mapped files' pages included), the sampled peak of anonymous memory and the verdict's max |difference|;
@@ -29,11 +30,12 @@ def main() -> None:
     parser.add_argument("--ctx", default="64")
     parser.add_argument("--tokens", default="32768")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--max-memory", help="the layer-major run's budget (default: one byte under the whole model)")
     args = parser.parse_args()
-    under = whole_model_bytes(load(args.source, ReadOptions())) - 1
+    under = args.max_memory or str(whole_model_bytes(load(args.source, ReadOptions())) - 1)
     base = [*MODELPORT, "verify", str(args.source), str(args.converted), "--corpus", "builtin", "--ctx", args.ctx,
             "--tokens", args.tokens, "--json"]
-    paths = (("whole-model", []), ("layer-major", ["--max-memory", str(under)]))
+    paths = (("whole-model", []), ("layer-major", ["--max-memory", under]))
     runs: dict[str, list] = {label: [] for label, _ in paths}
     print("| round | reference path | wall s | CPU s | peak RSS MB | peak anonymous MB | max abs diff | corpus chunks |")
     print("|---|---|---|---|---|---|---|---|")
