@@ -105,7 +105,7 @@ def verify_case(model: Path, max_memory: str | None) -> None:
     cmd = [*MODELPORT, "verify", str(model), str(gguf), "--corpus", "builtin", "--ctx", "256", "--json"]
     proc = measure(cmd + (["--max-memory", max_memory] if max_memory else []), allow_failure=True)
     report = json.loads(proc.stdout)
-    report = report.get("report", report)
+    report = report.get("report") or report      # a failed check nests its report
     memory, quality = report["memory"], report.get("quality", {})
     print(f"verify {model.name} vs q8_0 ({folder_bytes(model) / 1e9:.2f} GB source): "
           f"{'PASS' if report['ok'] else 'FAIL'}, reference {memory['source_path']}, "
