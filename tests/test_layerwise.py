@@ -100,7 +100,8 @@ def test_max_memory_too_small_exits_2_naming_the_smallest(llama, tmp_path):
     assert run_cli("convert", llama.path, tmp_path / "m.gguf", "--quant", "f32").code == 0
     run = run_cli("verify", llama.path, tmp_path / "m.gguf", "--max-memory", "100MB")
     assert run.code == 2, run.stderr
-    line = run.stderr.strip().splitlines()[-1]
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr          # one line, nothing else
+    line = run.stderr.strip()
     assert "--max-memory 100.0 MB is too small" in line and "the smallest that works is" in line
     smallest = re.search(r"smallest that works is ([\d.]+ [MG]B)", line).group(1)
     enough = run_cli("verify", llama.path, tmp_path / "m.gguf", "--max-memory", smallest.replace(" ", ""), "--json")
