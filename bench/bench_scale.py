@@ -105,11 +105,13 @@ def verify_case(model: Path, max_memory: str | None) -> None:
     cmd = [*MODELPORT, "verify", str(model), str(gguf), "--corpus", "builtin", "--ctx", "256", "--json"]
     proc = measure(cmd + (["--max-memory", max_memory] if max_memory else []), allow_failure=True)
     report = json.loads(proc.stdout)
-    report = report.get("report", report)
+    report = report.get("report") or report      # a failed check nests its report
     memory, quality = report["memory"], report.get("quality", {})
     print(f"verify {model.name} vs q8_0 ({folder_bytes(model) / 1e9:.2f} GB source): "
           f"{'PASS' if report['ok'] else 'FAIL'}, reference {memory['source_path']}, "
-          f"{proc.seconds:.1f} s wall, {proc.cpu_seconds:.1f} s CPU, peak RSS {proc.peak_rss_mb:.0f} MB (GNU time), "
+          f"{proc.seconds:.1f} s wall, {proc.cpu_seconds:.1f} s CPU, peak RSS {proc.peak_rss_mb:.0f} MB (GNU time, "
+          f"mapped files' pages included; sampled peaks: anonymous {proc.peak_anon_mb:.0f} MB, "
+          f"file-backed {proc.peak_file_mb:.0f} MB), "
           f"{report['metrics']['positions']} prompt positions, {quality.get('positions', 0)} scored corpus positions, "
           f"KLD mean {quality.get('kld_mean', float('nan')):.3g}, same top-1 {quality.get('same_top1', float('nan')):.3f}")
 

@@ -27,20 +27,42 @@ class Measure:
     stdout: str
     fastest: float = 0.0
     cpu_seconds: float = 0.0        # user + system: what a shared, oversubscribed machine does not inflate
+    peak_anon_mb: float = 0.0       # largest anonymous RSS seen (sampled): RSS without mapped files' pages
+    peak_file_mb: float = 0.0       # largest file-backed RSS seen (sampled): mapped model files, libraries
+
+
+def _rss_of_child(time_pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile) in KiB of the command GNU time runs, (0, 0) before it starts or once it ends."""
+    try:
+        child = Path(f"/proc/{time_pid}/task/{time_pid}/children").read_text().split()
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{child[0]}/status").read_text().splitlines())
+        return int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])
+    except (OSError, IndexError, KeyError, ValueError):
+        return 0, 0
 
 
 def measure(cmd: list[str], env: dict | None = None, allow_failure: bool = False) -> Measure:
     """Wall time and peak RSS of `cmd` itself, measured by GNU time: a child forked from this
-    (torch-importing) process would otherwise report our RSS, since ru_maxrss survives exec."""
-    with tempfile.NamedTemporaryFile("r") as rss:
+    (torch-importing) process would otherwise report our RSS, since ru_maxrss survives exec. GNU time's
+    peak counts the pages of mapped files (a GGUF llama.cpp maps) with the process's own memory, so the
+    anonymous and file-backed parts are also sampled from /proc every 50 ms."""
+    with tempfile.NamedTemporaryFile("r") as rss, tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", rss.name, *cmd], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%U %S %M", "-o", rss.name, *cmd], stdout=out,
+                                stderr=subprocess.DEVNULL, env=env)
+        anon = file = 0
+        while proc.poll() is None:
+            a, f = _rss_of_child(proc.pid)
+            anon, file = max(anon, a), max(file, f)
+            time.sleep(0.05)
         seconds = time.perf_counter() - started
         if proc.returncode != 0 and not (allow_failure and proc.returncode == 1):
             raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
         user, system, peak_kb = rss.read().split()[-3:]
-    return Measure(seconds, int(peak_kb) / 1024, proc.stdout.decode(), cpu_seconds=float(user) + float(system))
+        out.seek(0)
+        stdout = out.read().decode()
+    return Measure(seconds, int(peak_kb) / 1024, stdout, cpu_seconds=float(user) + float(system),
+                   peak_anon_mb=anon / 1024, peak_file_mb=file / 1024)
 
 
 @dataclass

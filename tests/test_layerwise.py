@@ -100,7 +100,8 @@ def test_max_memory_too_small_exits_2_naming_the_smallest(llama, tmp_path):
     assert run_cli("convert", llama.path, tmp_path / "m.gguf", "--quant", "f32").code == 0
     run = run_cli("verify", llama.path, tmp_path / "m.gguf", "--max-memory", "100MB")
     assert run.code == 2, run.stderr
-    line = run.stderr.strip().splitlines()[-1]
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr          # one line, nothing else
+    line = run.stderr.strip()
     assert "--max-memory 100.0 MB is too small" in line and "the smallest that works is" in line
     smallest = re.search(r"smallest that works is ([\d.]+ [MG]B)", line).group(1)
     enough = run_cli("verify", llama.path, tmp_path / "m.gguf", "--max-memory", smallest.replace(" ", ""), "--json")
@@ -108,3 +109,36 @@ def test_max_memory_too_small_exits_2_naming_the_smallest(llama, tmp_path):
     default = run_cli("verify", llama.path, tmp_path / "m.gguf", "--json")         # the tiny model fits whole
     assert default.json()["memory"]["source_path"] == "whole-model", default.stderr
     assert run_cli("convert", llama.path, tmp_path / "x", "--max-memory", "1GB").code == 2      # needs --verify
+
+
+def test_llama_cpp_logits_in_batches_equal_one_batch(llama, tmp_path, monkeypatch):
+    """llama.cpp's buffers hold a batch of positions' logits, not the context's: a 300-position sequence
+    in batches of BATCH gives the logits one 300-token batch gives."""
+    from modelport.runtimes import llama_cpp
+
+    assert run_cli("convert", llama.path, tmp_path / "m.gguf", "--quant", "f32").code == 0
+    ids = [1] + [(7 * i) % 90 + 3 for i in range(299)]
+    batched = llama_cpp.LlamaCppRuntime(tmp_path / "m.gguf", n_ctx=len(ids))
+    assert batched.llm.n_batch == llama_cpp.BATCH < len(ids)
+    monkeypatch.setattr(llama_cpp, "BATCH", len(ids))
+    whole = llama_cpp.LlamaCppRuntime(tmp_path / "m.gguf", n_ctx=len(ids))
+    assert whole.llm.n_batch == len(ids)
+    assert np.abs(batched.logits(ids) - whole.logits(ids)).max() <= 1e-5
+
+
+def test_comparison_blocks_do_not_change_the_figures(monkeypatch):
+    """compare() and the corpus statistics work a block of positions at a time (fewer at large
+    vocabularies); one position per block gives the same figures."""
+    from modelport.verify import metrics
+    from modelport.verify.quality import QualityStats
+
+    rng = np.random.default_rng(0)
+    source, converted = rng.normal(size=(70, 500)).astype(np.float32), rng.normal(size=(70, 500)).astype(np.float32)
+    tokens = rng.integers(0, 500, size=70)
+    assert metrics.block_rows(500) == 32 and metrics.block_rows(128256) == 8
+    blocked = metrics.compare(source, converted), QualityStats().add(source, converted, tokens)
+    monkeypatch.setattr(metrics, "BLOCK", 1)
+    assert metrics.block_rows(500) == 1
+    single = metrics.compare(source, converted), QualityStats().add(source, converted, tokens)
+    assert blocked[0].figures == pytest.approx(single[0].figures, rel=1e-12)
+    assert np.array_equal(blocked[0].kl, single[0].kl) and vars(blocked[1]) == pytest.approx(vars(single[1]), rel=1e-12)

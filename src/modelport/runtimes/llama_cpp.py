@@ -16,6 +16,8 @@ import numpy as np
 from ..core.errors import CorruptInputError
 
 F32 = 0
+BATCH = 128     # tokens per llama.cpp batch when every position's logits are wanted: its output buffer and
+                # its graph's logits are batch x vocab float32 (64 MB at vocab 128256), whatever the context
 
 
 @contextlib.contextmanager
@@ -43,7 +45,9 @@ class LlamaCppRuntime:
         """`lora`: a GGUF LoRA adapter applied on top (at scale 1), as llama.cpp's --lora does."""
         from llama_cpp import Llama
 
-        kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=not embedding,
+        # an embedding model sees its whole input in one batch (pooling, non-causal attention)
+        batch = n_ctx if embedding else min(n_ctx, BATCH)
+        kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch, logits_all=not embedding,
                       embedding=embedding, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0,
                       type_k=F32, type_v=F32)
         if pooling is not None:

@@ -50,16 +50,23 @@ class Comparison:
     cosine: np.ndarray
 
 
-ROWS = 32          # positions per float64 pass: bounds the temporaries at 32 x vocabulary
+BLOCK = 1 << 20    # float64 elements per temporary of a comparison pass (8 MB)
+
+
+def block_rows(vocab: int) -> int:
+    """Positions per float64 pass: 32, fewer at large vocabularies (8 at 128256), so each of a pass's
+    half-dozen temporaries stays near BLOCK elements whatever the model."""
+    return max(1, min(32, BLOCK // max(vocab, 1)))
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray) -> Comparison:
-    """Per-position logit agreement, in float64, ROWS positions at a time. A candidate with more vocabulary
+    """Per-position logit agreement, in float64, `block_rows` positions at a time. A candidate with more vocabulary
     columns (tokens were added) is compared on the source's columns: the old tokens' logits must not change."""
     cos, kl, top, diff, peak = [], [], [], 0.0, 0.0
-    for i in range(0, reference.shape[0], ROWS):
-        ref = np.asarray(reference[i:i + ROWS], dtype=np.float64)
-        cand = np.asarray(candidate[i:i + ROWS], dtype=np.float64)[..., :ref.shape[-1]]
+    rows = block_rows(reference.shape[-1])
+    for i in range(0, reference.shape[0], rows):
+        ref = np.asarray(reference[i:i + rows], dtype=np.float64)
+        cand = np.asarray(candidate[i:i + rows], dtype=np.float64)[..., :ref.shape[-1]]
         norms = np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1), 1e-300)
         cos.append((ref * cand).sum(-1) / norms)
         kl.append(kl_rows(log_softmax(ref), log_softmax(cand)))

@@ -20,10 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import fraction_error, kl_rows, log_softmax, mean_and_error, percentile
-
-
-ROWS = 32          # positions per float64 pass: bounds the temporaries at 32 x vocabulary
+from .metrics import block_rows, fraction_error, kl_rows, log_softmax, mean_and_error, percentile
 
 
 def _positions(source: np.ndarray, converted: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -63,8 +60,9 @@ class QualityStats:
 
     def add(self, source_logits: np.ndarray, converted_logits: np.ndarray, next_tokens: np.ndarray) -> ChunkFigures:
         """Fold in one chunk's scored positions: row i of both logit arrays predicts next_tokens[i]."""
-        parts = [_positions(source_logits[i:i + ROWS], converted_logits[i:i + ROWS], next_tokens[i:i + ROWS])
-                 for i in range(0, len(next_tokens), ROWS)]
+        rows = block_rows(source_logits.shape[-1])
+        parts = [_positions(source_logits[i:i + rows], converted_logits[i:i + rows], next_tokens[i:i + rows])
+                 for i in range(0, len(next_tokens), rows)]
         nll_p, nll_q, kld, same, p_diff = (np.concatenate(column) for column in zip(*parts))
         for store, values in ((self.nll_source, nll_p), (self.nll_converted, nll_q), (self.kld, kld),
                               (self.same_top, same), (self.p_diff, p_diff)):
