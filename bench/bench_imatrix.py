@@ -79,12 +79,15 @@ def timing(model: Path, text: Path, ctx: int, quant: str, repeat: int) -> dict:
                                      str(theirs_out), quant.upper(), "2"], theirs_out),
     }
     m = interleaved(repeat, contenders)
-    three = sum(m[k].seconds for k in ("convert_hf_to_gguf f16", "llama-imatrix", "llama-quantize"))
+    tools = ("convert_hf_to_gguf f16", "llama-imatrix", "llama-quantize")
+    three, three_cpu = sum(m[k].seconds for k in tools), sum(m[k].cpu_seconds for k in tools)
     for path in (f16, imat):
         path.unlink(missing_ok=True)
     return {"seconds": {k: round(v.seconds, 2) for k, v in m.items()},
             "rss_mb": {k: round(v.peak_rss_mb) for k, v in m.items()},
-            "three_tools": round(three, 2), "ratio": round(m["one command"].seconds / three, 3)}
+            "cpu_seconds": {k: round(v.cpu_seconds, 2) for k, v in m.items()},
+            "three_tools": round(three, 2), "ratio": round(m["one command"].seconds / three, 3),
+            "cpu_ratio": round(m["one command"].cpu_seconds / three_cpu, 3)}
 
 
 def bits_per_weight(model: Path, quants: list[str]) -> dict[str, float]:
@@ -166,7 +169,8 @@ def main() -> None:
     if not args.skip_time:
         t = timing(model, text, args.ctx, args.quant, args.repeat)
         print(f"time, 0.5B, {args.quant}, ctx {args.ctx}, median of {args.repeat} rounds: {t['seconds']} s; "
-              f"peak RSS MB {t['rss_mb']}; three tools {t['three_tools']} s; one command / three tools = {t['ratio']}")
+              f"peak RSS MB {t['rss_mb']}; three tools {t['three_tools']} s; one command / three tools = {t['ratio']}; "
+              f"CPU s (user + system) {t['cpu_seconds']}, ratio {t['cpu_ratio']}")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def interleaved(n: int, contenders: dict[str, Contender], settle: float = 3.0) -
         if c.cleanup is not None:
             remove(c.cleanup)
     return {label: Measure(statistics.median(r.seconds for r in rs), max(r.peak_rss_mb for r in rs), rs[-1].stdout,
-                           min(r.seconds for r in rs))
+                           min(r.seconds for r in rs), statistics.median(r.cpu_seconds for r in rs))
             for label, rs in runs.items()}
 
 

@@ -14,7 +14,7 @@ from conftest import Sample, run_cli
 from test_gguf_quantization import WIDE, _tensors, llama_quantize
 
 import modelport
-from modelport.core.errors import CorruptInputError
+from modelport.core.errors import CorruptInputError, UsageError
 from modelport.formats.gguf import imatrix as imatrix_mod
 from modelport.formats.gguf.calibrate import CalibrationSettings, compute
 from modelport.formats.gguf.imatrix import Entry, Imatrix
@@ -302,3 +302,33 @@ def test_batch_config_takes_an_imatrix(dense, tmp_path):
     (tmp_path / "jobs.yaml").write_text((tmp_path / "jobs.yaml").read_text().replace("  imatrix: imatrix.gguf\n", "  overwrite: true\n"))
     run = run_cli("batch", tmp_path / "jobs.yaml", "--json")
     assert run.code == 1 and "--imatrix" in run.json()["results"][0]["error"]
+
+
+def test_watch_config_calibrates_once_per_version(dense, tmp_path, monkeypatch):
+    """watch's `imatrix_corpus:` (relative to the YAML's folder) and `imatrix_ctx:` make every GGUF of a
+    version with the imatrix of one calibration run; a bad corpus path is refused when the YAML is read."""
+    import shutil
+
+    from modelport.formats.gguf import calibrate
+    from modelport.service import config
+    from modelport.service.watch import WatchService
+    sample = dense[0]
+    shutil.copytree(sample.path, tmp_path / "run" / "checkpoint-5")
+    (tmp_path / "corpus.txt").write_text(calibrate.CalibrationSettings(calibrate.BUILTIN).text())
+    runs = []
+    compute = calibrate.compute
+    monkeypatch.setattr(calibrate, "compute", lambda *a, **k: runs.append(a) or compute(*a, **k))
+    yaml = tmp_path / "watch.yaml"
+    yaml.write_text("checkpoint_dir: run\noutput: out\nquant: [q4_0, q2_k]\nverify: false\nsettle: 0\n"
+                    "once: true\nregistry: r.sqlite\nimatrix_corpus: corpus.txt\nimatrix_ctx: 64\n")
+    summary = WatchService(config.load(yaml, {})).run()
+    assert summary["ok"] and summary["published"], summary
+    assert len(runs) == 1
+    version = tmp_path / "out" / summary["published"][0]
+    for name in ("model-q4_0.gguf", "model-q2_k.gguf"):
+        fields = gguf.GGUFReader(version / name).fields
+        assert fields["quantize.imatrix.dataset"].contents() == str(tmp_path / "corpus.txt")
+        assert fields["quantize.imatrix.chunks_count"].contents() > 0
+    yaml.write_text(yaml.read_text().replace("corpus.txt", "missing.txt"))
+    with pytest.raises(UsageError, match="missing.txt"):
+        config.load(yaml, {})

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..core.bundle import ModelBundle
@@ -158,6 +159,19 @@ def _params(bundle: ModelBundle, fmt: Format, writer_options) -> list[dict]:
     return rows
 
 
+def calibrated_once(settings: dict, work: Path) -> Iterator[dict]:
+    """The settings of each of several GGUF conversions of one source: with an imatrix corpus, the first
+    computes the importance matrix (kept at save_imatrix, else in `work`) and the others read it."""
+    while True:
+        if not settings.get("imatrix_corpus"):
+            yield settings
+            continue
+        kept = settings.get("save_imatrix") or work / "imatrix.gguf"
+        yield {**settings, "save_imatrix": kept}
+        settings = {**settings, "imatrix": kept, "imatrix_corpus": None, "imatrix_ctx": None, "imatrix_tokens": None,
+                    "save_imatrix": None}
+
+
 def convert_profile(src: str | Path, dst: str | Path, profile: str, **settings) -> dict:
     """One GGUF per type of a deployment profile: DST/model-{quant}.gguf for each (see formats/gguf/profiles.py)."""
     started = time.perf_counter()
@@ -172,13 +186,7 @@ def convert_profile(src: str | Path, dst: str | Path, profile: str, **settings) 
         outputs = [folder / file_name(q) for q in quants]
     results = []
     with tempfile.TemporaryDirectory(prefix="modelport-imatrix-") as work:
-        for q, out in zip(quants, outputs):
-            if settings.get("imatrix_corpus"):    # calibrated once: the first conversion keeps it for the others
-                kept = settings.get("save_imatrix") or Path(work) / "imatrix.gguf"
-                results.append(convert(src, out, quant=q, **{**settings, "save_imatrix": kept}))
-                settings = {**settings, "imatrix": kept, "imatrix_corpus": None, "imatrix_ctx": None,
-                            "imatrix_tokens": None, "save_imatrix": None}
-            else:
-                results.append(convert(src, out, quant=q, **settings))
+        for (q, out), each in zip(zip(quants, outputs), calibrated_once(settings, Path(work))):
+            results.append(convert(src, out, quant=q, **each))
     return {"ok": True, "profile": profile, "destination": str(folder), "outputs": results,
             "seconds": round(time.perf_counter() - started, 3), "notes": results[0]["notes"] if results else []}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..storage import is_url
 
@@ -49,6 +49,10 @@ class WatchConfig(BaseModel):
     executor: Literal["local", "ray"] = "local"    # ray: each version built and published by a Ray task
     address: str | None = None               # the Ray cluster to join (default: a local Ray)
     resources: dict[str, float] = Field(default_factory=dict)   # Ray custom resources the task asks for
+    imatrix: Path | None = None              # GGUF types made with this llama.cpp importance matrix
+    imatrix_corpus: str | None = None        # or with one computed over this text (a file, or "builtin"), once per version
+    imatrix_ctx: int | None = None
+    imatrix_tokens: int | None = None
 
     @field_validator("checkpoint_dir", "output", mode="before")
     @classmethod
@@ -73,18 +77,30 @@ class WatchConfig(BaseModel):
             file_type(quant)
         return [q.lower() for q in value]
 
-    @field_validator("corpus")
+    @field_validator("corpus", "imatrix_corpus")
     @classmethod
     def _corpus(cls, value: str | None) -> str | None:
         if value is not None and value != "builtin" and not Path(value).expanduser().is_file():
             raise ValueError(f"{value}: no such file (a text file, or 'builtin')")
         return value
 
+    @model_validator(mode="after")
+    def _one_imatrix(self) -> "WatchConfig":
+        if self.imatrix and self.imatrix_corpus:
+            raise ValueError("give imatrix or imatrix_corpus, not both")
+        return self
+
     @property
     def corpus_settings(self):
         """The scored corpus as verify takes it, or None."""
         from ..verify.corpus import CorpusSettings
         return CorpusSettings(self.corpus, self.ctx, self.tokens) if self.corpus else None
+
+    @property
+    def imatrix_settings(self) -> dict:
+        """The importance-matrix options convert takes, for each GGUF of a version."""
+        return {"imatrix": self.imatrix, "imatrix_corpus": self.imatrix_corpus, "imatrix_ctx": self.imatrix_ctx,
+                "imatrix_tokens": self.imatrix_tokens}
 
     @property
     def quants(self) -> list[str]:
@@ -97,7 +113,7 @@ class WatchConfig(BaseModel):
         return self.output / "events.jsonl"
 
 
-PATH_KEYS = ("checkpoint_dir", "output", "base_model", "registry", "event_log")
+PATH_KEYS = ("checkpoint_dir", "output", "base_model", "registry", "event_log", "imatrix")
 
 
 def load(yaml_path: Path | None, overrides: dict) -> WatchConfig:
@@ -110,8 +126,9 @@ def load(yaml_path: Path | None, overrides: dict) -> WatchConfig:
             if data.get(key) is not None and not is_url(str(data[key])) \
                     and not Path(data[key]).expanduser().is_absolute():
                 data[key] = yaml_path.parent / Path(data[key]).expanduser()
-        corpus = data.get("corpus")
-        if isinstance(corpus, str) and corpus != "builtin" and not Path(corpus).expanduser().is_absolute():
-            data["corpus"] = str(yaml_path.parent / Path(corpus).expanduser())
+        for key in ("corpus", "imatrix_corpus"):
+            corpus = data.get(key)
+            if isinstance(corpus, str) and corpus != "builtin" and not Path(corpus).expanduser().is_absolute():
+                data[key] = str(yaml_path.parent / Path(corpus).expanduser())
     data.update({k: v for k, v in overrides.items() if v is not None})
     return validated(WatchConfig, data, yaml_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ class BuildOptions:
     allow_unused: bool = False
     corpus: "CorpusSettings | None" = None      # quality statistics over a corpus, when set
     adapters_only: bool = False                 # a LoRA checkpoint as a GGUF LoRA beside its base's GGUF, not merged
+    imatrix: dict = field(default_factory=dict)   # imatrix / imatrix_corpus / imatrix_ctx / imatrix_tokens for the GGUFs
 
 
 @dataclass
@@ -62,6 +64,7 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     name artifacts relative to the version folder ("." is its HF model), never the temporary path.
     """
     from ..api import convert
+    from ..api.convert import calibrated_once
     from ..verify import Reference, check, verify
     from ..verify.report import write_report
 
@@ -85,13 +88,14 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
                                               corpus=options.corpus), converted=".")
         build.timings["verify_hf"] = round(time.perf_counter() - t, 3)
     targets = []
-    for quant in options.quants:
-        build.stage = "convert"
-        t = time.perf_counter()
-        target = staging / gguf_name(quant)
-        _gguf_beside(staging, target, quant, options.threads)
-        build.timings[target.name] = round(time.perf_counter() - t, 3)
-        targets.append(target)
+    with tempfile.TemporaryDirectory(prefix="modelport-imatrix-") as work:       # a corpus is run once per version
+        for quant, settings in zip(options.quants, calibrated_once(options.imatrix, Path(work))):
+            build.stage = "convert"
+            t = time.perf_counter()
+            target = staging / gguf_name(quant)
+            _gguf_beside(staging, target, quant, options.threads, settings)
+            build.timings[target.name] = round(time.perf_counter() - t, 3)
+            targets.append(target)
     if options.verify and targets:
         build.stage = "verify"
         t = time.perf_counter()
@@ -154,7 +158,7 @@ def _recorded(build: Build, artifact: str, run: Callable[[], dict], **names: str
     build.verification[artifact] = {**report, **names}
 
 
-def _gguf_beside(staging: Path, target: Path, quant: str, threads: int | None) -> None:
+def _gguf_beside(staging: Path, target: Path, quant: str, threads: int | None, imatrix: dict) -> None:
     """GGUF from the version's HF files, placed among them: written outside the folder it reads (a
     conversion never writes into its source), then moved in."""
     from ..api import convert
@@ -162,7 +166,7 @@ def _gguf_beside(staging: Path, target: Path, quant: str, threads: int | None) -
     outside = temp_sibling(staging.parent / target.name)
     outside.mkdir()
     try:
-        convert(staging, outside / target.name, quant=quant, threads=threads)
+        convert(staging, outside / target.name, quant=quant, threads=threads, **imatrix)
         for part in sorted(outside.iterdir()):
             os.rename(part, staging / part.name)
     finally:

@@ -324,7 +324,7 @@ def make_version(cfg: WatchConfig, run_dir, releases, found: Found, sig: str, na
     staging = releases.staging(name)
     try:
         options = BuildOptions(cfg.quants, cfg.base_model, cfg.dtype, cfg.verify, cfg.threads, cfg.allow_unused,
-                               cfg.corpus_settings if cfg.verify else None, cfg.adapters_only)
+                               cfg.corpus_settings if cfg.verify else None, cfg.adapters_only, cfg.imatrix_settings)
         with run_dir.opened(found) as readable:
             build_version(readable, staging, options, build)
         manifest = write_manifest(staging, {
@@ -333,7 +333,8 @@ def make_version(cfg: WatchConfig, run_dir, releases, found: Found, sig: str, na
             **({"base": build.base_files} if build.base_files else {}),
             "conversion": {"to": ["hf"] + [f"gguf:{q}" for q in cfg.quants], "dtype": cfg.dtype,
                            "base_model": cfg.base_model, "verify": cfg.verify,
-                           "corpus": {"corpus": cfg.corpus, "ctx": cfg.ctx, "tokens": cfg.tokens} if cfg.corpus else None},
+                           "corpus": {"corpus": cfg.corpus, "ctx": cfg.ctx, "tokens": cfg.tokens} if cfg.corpus else None,
+                           **({"imatrix": cfg.imatrix_settings} if cfg.imatrix or cfg.imatrix_corpus else {})},
             "verification": build.verification or None,
             "timings": {**build.timings, "total": round(time.perf_counter() - started, 3)},
         })
