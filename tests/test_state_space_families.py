@@ -27,6 +27,7 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
     ("nemotron_h", dict(intermediate_size=512, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
                         layers_block_type=["mamba", "mlp", "attention", "mlp"])),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
+    ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
