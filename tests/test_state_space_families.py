@@ -28,6 +28,8 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
                         layers_block_type=["mamba", "mlp", "attention", "mlp"])),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
     ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
+    ("falcon_h1", dict(intermediate_size=512, head_dim=64, mamba_d_ssm=512, mamba_n_heads=16, mamba_d_head=32,
+                       mamba_d_state=32)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
@@ -81,3 +83,13 @@ def test_onnx_is_refused_with_the_reason(samples, tmp_path):
     run = run_cli("convert", samples("mamba").path, tmp_path / "m.onnx")
     assert run.code == 1 and "no ONNX export for 'mamba'" in run.stderr and "state-space cache" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_falcon_h1_norm_before_gate_is_refused_before_writing(tmp_path):
+    """llama.cpp gates the Mamba-2 output before its grouped norm: a Falcon-H1 normalising first is refused,
+    with the reason, and nothing is written."""
+    from modelport.samples import save_model
+    save_model(tmp_path / "model", "falcon_h1", mamba_norm_before_gate=True)
+    run = run_cli("convert", tmp_path / "model", tmp_path / "m.gguf", "--quant", "f32")
+    assert run.code == 1 and "before its grouped norm" in run.stderr, run.stderr
+    assert not (tmp_path / "m.gguf").exists()
