@@ -28,6 +28,7 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
                         layers_block_type=["mamba", "mlp", "attention", "mlp"])),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
     ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
+    ("lfm2_moe", dict(intermediate_size=512, moe_intermediate_size=256, layer_types=["conv", "full_attention"] * 2)),
     ("falcon_h1", dict(intermediate_size=512, head_dim=64, mamba_d_ssm=512, mamba_n_heads=16, mamba_d_head=32,
                        mamba_d_state=32)),
 ], ids=lambda v: v if isinstance(v, str) else "")
@@ -93,3 +94,30 @@ def test_falcon_h1_norm_before_gate_is_refused_before_writing(tmp_path):
     run = run_cli("convert", tmp_path / "model", tmp_path / "m.gguf", "--quant", "f32")
     assert run.code == 1 and "before its grouped norm" in run.stderr, run.stderr
     assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.slow
+def test_lfm2_moe_selection_bias_routes_in_llama_cpp(tmp_path):
+    """LFM2-MoE's `expert_bias` (zero in a random model, so the family test cannot see it) changes which
+    experts are chosen; with a large random one, llama.cpp's logits still equal transformers'."""
+    import torch
+
+    from modelport.runtimes.llama_cpp import LlamaCppRuntime
+    from modelport.samples import save_model
+    from modelport.verify.prompts import PROMPTS
+    model, tok = save_model(tmp_path / "model", "lfm2_moe")
+    prompts = [tok(text)["input_ids"] for text in PROMPTS[:3]]
+
+    def logits() -> list:
+        with torch.no_grad():
+            return [model(torch.tensor([ids])).logits[0].numpy() for ids in prompts]
+    unbiased = logits()
+    with torch.no_grad():
+        for layer in model.model.layers[model.config.num_dense_layers:]:
+            layer.feed_forward.expert_bias.copy_(torch.randn_like(layer.feed_forward.expert_bias))
+    biased = logits()
+    assert max(np.abs(a - b).max() for a, b in zip(biased, unbiased)) > 1e-2       # the bias does route
+    model.save_pretrained(tmp_path / "model")
+    modelport.convert(tmp_path / "model", tmp_path / "m.gguf", quant="f32")
+    runtime = LlamaCppRuntime(tmp_path / "m.gguf")
+    assert max(np.abs(runtime.logits(ids) - want).max() for ids, want in zip(prompts, biased)) < 1e-3
