@@ -29,6 +29,9 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
     ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
     ("lfm2_moe", dict(intermediate_size=512, moe_intermediate_size=256, layer_types=["conv", "full_attention"] * 2)),
+    ("qwen3_next", dict(moe_intermediate_size=256, shared_expert_intermediate_size=256, head_dim=64,
+                        linear_key_head_dim=64, linear_value_head_dim=64,
+                        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"])),
     ("falcon_h1", dict(intermediate_size=512, head_dim=64, mamba_d_ssm=512, mamba_n_heads=16, mamba_d_head=32,
                        mamba_d_state=32)),
 ], ids=lambda v: v if isinstance(v, str) else "")
