@@ -83,9 +83,10 @@ def test_a_log_comes_back_within_float_rounding(samples, tmp_path):
     np.testing.assert_allclose(back, a_log, rtol=0, atol=1e-6)
 
 
-def test_onnx_is_refused_with_the_reason(samples, tmp_path):
-    run = run_cli("convert", samples("mamba").path, tmp_path / "m.onnx")
-    assert run.code == 1 and "no ONNX export for 'mamba'" in run.stderr and "state-space cache" in run.stderr
+@pytest.mark.parametrize("family,why", [("mamba", "state-space cache"), ("lfm2", "recurrent cache layer")])
+def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
+    run = run_cli("convert", samples(family).path, tmp_path / "m.onnx")
+    assert run.code == 1 and f"no ONNX export for {family!r}" in run.stderr and why in run.stderr
     assert list(tmp_path.iterdir()) == []
 
 

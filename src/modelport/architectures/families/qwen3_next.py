@@ -12,6 +12,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, Part
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import AddOffset, NegExp, Squeeze, UngroupSections
 from ..tensors import linear, norm, only, t
+from .lfm2 import NO_ONNX
 from .llama import ATTENTION_BIAS, LAYER_NORMS, TINY, decoder
 from .moe import MOE_KEYS, experts, shared_expert
 
@@ -80,6 +81,7 @@ SPEC = register_architecture(ArchitectureSpec(
             "rms_eps == 1e-6": "llama.cpp's delta net L2-normalises q and k with rms_norm_eps as epsilon, "
                                "transformers with 1e-6 (1.4e-3 apart in the logits at 1e-5)",
         }),
+    no_onnx=NO_ONNX,
     recurrent="gated delta-net (linear attention) layers carry state along the sequence (transformers' own "
               "cache object)",
     tiny=dict(TINY, rms_norm_eps=1e-6, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
