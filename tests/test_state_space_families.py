@@ -57,8 +57,9 @@ def test_recurrent_state_is_reset_for_each_sequence(samples, tmp_path):
 
 
 @pytest.mark.slow
-def test_recurrent_model_verifies_with_corpus_statistics(samples, tmp_path):
-    sample = samples("mamba2")
+@pytest.mark.parametrize("family", ["mamba2", "qwen3_next"])      # a state-space scan, a gated delta net
+def test_recurrent_model_verifies_with_corpus_statistics(samples, tmp_path, family):
+    sample = samples(family)
     out = tmp_path / "m.gguf"
     modelport.convert(sample.path, out, quant="f32")
     run = run_cli("verify", sample.path, out, "--corpus", "builtin", "--ctx", "64", "--tokens", "256",
