@@ -5,7 +5,9 @@
 Nemotron-H-8B's shapes (hidden 4096, a Mamba-2 mixer of 128 heads x 64, attention of 32 heads, a
 21504-wide ReLU² MLP, vocab 131072) with one Mamba, one attention and one MLP layer; and Granite 4.0
 H Tiny's (hidden 1536, 64 experts of 512 and a shared expert of 1024, Mamba-2 of 48 heads x 64, vocab
-100352) with two Mamba layers and one attention layer. Each is one `modelport convert` (peak RSS by
+100352) with two Mamba layers and one attention layer; Qwen3-Next-80B-A3B's (hidden 2048, 512 experts of 512
+and a shared expert, a gated delta net of 16 key x 32 value heads of 128, vocab 151936) with one
+linear-attention and one full-attention layer. Each is one `modelport convert` (peak RSS by
 GNU time): the experts stream as every MoE family's do, so peak memory stays a working set.
 """
 from __future__ import annotations
@@ -31,6 +33,15 @@ MODELS = {
                              rms_norm_eps=1e-5, vocab_size=100352, max_position_embeddings=131072,
                              attention_multiplier=0.0078125, embedding_multiplier=12.0, residual_multiplier=0.22,
                              logits_scaling=6.0, position_embedding_type=None, tie_word_embeddings=True),
+    "qwen3_next": dict(model_type="qwen3_next", architectures=["Qwen3NextForCausalLM"], hidden_size=2048,
+                       intermediate_size=5120, moe_intermediate_size=512, shared_expert_intermediate_size=512,
+                       num_experts=512, num_experts_per_tok=10, norm_topk_prob=True, num_attention_heads=16,
+                       num_key_value_heads=2, head_dim=256, num_hidden_layers=2,
+                       layer_types=["linear_attention", "full_attention"], linear_num_key_heads=16,
+                       linear_num_value_heads=32, linear_key_head_dim=128, linear_value_head_dim=128,
+                       linear_conv_kernel_dim=4, rms_norm_eps=1e-6, vocab_size=151936, max_position_embeddings=262144,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
+                       tie_word_embeddings=False),
 }
 
 

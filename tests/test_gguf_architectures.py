@@ -18,7 +18,7 @@ TOLERANCE = {"f32": 1e-3, "f16": 1e-2}
 NEEDS_BASE_MODEL: dict[str, str] = {}
 # state-space and hybrid families beyond one of each kind (mamba, lfm2 stay here): transformers runs their scans
 # through its slow reference code on CPU, so they run in `make test-slow`
-SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h"}
+SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "jamba", "falcon_h1", "lfm2_moe", "qwen3_next"}
 
 
 def _tokenizer(path):

@@ -27,6 +27,13 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
     ("nemotron_h", dict(intermediate_size=512, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
                         layers_block_type=["mamba", "mlp", "attention", "mlp"])),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
+    ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
+    ("lfm2_moe", dict(intermediate_size=512, moe_intermediate_size=256, layer_types=["conv", "full_attention"] * 2)),
+    ("qwen3_next", dict(moe_intermediate_size=256, shared_expert_intermediate_size=256, head_dim=64,
+                        linear_key_head_dim=64, linear_value_head_dim=64,
+                        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"])),
+    ("falcon_h1", dict(intermediate_size=512, head_dim=64, mamba_d_ssm=512, mamba_n_heads=16, mamba_d_head=32,
+                       mamba_d_state=32)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
@@ -50,8 +57,9 @@ def test_recurrent_state_is_reset_for_each_sequence(samples, tmp_path):
 
 
 @pytest.mark.slow
-def test_recurrent_model_verifies_with_corpus_statistics(samples, tmp_path):
-    sample = samples("mamba2")
+@pytest.mark.parametrize("family", ["mamba2", "qwen3_next"])      # a state-space scan, a gated delta net
+def test_recurrent_model_verifies_with_corpus_statistics(samples, tmp_path, family):
+    sample = samples(family)
     out = tmp_path / "m.gguf"
     modelport.convert(sample.path, out, quant="f32")
     run = run_cli("verify", sample.path, out, "--corpus", "builtin", "--ctx", "64", "--tokens", "256",
@@ -76,7 +84,45 @@ def test_a_log_comes_back_within_float_rounding(samples, tmp_path):
     np.testing.assert_allclose(back, a_log, rtol=0, atol=1e-6)
 
 
-def test_onnx_is_refused_with_the_reason(samples, tmp_path):
-    run = run_cli("convert", samples("mamba").path, tmp_path / "m.onnx")
-    assert run.code == 1 and "no ONNX export for 'mamba'" in run.stderr and "state-space cache" in run.stderr
+@pytest.mark.parametrize("family,why", [("mamba", "state-space cache"), ("lfm2", "recurrent cache layer")])
+def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
+    run = run_cli("convert", samples(family).path, tmp_path / "m.onnx")
+    assert run.code == 1 and f"no ONNX export for {family!r}" in run.stderr and why in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_falcon_h1_norm_before_gate_is_refused_before_writing(tmp_path):
+    """llama.cpp gates the Mamba-2 output before its grouped norm: a Falcon-H1 normalising first is refused,
+    with the reason, and nothing is written."""
+    from modelport.samples import save_model
+    save_model(tmp_path / "model", "falcon_h1", mamba_norm_before_gate=True)
+    run = run_cli("convert", tmp_path / "model", tmp_path / "m.gguf", "--quant", "f32")
+    assert run.code == 1 and "before its grouped norm" in run.stderr, run.stderr
+    assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.slow
+def test_lfm2_moe_selection_bias_routes_in_llama_cpp(tmp_path):
+    """LFM2-MoE's `expert_bias` (zero in a random model, so the family test cannot see it) changes which
+    experts are chosen; with a large random one, llama.cpp's logits still equal transformers'."""
+    import torch
+
+    from modelport.runtimes.llama_cpp import LlamaCppRuntime
+    from modelport.samples import save_model
+    from modelport.verify.prompts import PROMPTS
+    model, tok = save_model(tmp_path / "model", "lfm2_moe")
+    prompts = [tok(text)["input_ids"] for text in PROMPTS[:3]]
+
+    def logits() -> list:
+        with torch.no_grad():
+            return [model(torch.tensor([ids])).logits[0].numpy() for ids in prompts]
+    unbiased = logits()
+    with torch.no_grad():
+        for layer in model.model.layers[model.config.num_dense_layers:]:
+            layer.feed_forward.expert_bias.copy_(torch.randn_like(layer.feed_forward.expert_bias))
+    biased = logits()
+    assert max(np.abs(a - b).max() for a, b in zip(biased, unbiased)) > 1e-2       # the bias does route
+    model.save_pretrained(tmp_path / "model")
+    modelport.convert(tmp_path / "model", tmp_path / "m.gguf", quant="f32")
+    runtime = LlamaCppRuntime(tmp_path / "m.gguf")
+    assert max(np.abs(runtime.logits(ids) - want).max() for ids, want in zip(prompts, biased)) < 1e-3

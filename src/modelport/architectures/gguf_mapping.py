@@ -30,7 +30,7 @@ EXPERT = re.compile(r"\.experts\.(\d+)\.")
 class Key:
     """One metadata value: an expression over the config, its GGUF type, and when it is written. A value
     computed from the config (a per-layer list) says how to read it back: `inverse` holds (config key,
-    expression over the stored `value` and the config rebuilt so far) pairs."""
+    expression over the stored `value`, the config rebuilt so far and the file's tensor names, `tensors`) pairs."""
 
     value: Any
     type: str = "u32"              # u32, i32, f32, bool, str, or array (of what the list holds)

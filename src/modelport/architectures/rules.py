@@ -218,6 +218,75 @@ class Grouped(Rule):
         return array.reshape(-1)
 
 
+@dataclass(frozen=True)
+class Scale(Rule):
+    """Rows multiplied by constants of the config, in float32: a multiplier the model applies to a layer's
+    output (Falcon-H1's μP multipliers), which llama.cpp's converter folds into the weights. `factor` is an
+    expression: one number for every row, or a list of [rows, number] pairs scaling consecutive slices of
+    the rows (Falcon-H1's in_proj: z, x, B, C, dt), which needs the tensor whole. The inverse divides:
+    exact to float32 rounding, not bit for bit."""
+
+    factor: str = "1.0"
+
+    def _factors(self, hp: "HParams", rows: int, ndim: int) -> "np.ndarray":
+        import numpy as np
+        value = hp.eval(self.factor)
+        if not isinstance(value, list):
+            return np.float32(value)
+        factors = np.concatenate([np.full(int(n), f, dtype=np.float32) for n, f in value])
+        if len(factors) != rows:
+            raise ValueError(f"{self.factor!r} scales {len(factors)} rows of a tensor with {rows}")
+        return factors.reshape(rows, *(1,) * (ndim - 1))
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
+        return None if isinstance(hp.eval(self.factor), list) else 1
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        return array.astype(np.float32) * self._factors(hp, array.shape[0], array.ndim)
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        return array.astype(np.float32) / self._factors(hp, array.shape[0], array.ndim)
+
+
+@dataclass(frozen=True)
+class UngroupSections(Rule):
+    """Rows kept group by group, every group the same sections (q_g, k_g, v_g for each key head g: a part of
+    Qwen3-Next's fused in_proj_qkvz), as llama.cpp wants them: every group's first section, then every
+    group's second, and so on. It takes the (groups, rows, in) part a grouped Take cuts and gives
+    (groups x rows, in); `sizes` are the section row counts once bound to a config. A reordering of whole
+    rows, so it needs the tensor whole."""
+
+    sections: tuple[str, ...] = ()
+    sizes: tuple[int, ...] = ()
+
+    def bound(self, hp: "HParams") -> "UngroupSections":
+        return replace(self, sizes=tuple(int(hp.eval(section)) for section in self.sections))
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0] * shape[1], *shape[2:])
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0] // sum(self.sizes), sum(self.sizes), *shape[1:])
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> None:
+        return None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        grouped = array.reshape(-1, sum(self.sizes), array.shape[-1])
+        sections = np.split(grouped, np.cumsum(self.sizes)[:-1], axis=1)
+        return np.concatenate([section.reshape(-1, array.shape[-1]) for section in sections])
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        import numpy as np
+        groups = array.shape[0] // sum(self.sizes)
+        blocks = np.split(array, np.cumsum([groups * size for size in self.sizes])[:-1])
+        return np.concatenate([block.reshape(groups, size, *array.shape[1:])
+                               for block, size in zip(blocks, self.sizes)], axis=1)
+
+
 def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
     return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
             .swapaxes(1, 2).reshape(weight.shape))
@@ -283,7 +352,7 @@ class Chain:
 
     @property
     def changes_dtype(self) -> bool:
-        return any(isinstance(r, (AddOffset, NegExp)) for r in self.rules)
+        return any(isinstance(r, (AddOffset, NegExp, Scale)) for r in self.rules)
 
     def swapped(self) -> "Chain | None":
         """This chain as it acts on the tensor stored with its last two axes swapped (MXFP4 experts are), when

@@ -41,6 +41,10 @@ LAYER = (
 HEAD = (*norm("model.embedding_norm"), t("lm_head.weight", "vocab", "hidden"))
 
 # per layer: the KV heads of an attention layer, 0 for a conv layer (read back as the layer kinds)
+# tried: the export stops at transformers' cache layer for these states ('LinearAttentionLayer' has no 'keys')
+NO_ONNX = ("torch.onnx cannot export transformers' recurrent cache layer (a short-convolution or linear-attention "
+           "state, not a KV cache) through the decoder export")
+
 LAYER_KV_HEADS = Key("[0 if k == 'conv' else kv_heads for k in layer_types]", "array", inverse=(
     ("layer_types", "['conv' if n == 0 else 'full_attention' for n in value]"),
     ("num_key_value_heads", "max(value)")))
@@ -50,7 +54,7 @@ SPEC = register_architecture(ArchitectureSpec(
     recurrent="short convolutions carry state along the sequence (transformers' own cache object)",
     tensors=Tensors(EMBED, LAYER, HEAD, TIED, prefix="model", classes=("Lfm2ForCausalLM",)),
     tie_default=True,
-    onnx="decoder",
+    no_onnx=NO_ONNX,
     gguf=GGUFMapping(
         arch="LFM2", rules=(Squeeze(("conv.conv.weight",)),),
         metadata={**TEXT_KEYS, "{arch}.feed_forward_length": Key(FFN, inverse=(

@@ -93,7 +93,10 @@ def category(name: str) -> str:
 
 
 def allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
-    return (len(shape) >= 2 and name.endswith("weight") and not name.endswith(NEVER_QUANTIZED)
+    """Whether llama-quantize quantizes this tensor. It counts dimensions as ggml_n_dims does, leading 1s of
+    the shape (trailing in GGML's order) left out: a (1, n) shared-expert gate is a vector and stays F32."""
+    dims = len(shape) - next((i for i, n in enumerate(shape) if n != 1), len(shape))
+    return (dims >= 2 and name.endswith("weight") and not name.endswith(NEVER_QUANTIZED)
             and name not in NEVER_QUANTIZED_NAMES and not any(part in name for part in NEVER_QUANTIZED_PARTS))
 
 
