@@ -19,7 +19,8 @@ NEEDS_BASE_MODEL: dict[str, str] = {}
 # state-space and hybrid families beyond one of each kind (mamba, lfm2 stay here): transformers runs their scans
 # through its slow reference code on CPU, so they run in `make test-slow`; so do the newest plain decoders added
 # after the default group reached its time limit
-SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus"}
+SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus",
+                 "minimax_m2"}
 
 
 def _tokenizer(path):

@@ -25,6 +25,7 @@ WIDE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=4, num_att
 @pytest.mark.parametrize("family,overrides,tensor", [
     ("hunyuan_v1_moe", dict(num_experts=4, moe_topk=2), "blk.0.ffn_up_exps.weight"),   # beside a shared MLP
     ("apertus", dict(rope_parameters=LLAMA3), "rope_freqs.weight"),     # its default rope; xIELU as metadata
+    ("minimax_m2", dict(num_local_experts=4, rotary_dim=32), "blk.0.exp_probs_b.bias"),
 ], ids=lambda v: v if isinstance(v, str) and "." not in v else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_newest_decoders_quantize_like_llama_quantize(tmp_path, family, overrides, tensor, quant):

@@ -122,6 +122,9 @@ def make_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.
         for name, p in model.named_parameters():       # xIELU) equal in every layer; vary them so a wrong mapping shows
             if p.ndim == 1 and ("norm" in name.lower() or "ln_" in name or ".act_fn." in name):
                 p.add_(torch.randn_like(p) * 0.1)
+        for name, b in model.named_buffers():          # an expert-selection bias kept as a buffer (MiniMax-M2)
+            if name.endswith("e_score_correction_bias"):
+                b.add_(torch.randn_like(b) * 0.1)
     return model, tok
 
 
