@@ -26,6 +26,7 @@ WIDE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=4, num_att
     ("hunyuan_v1_moe", dict(num_experts=4, moe_topk=2), "blk.0.ffn_up_exps.weight"),   # beside a shared MLP
     ("apertus", dict(rope_parameters=LLAMA3), "rope_freqs.weight"),     # its default rope; xIELU as metadata
     ("minimax_m2", dict(num_local_experts=4, rotary_dim=32), "blk.0.exp_probs_b.bias"),
+    ("afmoe", dict(num_experts=4, moe_intermediate_size=256), "blk.1.ffn_gate_shexp.weight"),   # a dense layer first
 ], ids=lambda v: v if isinstance(v, str) and "." not in v else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_newest_decoders_quantize_like_llama_quantize(tmp_path, family, overrides, tensor, quant):
@@ -59,10 +60,12 @@ def test_xielu_parameters_are_per_layer_metadata_and_come_back(samples, tmp_path
 
 REFUSED = [
     ("hunyuan_v1_moe", dict(moe_topk=[2, 1]), "same number of experts"),
+    ("afmoe", dict(mup_enabled=False), "sqrt(hidden_size)"),
+    ("afmoe", dict(layer_types=["sliding_attention", "full_attention"] * 2), "three sliding-window layers"),
 ]
 
 
-@pytest.mark.parametrize("family,overrides,reason", REFUSED, ids=[r[0] for r in REFUSED])
+@pytest.mark.parametrize("family,overrides,reason", REFUSED, ids=[f"{r[0]}-{r[2][:12]}" for r in REFUSED])
 def test_what_llama_cpp_hard_codes_is_required(family, overrides, reason):
     spec = spec_for({"model_type": family})
     config = {"model_type": family, "vocab_size": 96, **spec.tiny}
