@@ -20,7 +20,7 @@ NEEDS_BASE_MODEL: dict[str, str] = {}
 # through its slow reference code on CPU, so they run in `make test-slow`; so do the newest plain decoders added
 # after the default group reached its time limit
 SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus",
-                 "minimax_m2", "afmoe", "arcee"}
+                 "minimax_m2", "afmoe", "arcee", "bitnet"}
 
 
 def _tokenizer(path):

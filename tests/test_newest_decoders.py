@@ -27,6 +27,7 @@ WIDE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=4, num_att
     ("apertus", dict(rope_parameters=LLAMA3), "rope_freqs.weight"),     # its default rope; xIELU as metadata
     ("minimax_m2", dict(num_local_experts=4, rotary_dim=32), "blk.0.exp_probs_b.bias"),
     ("afmoe", dict(num_experts=4, moe_intermediate_size=256), "blk.1.ffn_gate_shexp.weight"),   # a dense layer first
+    ("bitnet", dict(), "blk.0.ffn_sub_norm.weight"),                    # ffn_sub_norm's rows of 256
 ], ids=lambda v: v if isinstance(v, str) and "." not in v else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_newest_decoders_quantize_like_llama_quantize(tmp_path, family, overrides, tensor, quant):
@@ -62,6 +63,8 @@ REFUSED = [
     ("hunyuan_v1_moe", dict(moe_topk=[2, 1]), "same number of experts"),
     ("afmoe", dict(mup_enabled=False), "sqrt(hidden_size)"),
     ("afmoe", dict(layer_types=["sliding_attention", "full_attention"] * 2), "three sliding-window layers"),
+    ("bitnet", dict(hidden_act="relu2"), "SwiGLU"),
+    ("bitnet", dict(tie_word_embeddings=False), "tied head"),
 ]
 
 
