@@ -51,14 +51,8 @@ def test_layer_major_equals_whole_model(samples, family):
     assert passes == 1 and worst <= 1e-5, worst
 
 
-# layer-major runs these otherwise than the whole model (an open defect, not a design limit)
-KNOWN_WRONG = {"apertus": "0.6 apart on the tiny model; its xIELU activation holds parameters and "
-                          "buffers of its own, cause not yet found (issue 28)"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.xfail(reason=KNOWN_WRONG[s.model_type], strict=True))
-                                  if s.model_type in KNOWN_WRONG else s for s in SPECS], ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.model_type)
 def test_every_served_family_equals_whole_model(spec, tmp_path):
     config = {"model_type": spec.model_type, "vocab_size": 96, **spec.tiny}
     if _why(spec, config):
