@@ -3,7 +3,9 @@
 A family's spec says "heads * head_dim" or "layer >= first_k_dense_replace" rather than a Python
 function, so specs stay data (readable, listable in docs, checkable against transformers) and no
 spec can run arbitrary code. Allowed: names, numbers, strings, + - * // % ** (ints), comparisons,
-and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len, range and get(name, default).
+and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len, range,
+get(name, default) and uniform(x): x, or the one value every entry of the list x holds (None when they
+differ), for a per-layer list a runtime takes as one value.
 """
 from __future__ import annotations
 
@@ -17,8 +19,17 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
             ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+
+
+def _uniform(value: Any) -> Any:
+    """A value that may be given per layer (Hunyuan's `moe_topk`), as one value when every layer has it."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    return value[0] if value and all(v == value[0] for v in value) else None
+
+
 _CALLS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "int": int, "float": float, "bool": bool, "len": len,
-                                         "range": range}
+                                         "range": range, "uniform": _uniform}
 
 
 class ExpressionError(ValueError):

@@ -129,6 +129,9 @@ class GGUFMapping:
     requires: Mapping[str, str] = field(default_factory=dict)   # expression -> what llama.cpp assumes, when it must hold
     splits: Mapping[str, tuple[Part, ...]] = field(default_factory=dict)   # HF name template -> its GGUF parts
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
+    # HF tensors of one value per layer that llama.cpp reads as a metadata array, a value a layer (Apertus'
+    # xIELU parameters): HF name template ({L}) -> full metadata key; the reader makes the tensors again
+    layer_values: Mapping[str, str] = field(default_factory=dict)
     # shorthands, kept for plugins: each becomes a rule
     permute_qk: bool = False
     transpose: tuple[str, ...] = ()
@@ -172,6 +175,14 @@ class GGUFMapping:
             found = re.fullmatch(_pattern(template), hf_name)
             if found:
                 return gguf_name.format(**found.groupdict())
+        return None
+
+    def layer_value(self, hf_name: str) -> tuple[str, int] | None:
+        """(metadata key, layer) when `hf_name` is one layer's value of a per-layer metadata array."""
+        for template, key in self.layer_values.items():
+            found = re.fullmatch(_pattern(template), hf_name)
+            if found:
+                return key, int(found["L"])
         return None
 
     def unmet(self, hp: "HParams") -> list[str]:

@@ -252,6 +252,16 @@ def build(bundle: ModelBundle) -> tuple[Parts | None, str]:
     return parts, ""
 
 
+def _saved_buffers(model: "nn.Module", bundle: ModelBundle) -> None:
+    """Buffers the checkpoint holds (Apertus' xIELU beta and eps, a value each) as saved: a model's
+    `initialize_weights` need not set them, and what it leaves is uninitialized memory."""
+    for name, module in model.named_modules():
+        for key, buffer in module._buffers.items():
+            ref = bundle.tensors.get(f"{name}.{key}" if name else key)
+            if buffer is not None and ref is not None and tuple(ref.shape) == tuple(buffer.shape):
+                module._buffers[key] = _float32(ref).reshape(buffer.shape).to(buffer.dtype)
+
+
 def unserved(bundle: ModelBundle) -> str:
     """Why the bundle's family cannot run layer-major ('' when it can)."""
     return build(bundle)[1]
@@ -301,6 +311,7 @@ class LayerwiseRuntime:
         self.pass_count = 0
         self.tokenizer = load_tokenizer(bundle)
         model = parts.model
+        _saved_buffers(model, bundle)
         self.decoder = getattr(model, parts.prefix)
         self.embedding = model.get_input_embeddings()
         self.head = _BlockedHead(bundle.tensors[parts.head_weight],

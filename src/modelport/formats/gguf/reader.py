@@ -150,6 +150,22 @@ def _joined(found: list[tuple[Target, TensorRef]], wanted: int, path: Path) -> T
                      rows=rows if streams else None)
 
 
+def _layer_values(header: GGUFHeader, mapping: GGUFMapping, shapes: dict[str, tuple[int, ...]],
+                  path: Path) -> dict[str, TensorRef]:
+    """The one-value tensors llama.cpp keeps as per-layer metadata arrays, made again from them."""
+    refs = {}
+    for hf_name, shape in shapes.items():
+        place = mapping.layer_value(hf_name)
+        values = header.get(place[0]) if place else None
+        if place is None or values is None:
+            continue
+        if not isinstance(values, list) or place[1] >= len(values):
+            raise CorruptInputError(f"{place[0]} has no value for layer {place[1]}", path)
+        value = np.full(shape, values[place[1]], dtype=np.float32)
+        refs[hf_name] = TensorRef(hf_name, shape, "float32", lambda value=value: value, str(path))
+    return refs
+
+
 def checked_header(path: Path) -> GGUFHeader:
     """The header, its tensor table and the metadata llama.cpp sizes the model by, each checked against
     the others: all that can be known of a GGUF without a config (llama.cpp aborts on some of it)."""
@@ -225,6 +241,7 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
             gguf_names[hf_name] = f"{gguf_names[hf_name]}+{name}" if hf_name in gguf_names else name
     refs = {hf_name: _joined(found, len(mapping.targets(hf_name, hp)), path)
             for hf_name, found in parts.items()}
+    refs.update(_layer_values(header, mapping, expected.shapes, path))
     aligned, report = align(refs, expected, path)
     return ModelBundle(config=config, tensors=aligned, source=path, format="gguf", tokenizer_files=tokenizer_files,
                        generation_config=generation, notes=notes + report.notes(),

@@ -83,7 +83,7 @@ def plan(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams, quant: str, has
     experts: dict[str, dict[int, TensorRef]] = {}
     unmapped = []
     for ref in bundle:
-        if ref.alias_of is not None or ref.name.endswith(mapping.skip):
+        if ref.alias_of is not None or ref.name.endswith(mapping.skip) or mapping.layer_value(ref.name):
             continue
         targets = mapping.targets(ref.name, hp)
         if not targets:
@@ -164,11 +164,30 @@ def _metadata(writer: gguf.GGUFWriter, bundle: ModelBundle, mapping: GGUFMapping
     writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if kept else file_type(quant)))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     mapping.write_metadata(writer, hp)
+    for key, values in layer_values(bundle, mapping, hp).items():
+        writer.add_array(key, values)
     pooling = _pooling(bundle)
     if pooling is not None:
         writer.add_pooling_type(pooling)
     vocab = vocab_mod.build(bundle, hp.vocab_size, options.pre_tokenizer)
     vocab_mod.add_to_writer(writer, bundle, vocab, hp.vocab_size)
+
+
+def layer_values(bundle: ModelBundle, mapping: GGUFMapping, hp: HParams) -> dict[str, list[float]]:
+    """The per-layer metadata arrays made of one-value tensors (the tensors are a few bytes each)."""
+    found: dict[str, dict[int, float]] = {}
+    for ref in bundle:
+        place = mapping.layer_value(ref.name)
+        if place is not None:
+            if ref.numel != 1:
+                raise ModelConversionError(f"{ref.name} has {ref.numel} values; llama.cpp reads one per layer "
+                                           f"into {place[0]}", bundle.source)
+            found.setdefault(place[0], {})[place[1]] = float(np.asarray(ref.load(), dtype=np.float32).reshape(-1)[0])
+    for key, values in found.items():
+        if sorted(values) != list(range(hp.n_layer)):
+            raise ModelConversionError(f"{key}: the model has a value for layers {sorted(values)}, llama.cpp reads "
+                                       f"one for each of {hp.n_layer}", bundle.source)
+    return {key: [values[layer] for layer in range(hp.n_layer)] for key, values in found.items()}
 
 
 @dataclass(frozen=True)
