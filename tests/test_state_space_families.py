@@ -84,8 +84,11 @@ def test_a_log_comes_back_within_float_rounding(samples, tmp_path):
     np.testing.assert_allclose(back, a_log, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("family,why", [("mamba", "state-space cache"), ("lfm2", "recurrent cache layer")])
+@pytest.mark.parametrize("family,why", [("mamba", "state-space cache"), ("lfm2", "recurrent cache layer"),
+                                        ("mixtral", "expert dispatch")])
 def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
+    """Families torch.onnx cannot export (recurrent caches, transformers' expert dispatch) are refused before
+    any export starts: one line naming the source, nothing written."""
     run = run_cli("convert", samples(family).path, tmp_path / "m.onnx")
     assert run.code == 1 and f"no ONNX export for {family!r}" in run.stderr and why in run.stderr
     assert list(tmp_path.iterdir()) == []

@@ -6,7 +6,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import norm, only, t
 from .llama import TINY, attention, decoder, swiglu
-from .moe import SIGMOID, experts, shared_expert
+from .moe import NO_EXPERT_ONNX, SIGMOID, experts, shared_expert
 
 P = "model.layers.{L}"
 MOE = "L >= num_dense_layers"
@@ -21,8 +21,7 @@ SPEC = register_architecture(ArchitectureSpec(
         *only(f"not ({MOE})", swiglu(bias=False)),
         *only(MOE, [t(f"{P}.mlp.expert_bias", "experts"), *experts(f"{P}.mlp", router="router.gate"),
                     *shared_expert(f"{P}.mlp", "expert_ffn * shared_experts", "shared_experts")]))),
-    no_onnx=("torch.onnx cannot export transformers' expert dispatch (its grouped_mm fallback, or the eager "
-             "loop over the experts a batch hits)"),
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="AFMOE", metadata={
         **TEXT_KEYS,
         "{arch}.leading_dense_block_count": Key("num_dense_layers"),

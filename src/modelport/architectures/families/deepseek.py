@@ -12,7 +12,7 @@ from ..rules import Transpose
 from ..tensors import linear, norm, only, t
 from .llama import ATTENTION_BIAS as BIAS
 from .llama import LAYER_NORMS, MLP_BIAS, TINY, decoder, swiglu
-from .moe import MOE_KEYS, SELECTION_BIAS, experts, shared_expert
+from .moe import MOE_KEYS, NO_EXPERT_ONNX, SELECTION_BIAS, experts, shared_expert
 
 A = "model.layers.{L}.self_attn"
 P = "model.layers.{L}.mlp"
@@ -69,7 +69,7 @@ TINY_DEEPSEEK = dict(TINY, n_routed_experts=4, num_experts_per_tok=2, moe_interm
 V2 = register_architecture(ArchitectureSpec(
     model_type="deepseek_v2",
     tensors=decoder("DeepseekV2ForCausalLM", layer(selection_bias=False, mlp_bias=MLP_BIAS)),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(
         arch="DEEPSEEK2", metadata={**TEXT_KEYS, **MOE_KEYS, **MLA_KEYS}, splits={f"{A}.kv_b_proj.weight": KV_B},
         requires={**REQUIRES, "get('topk_method', 'greedy') == 'greedy' or get('n_group', 1) in (None, 1)":
@@ -81,7 +81,7 @@ V2 = register_architecture(ArchitectureSpec(
 V3 = register_architecture(ArchitectureSpec(
     model_type="deepseek_v3",
     tensors=decoder("DeepseekV3ForCausalLM", layer(selection_bias=True, mlp_bias=False)),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(
         arch="DEEPSEEK2", names=SELECTION_BIAS, splits={f"{A}.kv_b_proj.weight": KV_B},
         metadata={**TEXT_KEYS, **MOE_KEYS, **MLA_KEYS, "{arch}.expert_gating_func": Key(2)},   # sigmoid

@@ -4,7 +4,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import only, t
 from .llama import LAYER_NORMS, TINY, attention, decoder, swiglu
-from .moe import MOE_KEYS, experts, shared_expert
+from .moe import MOE_KEYS, NO_EXPERT_ONNX, experts, shared_expert
 
 P = "model.layers.{L}.mlp"
 MOE = "L >= get('moe_layer_start_index', 0) and (L + 1) % get('moe_layer_interval', 1) == 0"
@@ -24,7 +24,7 @@ SPEC = register_architecture(ArchitectureSpec(
     model_type="ernie4_5_moe",
     tensors=decoder("Ernie4_5_MoeForCausalLM", LAYER),
     tie_default=True,
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="ERNIE4_5_MOE", metadata=KEYS,
                      names={"model.layers.{L}.mlp.moe_statics.e_score_correction_bias": "blk.{L}.exp_probs_b.bias"}),
     tiny=dict(TINY, moe_num_experts=4, moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=1,

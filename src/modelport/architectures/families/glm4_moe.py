@@ -5,7 +5,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import only, t
 from .llama import LAYER_NORMS, TINY, attention, decoder, swiglu
-from .moe import MOE_KEYS, ROUTED_KEYS, SELECTION_BIAS, experts, shared_expert
+from .moe import MOE_KEYS, NO_EXPERT_ONNX, ROUTED_KEYS, SELECTION_BIAS, experts, shared_expert
 
 P = "model.layers.{L}.mlp"
 MOE = "L >= get('first_k_dense_replace', 0)"
@@ -17,7 +17,7 @@ LAYER = (*attention(qkv_bias="get('attention_bias', False)", o_bias=False, qk_no
 SPEC = register_architecture(ArchitectureSpec(
     model_type="glm4_moe",
     tensors=decoder("Glm4MoeForCausalLM", LAYER),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="GLM4_MOE", metadata={**TEXT_KEYS, **MOE_KEYS, **ROUTED_KEYS}, names=SELECTION_BIAS),
     tiny=dict(TINY, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
               first_k_dense_replace=1, head_dim=16, pad_token_id=None, partial_rotary_factor=0.5,

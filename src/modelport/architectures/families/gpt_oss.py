@@ -11,6 +11,7 @@ from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Transpose
 from ..tensors import linear, t
 from .llama import LAYER_NORMS, TINY, attention, decoder
+from .moe import NO_EXPERT_ONNX
 
 P = "model.layers.{L}.mlp"
 LAYER = (t("model.layers.{L}.self_attn.sinks", "heads"), *attention(qkv_bias=True, o_bias=True),
@@ -25,7 +26,7 @@ ALTERNATING = "[('sliding_attention' if i % 2 == 0 else 'full_attention') for i 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="gpt_oss",
     tensors=decoder("GptOssForCausalLM", LAYER),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(
         arch="GPT_OSS",
         metadata={**TEXT_KEYS, "{arch}.attention.sliding_window": Key("sliding_window"),

@@ -9,6 +9,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, split
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import linear, t
 from .llama import LAYER_NORMS, PERMUTE_QK, TINY, attention, decoder
+from .moe import NO_EXPERT_ONNX
 
 MULTIPLIER_KEYS = {
     "{arch}.attention.scale": Key("attention_multiplier", "f32", when="get('attention_multiplier')"),
@@ -51,7 +52,7 @@ def moe_mapping(shared: bool) -> GGUFMapping:
 MOE = register_architecture(ArchitectureSpec(
     model_type="granitemoe",
     tensors=decoder("GraniteMoeForCausalLM", (*EXPERTS, *LAYER_NORMS, *attention())),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=moe_mapping(shared=False),
     tiny=TINY_MOE,
 ))
@@ -61,7 +62,7 @@ MOE_SHARED = register_architecture(ArchitectureSpec(
         *EXPERTS, *LAYER_NORMS, *attention(),
         *linear(f"{SHARED}.input_linear", "2 * shared_intermediate_size", "hidden"),
         *linear(f"{SHARED}.output_linear", "hidden", "shared_intermediate_size"))),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=moe_mapping(shared=True),
     tiny=dict(TINY_MOE, shared_intermediate_size=64),
 ))

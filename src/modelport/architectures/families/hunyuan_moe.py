@@ -7,7 +7,7 @@ from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import norm
 from .hunyuan import DENSE
 from .llama import LAYER_NORMS, TINY, attention, decoder, swiglu
-from .moe import experts
+from .moe import NO_EXPERT_ONNX, experts
 
 P = "model.layers.{L}"
 
@@ -18,8 +18,7 @@ SPEC = register_architecture(ArchitectureSpec(
         *norm(f"{P}.self_attn.key_layernorm", "head_dim"),
         *experts(f"{P}.mlp", ffn="ffn", router="gate.wg"), *swiglu(f"{P}.mlp.shared_mlp", bias=False),
         *LAYER_NORMS)),
-    no_onnx=("torch.onnx cannot export transformers' expert dispatch (its grouped_mm fallback, or the eager "
-             "loop over the experts a batch hits)"),
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="HUNYUAN_MOE", metadata={
         **TEXT_KEYS,
         # top-k may be given per layer (the released config's lists), llama.cpp takes one for all

@@ -11,7 +11,7 @@ from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Transpose
 from ..tensors import only, t
 from .llama import LAYER_NORMS, TINY, attention, decoder, swiglu
-from .moe import shared_expert
+from .moe import NO_EXPERT_ONNX, shared_expert
 
 P = "model.layers.{L}.feed_forward"
 MOE = "(L + 1) % get('interleave_moe_layer_step', 1) == 0"
@@ -27,7 +27,7 @@ ROPE_EVERY_FOURTH = "[int((i + 1) % 4 != 0) for i in range(layers)]"
 SPEC = register_architecture(ArchitectureSpec(
     model_type="llama4_text",
     tensors=decoder("Llama4ForCausalLM", LAYER),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(
         arch="LLAMA4",
         metadata={**TEXT_KEYS, "{arch}.feed_forward_length": Key("intermediate_size_mlp"),

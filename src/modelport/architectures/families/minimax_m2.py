@@ -5,7 +5,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import norm, t
 from .llama import LAYER_NORMS, TINY, attention, decoder
-from .moe import SIGMOID, experts
+from .moe import NO_EXPERT_ONNX, SIGMOID, experts
 
 P = "model.layers.{L}"
 
@@ -16,8 +16,7 @@ SPEC = register_architecture(ArchitectureSpec(
         *norm(f"{P}.self_attn.k_norm", "kv_heads * head_dim"),
         *experts(f"{P}.block_sparse_moe", gate="w1", up="w3", down="w2", ffn="ffn"),
         t(f"{P}.block_sparse_moe.e_score_correction_bias", "experts"), *LAYER_NORMS)),
-    no_onnx=("torch.onnx cannot export transformers' expert dispatch (its grouped_mm fallback, or the eager "
-             "loop over the experts a batch hits)"),
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="MINIMAXM2", metadata={
         **TEXT_KEYS,
         "{arch}.expert_feed_forward_length": Key("ffn"),

@@ -3,7 +3,7 @@
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping
 from ..registry import ArchitectureSpec, register_architecture
 from .llama import LAYER_NORMS, PERMUTE_QK, TINY, attention, decoder
-from .moe import experts
+from .moe import NO_EXPERT_ONNX, experts
 
 LAYER = (*attention(qkv_bias=False, o_bias=False),
          *experts("model.layers.{L}.block_sparse_moe", "w1", "w3", "w2", ffn="ffn"), *LAYER_NORMS)
@@ -11,7 +11,7 @@ LAYER = (*attention(qkv_bias=False, o_bias=False),
 SPEC = register_architecture(ArchitectureSpec(
     model_type="mixtral",
     tensors=decoder("MixtralForCausalLM", LAYER),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="LLAMA", metadata=TEXT_KEYS, rules=PERMUTE_QK),
     tiny=dict(TINY, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False),
 ))

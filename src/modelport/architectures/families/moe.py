@@ -8,6 +8,10 @@ from __future__ import annotations
 from ..gguf_mapping import Key
 from ..tensors import linear, t
 
+# why no MoE family has an ONNX export (tried for every one: the export stops at the experts)
+NO_EXPERT_ONNX = ("torch.onnx cannot export transformers' expert dispatch (its grouped_mm fallback, or the eager "
+                  "loop over the experts a batch hits)")
+
 MOE_KEYS = {
     "{arch}.expert_feed_forward_length": Key("expert_ffn", when="get('moe_intermediate_size')"),
     "{arch}.expert_shared_feed_forward_length": Key("shared_expert_intermediate_size",

@@ -4,7 +4,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import norm
 from .llama import LAYER_NORMS, TINY, attention, decoder
-from .moe import MOE_KEYS, experts
+from .moe import MOE_KEYS, NO_EXPERT_ONNX, experts
 
 P = "model.layers.{L}"
 
@@ -13,7 +13,7 @@ SPEC = register_architecture(ArchitectureSpec(
     tensors=decoder("OlmoeForCausalLM", (*attention(), *norm(f"{P}.self_attn.q_norm", "heads * head_dim"),
                                          *norm(f"{P}.self_attn.k_norm", "kv_heads * head_dim"),
                                          *experts(f"{P}.mlp", ffn="ffn"), *LAYER_NORMS)),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="OLMOE", metadata={**TEXT_KEYS, **MOE_KEYS,
                                             "{arch}.attention.layer_norm_rms_epsilon": Key(1e-5, "f32")},
                      requires={"kv_heads == heads": "its K norm spans the whole hidden size (no grouped-query attention)",

@@ -6,7 +6,7 @@ modelport cannot prove is not written. HF, DCP and ONNX conversions are exact.""
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import Tensors, norm, t
 from .llama import EMBED, TINY, attention
-from .moe import experts
+from .moe import NO_EXPERT_ONNX, experts
 
 P = "model.layers.{L}"
 LAYER = (*attention(),
@@ -18,7 +18,7 @@ SPEC = register_architecture(ArchitectureSpec(
     tensors=Tensors(EMBED, LAYER, (*norm("model.norm", bias=True), t("lm_head.weight", "vocab", "hidden"),
                                    t("lm_head.bias", "vocab", when="get('lm_head_bias', False)")),
                     prefix="model", classes=("PhimoeForCausalLM",)),
-    onnx="decoder",
+    no_onnx=NO_EXPERT_ONNX,
     note="no GGUF: llama.cpp routes Phi-3.5-MoE's experts with softmax top-k, transformers with sparsemixer "
          "(max logit difference 0.19 on the test model)",
     tiny=dict(TINY, num_local_experts=4, num_experts_per_tok=2, rope_scaling=None, original_max_position_embeddings=512,

@@ -118,7 +118,9 @@ class _Graph(torch.nn.Module):
         return self.component.forward(self.model, *plain, *past)
 
 
-def export_component(model, family: Family, component: Component, path: Path, options: ONNXOptions) -> None:
+def export_component(model, family: Family, component: Component, path: Path, options: ONNXOptions,
+                     source: Path) -> None:
+    """One component's graph at `path` (a temporary); a failure names `source`, the model that would not export."""
     inputs = _inputs(model, family, component, EXPORT_SHAPE)
     graph = _Graph(model, component)
     plain = [inputs[n] for n in graph.plain]
@@ -137,7 +139,7 @@ def export_component(model, family: Family, component: Component, path: Path, op
             program.save(str(path), external_data=large)
         except Exception as exc:  # torch.export can fail in many ways; say which, in one line
             raise ModelConversionError(f"torch.onnx.export failed for the {component.suffix or 'main'} graph: "
-                                       f"{_export_error(exc)}", path) from exc
+                                       f"{_export_error(exc)}", source) from exc
 
 
 def _export_error(exc: Exception) -> str:
@@ -216,7 +218,7 @@ def write(bundle: ModelBundle, dst: Path, options: ONNXOptions) -> dict:
     for component in components:
         path = component_path(dst, component)
         started = time.perf_counter()
-        export_component(model, family, component, path, options)
+        export_component(model, family, component, path, options, bundle.source)
         quantize(path, options.quant)
         timings[path.name] = round(time.perf_counter() - started, 3)
         reports.append(validate(model, family, component, path, options.quant))
