@@ -4,6 +4,6 @@ tasks with their resources and retries, and cancelling them on Ctrl-C. `batch` a
 it; neither knows Ray's calls."""
 from __future__ import annotations
 
-from .remote import Cluster, Failure, node_id, require_url
+from .remote import Cluster, Failure, mark_output_free, node_id, output_was_free, require_url
 
-__all__ = ["Cluster", "Failure", "node_id", "require_url"]
+__all__ = ["Cluster", "Failure", "mark_output_free", "node_id", "output_was_free", "require_url"]

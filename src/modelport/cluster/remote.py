@@ -138,6 +138,25 @@ class Cluster:
         log.info("interrupted: %d task(s) cancelled", len(refs))
 
 
+def _output_free_key() -> str:
+    # Ray retries a task under its own task id, and the GCS's key-value store outlives a lost node
+    import ray
+    return f"output-free:{ray.get_runtime_context().get_task_id()}"
+
+
+def mark_output_free() -> None:
+    """Record, for this task's retries, that its output was free when it started."""
+    from ray.experimental.internal_kv import _internal_kv_put
+    _internal_kv_put(_output_free_key(), b"1", namespace="modelport")
+
+
+def output_was_free() -> bool:
+    """Whether an earlier attempt of this task (its node lost) found the output free: then whatever is
+    under the output's name now was published by that attempt, whole (publishing is atomic)."""
+    from ray.experimental.internal_kv import _internal_kv_exists
+    return _internal_kv_exists(_output_free_key(), namespace="modelport")
+
+
 def node_id() -> str:
     """The node a task runs on (the driver turns it into the node's name)."""
     import ray

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from ..cluster import Cluster, Failure, node_id
+from ..cluster import Cluster, Failure, mark_output_free, node_id, output_was_free
 
 log = logging.getLogger("modelport")
 
@@ -112,6 +112,19 @@ def run_ray(jobs: list[dict], address: str | None = None, workers: int = 2,
 
 
 def _on_worker(job: dict) -> dict:
-    """The task: the conversion, and the node it ran on (so the summary can say where)."""
+    """The task: the conversion, and the node it ran on (so the summary can say where).
+
+    A node lost after its attempt published (a raylet killed while its worker lives on) leaves the
+    output in place: the retry finds it there and, knowing the first attempt found the name free,
+    reports the job done instead of "already exists"."""
+    from ..storage import taken
     from .job import convert_job
+    if not job["overwrite"] and taken(job["output"]):
+        if output_was_free():
+            return {"job": job["job"], "checkpoint": job["checkpoint"], "quant": job["quant"], "seconds": 0.0,
+                    "ok": True, "output": job["output"], "error": None, "bytes_written": None,
+                    "notes": ["published by an earlier attempt, whose node was lost before it reported"],
+                    "node": node_id()}
+    else:
+        mark_output_free()
     return {**convert_job(job), "node": node_id()}

@@ -24,7 +24,7 @@ from typing import Any
 from ..core.errors import ModelConversionError, UsageError
 from .retry import call
 from .sources import RemoteSource
-from .urls import Location, speaks_s3
+from .urls import Location, is_url, parse, speaks_s3
 
 log = logging.getLogger("modelport.storage")
 
@@ -70,6 +70,14 @@ def remote_sha256(location: Location, size: int) -> str:
 
 def exists(location: Location) -> bool:
     return bool(call(lambda: location.fs.exists(location.path), location.url))
+
+
+def taken(target: str) -> bool:
+    """Whether something is already under `target`, a path or a URL."""
+    if not is_url(target):
+        return Path(target).exists()
+    location = parse(target)
+    return location.local.exists() if location.local is not None else exists(location)
 
 
 def check_writable(location: Location, names: list[str], overwrite: bool) -> None:
