@@ -117,14 +117,18 @@ def _on_worker(job: dict) -> dict:
     A node lost after its attempt published (a raylet killed while its worker lives on) leaves the
     output in place: the retry finds it there and, knowing the first attempt found the name free,
     reports the job done instead of "already exists"."""
+    from ..core.errors import ModelportError
     from ..storage import taken
     from .job import convert_job
-    if not job["overwrite"] and taken(job["output"]):
-        if output_was_free():
-            return {"job": job["job"], "checkpoint": job["checkpoint"], "quant": job["quant"], "seconds": 0.0,
-                    "ok": True, "output": job["output"], "error": None, "bytes_written": None,
-                    "notes": ["published by an earlier attempt, whose node was lost before it reported"],
-                    "node": node_id()}
-    else:
+    try:
+        found = not job["overwrite"] and taken(job["output"])
+    except ModelportError:              # the store's failure, reported by the conversion in its own words
+        return {**convert_job(job), "node": node_id()}
+    if found and output_was_free():
+        return {"job": job["job"], "checkpoint": job["checkpoint"], "quant": job["quant"], "seconds": 0.0,
+                "ok": True, "output": job["output"], "error": None, "bytes_written": None,
+                "notes": ["published by an earlier attempt, whose node was lost before it reported"],
+                "node": node_id()}
+    if not found:
         mark_output_free()
     return {**convert_job(job), "node": node_id()}
