@@ -141,7 +141,7 @@ class Collector:
     def _collect(self, t: GGMLTensor) -> None:
         src0, src1 = t.src[0].contents, t.src[1].contents
         name = _weight_name(src0.name)
-        x = self._array(src1, np.float32).astype(np.float64)
+        x = self._array(src1, np.float32)          # squared and summed in float32 per call (as llama-imatrix sums), kept in float64
         cols = src1.ne[0]
         if t.op == self.mul_mat_id:
             n_as = src0.ne[2]
