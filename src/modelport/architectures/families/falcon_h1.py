@@ -16,7 +16,7 @@ from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Grouped, NegExp, Scale, Squeeze, Unsqueeze
 from ..tensors import linear, norm, only, t
 from .llama import TINY, attention, decoder, swiglu
-from .mamba import NO_ONNX
+from .mamba import MAMBA_STATE, NO_ONNX
 
 P = "model.layers.{L}.mamba"
 INNER = "(mamba_d_ssm if get('mamba_d_ssm') is not None else mamba_expand * hidden)"
@@ -97,7 +97,7 @@ SPEC = register_architecture(ArchitectureSpec(
                 "tied embeddings are one tensor, which one multiplier scales",
         }),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     tiny=dict(TINY, head_dim=16, mamba_d_ssm=128, mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
               mamba_d_state=16, mamba_d_conv=4, mamba_rms_norm=True, mamba_norm_before_gate=False,
               embedding_multiplier=2.5, lm_head_multiplier=0.3, key_multiplier=0.7, attention_in_multiplier=1.3,

@@ -13,7 +13,7 @@ from ..rules import Grouped, NegExp, PermuteHeads, Squeeze, Unsqueeze
 from ..tensors import linear, norm, only, t
 from .granite import EXPERTS, MULTIPLIER_KEYS, SHARED, TINY_MOE, moe_mapping
 from .llama import LAYER_NORMS, TINY, PERMUTE_QK, attention, decoder, swiglu
-from .mamba import NO_ONNX
+from .mamba import MAMBA_STATE, NO_ONNX
 
 P = "model.layers.{L}.mamba"
 MAMBA = "layer_types[L] in ('mamba', 'linear_attention')"
@@ -71,7 +71,7 @@ SPEC = register_architecture(ArchitectureSpec(
     tensors=decoder("GraniteMoeHybridForCausalLM", LAYER),
     gguf=MAPPING,
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     tiny=dict(TINY_MOE, shared_intermediate_size=64, layer_types=["mamba", "attention"], mamba_n_heads=8,
               mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2,
               position_embedding_type=None),
@@ -102,7 +102,7 @@ BAMBA = register_architecture(ArchitectureSpec(
                   "{arch}.rope.scaling.finetuned": Key(True, "bool")},
         requires={k: v for k, v in MAPPING.requires.items() if "experts" not in k}),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     tiny=dict(TINY, tie_word_embeddings=False, attn_layer_indices=[1],
               mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2),
 ))

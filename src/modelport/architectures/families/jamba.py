@@ -12,7 +12,7 @@ from ..registry import ArchitectureSpec, register_architecture
 from ..rules import NegExp, Squeeze
 from ..tensors import linear, norm, only, t
 from .llama import TINY, attention, decoder, swiglu
-from .mamba import NO_ONNX
+from .mamba import MAMBA_STATE, NO_ONNX
 from .moe import experts
 
 P = "model.layers.{L}.mamba"
@@ -78,7 +78,7 @@ SPEC = register_architecture(ArchitectureSpec(
                       "llama.cpp's Jamba has a conv1d bias and no in_proj or out_proj bias",
                   "experts > 1": "a Jamba without experts (num_experts 1) is not mapped yet"}),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     # every kind of layer: Mamba + experts, attention + MLP, Mamba + MLP, attention + experts
     tiny=dict(TINY, num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1, num_experts=4,
               num_experts_per_tok=2, expert_layer_period=3, expert_layer_offset=0, mamba_d_state=8,

@@ -42,6 +42,7 @@ HEAD = (*norm("model.embedding_norm"), t("lm_head.weight", "vocab", "hidden"))
 
 # per layer: the KV heads of an attention layer, 0 for a conv layer (read back as the layer kinds)
 # tried: the export stops at transformers' cache layer for these states ('LinearAttentionLayer' has no 'keys')
+CONV_STATE = "short convolutions carry state along the sequence (transformers' own cache object)"
 NO_ONNX = ("torch.onnx cannot export transformers' recurrent cache layer (a short-convolution or linear-attention "
            "state, not a KV cache) through the decoder export")
 
@@ -51,7 +52,7 @@ LAYER_KV_HEADS = Key("[0 if k == 'conv' else kv_heads for k in layer_types]", "a
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="lfm2",
-    recurrent="short convolutions carry state along the sequence (transformers' own cache object)",
+    recurrent=CONV_STATE,
     tensors=Tensors(EMBED, LAYER, HEAD, TIED, prefix="model", classes=("Lfm2ForCausalLM",)),
     tie_default=True,
     no_onnx=NO_ONNX,

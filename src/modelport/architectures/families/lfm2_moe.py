@@ -9,7 +9,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Squeeze
 from ..tensors import Tensors, linear, norm, only, t
-from .lfm2 import HEAD, LAYER_KV_HEADS, NO_ONNX, P
+from .lfm2 import CONV_STATE, HEAD, LAYER_KV_HEADS, NO_ONNX, P
 from .lfm2 import LAYER as LFM2_LAYER
 from .llama import EMBED, TIED, TINY
 from .moe import SIGMOID
@@ -29,7 +29,7 @@ LAYER = (
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="lfm2_moe",
-    recurrent="short convolutions carry state along the sequence (transformers' own cache object)",
+    recurrent=CONV_STATE,
     tensors=Tensors(EMBED, LAYER, HEAD, TIED, prefix="model", classes=("Lfm2MoeForCausalLM",)),
     tie_default=True,
     no_onnx=NO_ONNX,

@@ -34,6 +34,8 @@ SSM_KEYS = {
     "{arch}.vocab_size": Key("vocab"),
 }
 STATE_RULES = (NegExp(("A_log",)), Squeeze(("conv1d.weight",)))
+# why layer-major verification runs these families whole (docs/verify.md)
+MAMBA_STATE = "state-space (Mamba) layers carry state along the sequence (transformers' own cache object)"
 NO_ONNX = ("torch.onnx cannot export transformers' state-space cache (a recurrent state, not a KV cache) through "
            "the decoder export")
 
@@ -71,7 +73,7 @@ MAMBA = register_architecture(ArchitectureSpec(
     tie_default=True,
     gguf=mamba_mapping(dt_b_c_rms=False),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     tiny=dict(TINY, tie_word_embeddings=True),
 ))
 FALCON_MAMBA = register_architecture(ArchitectureSpec(
@@ -80,7 +82,7 @@ FALCON_MAMBA = register_architecture(ArchitectureSpec(
     tie_default=True,
     gguf=mamba_mapping(dt_b_c_rms=True),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     note="llama.cpp normalises B, C and dt with layer_norm_epsilon, transformers with mixer_rms_eps",
     tiny=dict(TINY, tie_word_embeddings=True),
 ))
@@ -110,6 +112,6 @@ MAMBA2 = register_architecture(ArchitectureSpec(
                       "llama.cpp's Mamba-2 heads split the inner size (expand x hidden) evenly",
                   "not get('use_bias', False)": "llama.cpp's Mamba-2 has no in_proj or out_proj bias"}),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     tiny=dict(TINY, num_heads=8, head_dim=16, n_groups=2, state_size=16, tie_word_embeddings=False),
 ))

@@ -10,7 +10,7 @@ from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Grouped, NegExp, Squeeze, Unsqueeze
 from ..tensors import Tensors, linear, norm, only, t
-from .mamba import NO_ONNX
+from .mamba import MAMBA_STATE, NO_ONNX
 
 P = "backbone.layers.{L}.mixer"
 # the layer kinds as transformers 5 saves them, or from the older pattern string (M, *, -, E)
@@ -70,7 +70,7 @@ SPEC = register_architecture(ArchitectureSpec(
         requires={"get('mlp_hidden_act', 'relu2') == 'relu2'": "llama.cpp's Nemotron-H MLP is ReLU²",
                   f"'moe' not in {KINDS}": "Nemotron-H MoE runs as llama.cpp's NEMOTRON_H_MOE, not mapped yet"}),
     no_onnx=NO_ONNX,
-    recurrent="state-space (Mamba) layers carry state along the sequence (transformers' own cache object)",
+    recurrent=MAMBA_STATE,
     tiny=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
               layers_block_type=["mamba", "attention", "mlp"], mamba_num_heads=8, mamba_head_dim=16, n_groups=2,
               ssm_state_size=16, conv_kernel=4, layer_norm_epsilon=1e-5, max_position_embeddings=512,
