@@ -87,12 +87,17 @@ def test_reads_ahead_in_file_order_within_a_bounded_window(s3, monkeypatch):
     source = RemoteSource(where.fs, where.path, len(data), where.url)
     block, held, got = 2**19, [], {}
     bound = 2 * 2**20 + 2**20 + 2**18 + 2 * block
+    in_turn = threading.Barrier(2)       # at most one round apart, as threads sharing a block queue
+    opened = threading.Event()           # the stream starts at the file's first block, as a writer's does
 
     def reader(first: int) -> None:
         for start in range(first * block, len(data), 2 * block):
+            if first:
+                assert opened.wait(timeout=60)
             got[start] = source.read(start, block)
+            opened.set()
             held.extend(sum(len(c) for c in s.chunks) for s in source._streams)
-            time.sleep(0.002 * first)
+            in_turn.wait(timeout=60)
     gets = proxy.methods["GET"]
     threads = [threading.Thread(target=reader, args=(i,)) for i in (0, 1)]
     for t in threads:
