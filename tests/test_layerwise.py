@@ -19,7 +19,9 @@ from modelport.architectures import registered
 from modelport.architectures.expected import expected_tensors
 from modelport.core.bundle import ModelBundle, TensorRef
 from modelport.formats import ReadOptions, load
+from modelport.runtimes import layerwise
 from modelport.runtimes.layerwise import LayerwiseRuntime, build, unserved, whole_model_bytes
+from modelport.runtimes.rows import LogitRows
 from modelport.runtimes.transformers import TransformersRuntime
 from modelport.samples import save_model
 
@@ -28,8 +30,9 @@ TEXTS = ("The quick brown fox jumps over the lazy dog.", "def add(a, b):\n    re
 SPECS = [s for s in registered() if s.tiny]
 
 
-def _compare(path: Path) -> tuple[int, float]:
-    """(passes, largest |difference|) of layer-major against whole-model logits on TEXTS, in one pass."""
+def _compare(path: Path, monkeypatch) -> tuple[int, float]:
+    """(passes, largest |difference|) of layer-major against whole-model logits on TEXTS, in one pass;
+    both as whole sequences and as verify reads them (from position 1, in blocks of 2 positions)."""
     bundle = load(path, ReadOptions())
     parts, why = build(bundle)
     assert parts is not None, why
@@ -37,28 +40,31 @@ def _compare(path: Path) -> tuple[int, float]:
     whole = TransformersRuntime.open(bundle)
     sequences = [layered.tokenize(t) for t in TEXTS]
     assert len({len(s) for s in sequences}) == len(sequences)       # lengths differ: no padding hides in it
+    monkeypatch.setattr(layerwise, "block_positions", lambda vocab: 2)
     worst = 0.0
-    for ids, got in zip(sequences, layered.logits_many(sequences)):
-        want = whole.logits(ids)
-        assert got.shape == want.shape
-        worst = max(worst, float(np.abs(got - want).max()))
+    for ids, hidden in zip(sequences, layered.hidden_many(sequences)):
+        want, got = whole.logits(ids), layered.logits_from(ids, hidden)
+        rows = layered.rows_from(ids, hidden, 1)
+        assert got.shape == want.shape and rows.shape == (len(ids) - 1, want.shape[1])
+        blocked = np.concatenate([rows[i:i + 3] for i in range(0, len(rows), 3)])      # across block edges
+        worst = max(worst, float(np.abs(got - want).max()), float(np.abs(blocked - want[1:]).max()))
     return layered.pass_count, worst
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
-def test_layer_major_equals_whole_model(samples, family):
-    passes, worst = _compare(samples(family).path)
+def test_layer_major_equals_whole_model(samples, family, monkeypatch):
+    passes, worst = _compare(samples(family).path, monkeypatch)
     assert passes == 1 and worst <= 1e-5, worst
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.model_type)
-def test_every_served_family_equals_whole_model(spec, tmp_path):
+def test_every_served_family_equals_whole_model(spec, tmp_path, monkeypatch):
     config = {"model_type": spec.model_type, "vocab_size": 96, **spec.tiny}
     if _why(spec, config):
         pytest.skip(f"not served: {_why(spec, config)}")
     save_model(tmp_path / "m", spec.model_type)
-    passes, worst = _compare(tmp_path / "m")
+    passes, worst = _compare(tmp_path / "m", monkeypatch)
     assert worst <= 1e-5, worst
 
 
@@ -124,6 +130,54 @@ def test_llama_cpp_logits_in_batches_equal_one_batch(llama, tmp_path, monkeypatc
     whole = llama_cpp.LlamaCppRuntime(tmp_path / "m.gguf", n_ctx=len(ids))
     assert whole.llm.n_batch == len(ids)
     assert np.abs(batched.logits(ids) - whole.logits(ids)).max() <= 1e-5
+
+
+def test_llama_cpp_logit_rows_and_given_back_pages(llama, tmp_path):
+    """llama.cpp's logits taken a batch at a time from position `first` equal the whole sequence's; after
+    loading, none of the file's pages stay counted in this process (llama.cpp populated them all), and
+    a sequence maps back only what it touches: not the unused rows of the embedding table."""
+    from modelport.runtimes import llama_cpp
+
+    path = tmp_path / "m.gguf"
+    assert run_cli("convert", llama.path, path, "--quant", "f32").code == 0
+    ids = [1] + [(7 * i) % 90 + 3 for i in range(299)]
+    runtime = llama_cpp.LlamaCppRuntime(path, n_ctx=len(ids))
+    assert _mapped_kb(path) == 0
+    whole = runtime.logits(ids)
+    rows = runtime.logit_rows(ids, 7)
+    assert rows.shape == (len(ids) - 7, runtime.vocab_size)
+    assert np.array_equal(np.concatenate([rows[i:i + 50] for i in range(0, len(rows), 50)]), whole[7:])
+    assert np.array_equal(rows.first_rows(10)[0:10], whole[7:17])
+    assert 0 < _mapped_kb(path) <= path.stat().st_size // 1024 + 4
+
+
+def _mapped_kb(path: Path) -> int:
+    """kB of `path`'s mappings resident in this process (/proc/self/smaps)."""
+    total, ours = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            ours = line.endswith(str(path.resolve()))
+        elif ours and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_logit_rows_slice_like_the_array_holding_one_block():
+    data = np.arange(23 * 5, dtype=np.float32).reshape(23, 5)
+    made = []
+
+    def blocks():
+        for start in range(0, 23, 4):
+            made.append(start)
+            yield data[start:start + 4]
+    rows = LogitRows(blocks, 23, 5)
+    assert rows.shape == (23, 5) and rows.nbytes == data.nbytes
+    for a, b in ((0, 3), (3, 9), (9, 9), (9, 23), (2, 6), (20, 23)):        # in order, then back, then on
+        assert np.array_equal(rows[a:b], data[a:b]), (a, b)
+    assert made == [0, 4, 8, 12, 16, 20, 0, 4, 8, 12, 16, 20]                   # the step back started again
+    assert np.array_equal(rows.materialize(), data) and np.array_equal(rows[-3:], data[-3:])
+    with pytest.raises(TypeError):
+        rows[3]
 
 
 def test_comparison_blocks_do_not_change_the_figures(monkeypatch):

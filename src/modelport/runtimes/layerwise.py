@@ -9,11 +9,12 @@ when the next is read (`Weights`). What runs is transformers' function by constr
 layers, norms, rotary embedding, masks, softcapping): nothing here restates the math.
 
 Two modules are not run that way. The input embedding is applied by its own module to only the rows
-the sequences use; the output head is applied in vocabulary blocks, one sequence at a time, inside the
-model's own causal-LM forward (which adds any logit scaling or softcapping), once the decoder has run.
+the sequences use; the output head is applied in vocabulary blocks, to one block of one sequence's
+positions at a time (`rows_from`), inside the model's own causal-LM forward (which adds any logit
+scaling or softcapping), once the decoder has run.
 
 Memory is the weights of one module, the hidden states and live activations of the sequences in one
-pass (`passes` sizes them under the memory budget), and one sequence's logits. Families whose modules cannot be
+pass (`passes` sizes them under the memory budget), and one block of positions' logits. Families whose modules cannot be
 filled from the checkpoint's names one module at a time run whole (`unserved` says why).
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..architectures import spec_for
 from ..architectures.expected import build_model
 from ..core.bundle import ModelBundle, TensorRef, rows_per_block
 from ..core.dtypes import cast
+from .rows import BLOCK_BYTES, LogitRows, block_positions
 from .transformers import load_tokenizer
 
 if TYPE_CHECKING:
@@ -146,6 +148,13 @@ class _Replay(torch.nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.output
+
+
+def _positions(output, start: int, stop: int):
+    """A decoder's output (a transformers ModelOutput) cut to positions [start, stop)."""
+    fields = dict(output.items())
+    fields["last_hidden_state"] = fields["last_hidden_state"][:, start:stop]
+    return type(output)(**fields)
 
 
 class _BlockedHead(torch.nn.Module):
@@ -382,29 +391,41 @@ class LayerwiseRuntime:
             raise errors[0]
         return out
 
-    def logits_from(self, ids: list[int], hidden) -> np.ndarray:
-        """[positions, vocab] logits of one sequence from its decoder output (`hidden_many`): the model's own
-        causal-LM forward, the head applied in vocabulary blocks."""
-        model, replay = self.parts.model, _Replay(hidden)
+    def logits_from(self, ids: list[int], hidden, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """[positions, vocab] logits of positions [start, stop) of one sequence from its decoder output
+        (`hidden_many`): the model's own causal-LM forward on those positions' hidden states, the head
+        applied in vocabulary blocks."""
+        stop = len(ids) if stop is None else stop
+        model, replay = self.parts.model, _Replay(_positions(hidden, start, stop))
         decoder, head = getattr(model, self.parts.prefix), getattr(model, self.parts.head)
         setattr(model, self.parts.prefix, replay)
         setattr(model, self.parts.head, self.head)
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float().numpy()
+                return model(input_ids=torch.tensor([ids[start:stop]]), use_cache=False).logits[0].float().numpy()
         finally:
             setattr(model, self.parts.prefix, decoder)
             setattr(model, self.parts.head, head)
 
+    def rows_from(self, ids: list[int], hidden, first: int = 0) -> LogitRows:
+        """The logits of positions first.. of one sequence, a block of positions at a time as a reader
+        reaches them: the head is read once per block (at most BLOCK_BYTES of logits are held)."""
+        step = block_positions(self.vocab_size)
+
+        def blocks() -> Iterator[np.ndarray]:
+            for start in range(first, len(ids), step):
+                yield self.logits_from(ids, hidden, start, min(len(ids), start + step))
+        return LogitRows(blocks, len(ids) - first, self.vocab_size)
+
     def floor(self, sequences: list[list[int]]) -> tuple[int, int]:
         """(bytes every pass needs whatever its size, bytes per position of a pass): the imports, the
         largest module's weights and a row block, every sequence's decoder output kept for its logits,
-        the longest sequence's logits twice (this side's and the other's)."""
+        a block of positions' logits on each side (this one's and the other runtime's, rows.BLOCK_BYTES)."""
         hidden, _ = _widths(self.bundle.config)
         longest = max((len(s) for s in sequences), default=1)
         fixed = (BASE_BYTES + self.largest + min(16 << 20, self.largest) + 4 * hidden * sum(len(s) for s in sequences)
-                 + 2 * 4 * self.vocab_size * longest)
+                 + 2 * min(BLOCK_BYTES, 4 * self.vocab_size * longest))
         return fixed, per_token_bytes(self.bundle.config)
 
     def passes(self, sequences: list[list[int]]) -> list[list[int]]:

@@ -2,22 +2,51 @@
 
 The KV cache is kept in f32 (`type_k=type_v=0`): llama.cpp's default f16 cache alone adds about
 1e-3 of logit error, which would hide or fake a conversion fault in f32/f16 files. State-space and
-hybrid models keep a recurrent state instead of (or beside) it: `Llama.reset()` clears that memory, so
-each `logits` call starts a fresh sequence whatever the model (tests/test_state_space_families.py).
+hybrid models keep a recurrent state instead of (or beside) it: every sequence starts from cleared
+memory (`llama_memory_clear`), whatever the model (tests/test_state_space_families.py).
+
+Logits are taken from llama.cpp's own output buffer, a batch at a time (`_blocks`), not through
+llama-cpp-python's `scores`, which keeps every evaluated position's row (250 MB for a 500-position
+prompt at vocab 128256): verify walks them in blocks (rows.LogitRows) and holds one batch's worth.
+The file's pages that llama.cpp faulted in when it mapped it (MAP_POPULATE) are given back after
+loading (`_give_back`); the graph faults back what it touches, so an embedding table's unused rows
+are never counted in this process's memory.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..core.errors import CorruptInputError
+from .rows import LogitRows
 
 F32 = 0
 BATCH = 128     # tokens per llama.cpp batch when every position's logits are wanted: its output buffer and
                 # its graph's logits are batch x vocab float32 (64 MB at vocab 128256), whatever the context
+MADV_DONTNEED = 4
+
+
+def _give_back(path: Path) -> None:
+    """Drop this process's pages of its read-only shared mappings of `path` (llama.cpp's, populated whole
+    when it loaded). The data stays in the page cache and in the file; a later touch maps it again. Only
+    shared read-only mappings are touched: nothing can be lost from them."""
+    if not sys.platform.startswith("linux"):
+        return
+    real = os.path.realpath(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].rstrip("\n") == real and fields[1][1] == "-" and fields[1][3] == "s":
+                low, high = (int(x, 16) for x in fields[0].split("-"))
+                libc.madvise(low, high - low, MADV_DONTNEED)
 
 
 @contextlib.contextmanager
@@ -47,7 +76,7 @@ class LlamaCppRuntime:
 
         # an embedding model sees its whole input in one batch (pooling, non-causal attention)
         batch = n_ctx if embedding else min(n_ctx, BATCH)
-        kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch, logits_all=not embedding,
+        kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch, logits_all=False,
                       embedding=embedding, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0,
                       type_k=F32, type_v=F32)
         if pooling is not None:
@@ -59,23 +88,66 @@ class LlamaCppRuntime:
                 self.llm = Llama(**kwargs)
             except ValueError as exc:      # llama-cpp-python's only word for any load failure
                 raise CorruptInputError(f"llama.cpp cannot load it ({exc})", path) from exc
+        _give_back(path)
+
+    def _blocks(self, ids: list[int], first: int = 0) -> Iterator[np.ndarray]:
+        """The logits of positions first.. of `ids`, fed from cleared memory a batch at a time: one
+        [positions, vocab] float32 block per batch that has any (positions before `first` are fed without
+        asking for theirs, so llama.cpp skips their output head)."""
+        import llama_cpp
+
+        ctx, vocab, step = self.llm.ctx, self.vocab_size, self.llm.n_batch
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        batch = llama_cpp.llama_batch_init(step, 0, 1)
+        try:
+            for start in range(0, len(ids), step):
+                part = ids[start:start + step]
+                wanted = 0
+                for i, token in enumerate(part):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = start + i >= first
+                    wanted += start + i >= first
+                batch.n_tokens = len(part)
+                with _quiet_stderr():
+                    status = llama_cpp.llama_decode(ctx, batch)
+                if status != 0:
+                    raise RuntimeError(f"llama_decode returned {status}")
+                if wanted:
+                    out = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(wanted * vocab,))
+                    yield out.reshape(wanted, vocab).copy()
+        finally:
+            llama_cpp.llama_batch_free(batch)
 
     def logits(self, ids: list[int]) -> np.ndarray:
-        """[positions, vocab] logits for `ids`, evaluated from an empty cache."""
-        self.llm.reset()                     # eval then drops every cached position from 0 on
-        with _quiet_stderr():
-            self.llm.eval(ids)
-        return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+        """[positions, vocab] logits for `ids`, evaluated from cleared memory."""
+        return np.concatenate(list(self._blocks(ids)))
+
+    def logit_rows(self, ids: list[int], first: int = 0) -> LogitRows:
+        """The logits of positions first.. of `ids`, made a batch at a time as a reader reaches them."""
+        return LogitRows(lambda: self._blocks(ids, first), len(ids) - first, self.vocab_size)
 
     def greedy(self, ids: list[int], n: int) -> list[int]:
-        """The next `n` tokens by argmax of llama.cpp's logits, each step evaluating only the new token."""
-        last = self.logits(ids)[-1]
+        """The next `n` tokens by argmax of llama.cpp's logits, each step feeding only the new token."""
+        import llama_cpp
+
+        *_, last = self._blocks(ids, len(ids) - 1)
         out: list[int] = []
-        for _ in range(n):
-            out.append(int(last.argmax()))
-            with _quiet_stderr():
-                self.llm.eval(out[-1:])
-            last = np.asarray(self.llm.scores[self.llm.n_tokens - 1])
+        batch = llama_cpp.llama_batch_init(1, 0, 1)
+        try:
+            for step in range(n):
+                out.append(int(last[-1].argmax()))
+                if step == n - 1:
+                    break
+                batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = out[-1], len(ids) + step, 1, True
+                batch.seq_id[0][0], batch.n_tokens = 0, 1
+                with _quiet_stderr():
+                    status = llama_cpp.llama_decode(self.llm.ctx, batch)
+                if status != 0:
+                    raise RuntimeError(f"llama_decode returned {status}")
+                last = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llm.ctx), shape=(1, self.vocab_size))
+        finally:
+            llama_cpp.llama_batch_free(batch)
         return out
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int] | None:

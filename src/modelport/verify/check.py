@@ -18,6 +18,7 @@ from ..core.dtypes import config_dtype
 from ..core.errors import ModelVerificationError, UsageError
 from ..formats import ReadOptions, load, resolve_source
 from ..runtimes import open_runtime
+from ..runtimes.rows import LogitRows
 from .corpus import Chunk, Corpus, CorpusSettings
 from .memory import MAPPED, Choice, default_max_memory, peak_rss, transformers_runtime
 from .metrics import aggregate, compare
@@ -37,16 +38,22 @@ def _synthetic_ids(text: str, vocab: int) -> list[int]:
 class Logits:
     """A runtime's logits for a fixed list of sequences, one sequence at a time. A layer-major runtime
     runs every sequence through its weights here, before anything asks (`hidden_many`), so each weight
-    is read once per verify however many sequences there are; any other computes each when asked."""
+    is read once per verify however many sequences there are; any other computes each when asked.
+    Runtimes that can make them a block of positions at a time (llama.cpp, layer-major) return
+    `LogitRows`, which the comparisons walk in order: a vocab x positions array is then never held."""
 
     def __init__(self, runtime, sequences: list[list[int]]) -> None:
         self.runtime, self.sequences = runtime, sequences
         self.hidden = runtime.hidden_many(sequences) if hasattr(runtime, "hidden_many") else None
 
-    def __call__(self, k: int) -> np.ndarray:
+    def __call__(self, k: int, first: int = 0) -> np.ndarray | LogitRows:
+        """Sequence k's logits at positions first.. (a scored chunk's second half)."""
+        ids = self.sequences[k]
         if self.hidden is not None:
-            return self.runtime.logits_from(self.sequences[k], self.hidden[k])
-        return self.runtime.logits(self.sequences[k])
+            return self.runtime.rows_from(ids, self.hidden[k], first)
+        if hasattr(self.runtime, "logit_rows"):
+            return self.runtime.logit_rows(ids, first)
+        return self.runtime.logits(ids)[first:]
 
 
 class Reference:
@@ -98,14 +105,16 @@ class Reference:
         corpus-sized logit array is never held). Layer-major, only the head runs again."""
         if k in self._kept:
             return self._kept[k]
-        logits = self._logits(k)
-        if k >= len(self.ids):
-            chunk = self.chunks[k - len(self.ids)]
-            logits = logits[chunk.first:-1]
+        logits = self._logits(k) if k < len(self.ids) else self.scored(self._logits, k)
         # layer-major keeps every sequence's last hidden state, from which the head alone remakes its logits
         if self._logits.hidden is None and sum(a.nbytes for a in self._kept.values()) + logits.nbytes <= CACHE_BYTES:
-            self._kept[k] = logits
+            self._kept[k] = logits.materialize() if isinstance(logits, LogitRows) else logits
         return logits
+
+    def scored(self, logits: Logits, k: int) -> np.ndarray | LogitRows:
+        """Chunk k's logits at its scored positions (the last predicts nothing in the chunk)."""
+        rows = logits(k, self.chunks[k - len(self.ids)].first)
+        return rows[:-1] if isinstance(rows, np.ndarray) else rows.first_rows(len(rows) - 1)
 
     def greedy(self, n: int) -> list[int]:
         if n not in self._greedy:
@@ -128,7 +137,7 @@ def quality(reference: Reference, logits: Logits) -> dict:
     stats = QualityStats()
     for j, chunk in enumerate(reference.chunks):
         k = len(reference.ids) + j
-        stats.add(reference.source(k), logits(k)[chunk.first:-1], np.array(chunk.next_tokens()))
+        stats.add(reference.source(k), reference.scored(logits, k), np.array(chunk.next_tokens()))
     return {**reference.corpus.describe(), **stats.summary(), **stats.profile(),
             "per_chunk": [vars(c) for c in stats.chunks]}
 
