@@ -31,9 +31,9 @@ NEW_TYPES = ["iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs",
 CTX = 128
 
 
-def llama_imatrix(model, text, out, ctx: int = CTX) -> None:
+def llama_imatrix(model, text, out, ctx: int = CTX, *more: str) -> None:
     subprocess.run([llama_tool("llama-imatrix"), "-m", model, "-f", text, "-o", out, "-c", str(ctx), "-t", "2",
-                    "--no-ppl"], check=True, capture_output=True)
+                    "--no-ppl", *more], check=True, capture_output=True)
 
 
 def llama_quantize_tool(src, dst, quant: str, imatrix) -> None:
@@ -118,6 +118,30 @@ def test_corpus_imatrix_agrees_with_llama_imatrix(family, tmp_path):
         assert np.abs(ours.entries[n].counts - theirs.entries[n].counts).max() <= 0.01 * theirs.entries[n].counts.sum()
     llama_quantize_tool(f32, tmp_path / "ref.gguf", "iq4_xs", tmp_path / "ours.imatrix.gguf")
     assert _tensors(tmp_path / "ref.gguf") == _tensors(tmp_path / "ours.gguf")
+
+
+def test_llama_imatrix_drops_a_last_batch_tail_we_count(family, tmp_path):
+    """At ctx 256 llama-imatrix decodes 2048 / 256 = 8 sequences per batch, cut into ubatches of equal
+    tokens per sequence (llama-batch.cpp split_equal: 512 // 6 = 85 for a batch of 6). Six chunks make
+    one batch of 6: three ubatches of 85 per sequence, then one of a single token each, 6 rows, which
+    its collector skips (under 16 rows, imatrix.cpp:248). So it counts 1530 tokens and records 5
+    chunks where we decode each chunk alone and count 1536 in 6. With `-b 256` (one sequence per
+    batch, as we decode) the chunks and the counts are ours."""
+    src, _, _ = family
+    text = corpus(tmp_path)
+    run = run_cli("convert", src, tmp_path / "ours.gguf", "--quant", "q4_k_m", "--imatrix-corpus", text,
+                  "--imatrix-ctx", 256, "--imatrix-tokens", 6 * 256, "--save-imatrix", tmp_path / "ours.imatrix.gguf")
+    assert run.code == 0, run.stderr
+    modelport.convert(src, tmp_path / "f16.gguf", quant="f16")
+    llama_imatrix(tmp_path / "f16.gguf", text, tmp_path / "batched.gguf", 256, "--chunks", "6")
+    llama_imatrix(tmp_path / "f16.gguf", text, tmp_path / "single.gguf", 256, "--chunks", "6", "-b", "256")
+    ours, batched, single = (imatrix_mod.read(tmp_path / name) for name in ("ours.imatrix.gguf", "batched.gguf",
+                                                                            "single.gguf"))
+    dense = sorted(n for n in ours.entries if "_exps" not in n)
+    assert ours.chunk_count == single.chunk_count == 6 and batched.chunk_count == 5
+    assert {ours.entries[n].counts.tolist()[0] for n in dense} == {6 * 256}
+    assert {batched.entries[n].counts.tolist()[0] for n in dense} == {6 * 256 - 6}
+    assert {n: single.entries[n].counts.tolist() for n in dense} == {n: ours.entries[n].counts.tolist() for n in dense}
 
 
 @pytest.fixture(scope="module")
