@@ -21,7 +21,7 @@ NEEDS_BASE_MODEL: dict[str, str] = {}
 # after the default group reached its time limit
 SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus",
                  "minimax_m2", "afmoe", "arcee", "bitnet",
-                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next"}
+                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear"}
 
 
 def _tokenizer(path):

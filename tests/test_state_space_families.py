@@ -34,6 +34,10 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
                         layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"])),
     ("falcon_h1", dict(intermediate_size=512, head_dim=64, mamba_d_ssm=512, mamba_n_heads=16, mamba_d_head=32,
                        mamba_d_state=32)),
+    ("kimi_linear", dict(intermediate_size=512, moe_intermediate_size=256, linear_head_dim=64, kv_lora_rank=256,
+                         qk_nope_head_dim=64, qk_rope_head_dim=64, v_head_dim=64,
+                         layer_types=["linear_attention", "full_attention"] * 2,
+                         mlp_layer_types=["dense", "sparse", "sparse", "sparse"])),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_state_space_families_quantize_like_llama_quantize(tmp_path, family, overrides, quant):
@@ -57,7 +61,8 @@ def test_recurrent_state_is_reset_for_each_sequence(samples, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["mamba2", "qwen3_next"])      # a state-space scan, a gated delta net
+# a state-space scan, a gated delta net, KDA beside a latent-attention cache
+@pytest.mark.parametrize("family", ["mamba2", "qwen3_next", "kimi_linear"])
 def test_recurrent_model_verifies_with_corpus_statistics(samples, tmp_path, family):
     sample = samples(family)
     out = tmp_path / "m.gguf"
@@ -94,13 +99,18 @@ def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_falcon_h1_norm_before_gate_is_refused_before_writing(tmp_path):
-    """llama.cpp gates the Mamba-2 output before its grouped norm: a Falcon-H1 normalising first is refused,
-    with the reason, and nothing is written."""
+@pytest.mark.parametrize("family,overrides,why", [
+    ("falcon_h1", dict(mamba_norm_before_gate=True), "before its grouped norm"),
+    ("kimi_linear", dict(rms_norm_eps=1e-5), "L2-normalises q and k with rms_norm_eps"),
+], ids=["falcon_h1", "kimi_linear"])
+def test_what_llama_cpp_computes_otherwise_is_refused_before_writing(tmp_path, family, overrides, why):
+    """A config llama.cpp's graph would compute otherwise is refused, with the reason, and nothing is written:
+    llama.cpp gates Falcon-H1's Mamba-2 output before its grouped norm, and L2-normalises Kimi Linear's KDA
+    q and k with rms_norm_eps (the released model's 1e-5) where transformers uses 1e-6."""
     from modelport.samples import save_model
-    save_model(tmp_path / "model", "falcon_h1", mamba_norm_before_gate=True)
+    save_model(tmp_path / "model", family, **overrides)
     run = run_cli("convert", tmp_path / "model", tmp_path / "m.gguf", "--quant", "f32")
-    assert run.code == 1 and "before its grouped norm" in run.stderr, run.stderr
+    assert run.code == 1 and why in run.stderr, run.stderr
     assert not (tmp_path / "m.gguf").exists()
 
 

@@ -170,15 +170,25 @@ class Squeeze(Rule):
 
 @dataclass(frozen=True)
 class Unsqueeze(Rule):
-    """A trailing length-1 axis added: Mamba-2's per-head A and D [h] as llama.cpp's [h, 1]."""
+    """A length-1 axis added at `axis` of the result (as numpy.expand_dims places it): trailing by default,
+    Mamba-2's per-head A and D [h] as llama.cpp's [h, 1]; leading (0), Kimi Linear's conv1d kernels
+    [d, 1, k] as the [1, d, 1, k] llama.cpp's converter writes. Either way the values keep their order."""
 
     lora = _not_low_rank
 
+    axis: int = -1
+
     def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*shape, 1)
+        at = self.axis % (len(shape) + 1)
+        return (*shape[:at], 1, *shape[at:])
 
     def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return shape[:-1]
+        at = self.axis % len(shape)
+        return (*shape[:at], *shape[at + 1:])
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
+        """A leading axis makes the whole tensor one row of the result: a block of rows is no longer rows."""
+        return None if self.axis % (len(shape) + 1) == 0 else 1
 
     def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
         return array.reshape(self.shape(array.shape))

@@ -21,15 +21,21 @@ QK = "qk_nope_head_dim + qk_rope_head_dim"
 MOE = "L >= get('first_k_dense_replace', 0)"
 
 
+# multi-head latent attention's tensors (Kimi Linear's full-attention layers have them too)
+MLA = (
+    *only(Q_LORA, [*linear(f"{A}.q_a_proj", "q_lora_rank", "hidden", BIAS), *norm(f"{A}.q_a_layernorm", "q_lora_rank"),
+                   *linear(f"{A}.q_b_proj", f"heads * ({QK})", "q_lora_rank")]),
+    *only(f"not ({Q_LORA})", linear(f"{A}.q_proj", f"heads * ({QK})", "hidden")),
+    *linear(f"{A}.kv_a_proj_with_mqa", "kv_lora_rank + qk_rope_head_dim", "hidden", BIAS),
+    *norm(f"{A}.kv_a_layernorm", "kv_lora_rank"),
+    *linear(f"{A}.kv_b_proj", "heads * (qk_nope_head_dim + v_head_dim)", "kv_lora_rank"),
+    *linear(f"{A}.o_proj", "hidden", "heads * v_head_dim", BIAS),
+)
+
+
 def layer(selection_bias: bool, mlp_bias: bool | str) -> tuple:
     return (
-        *only(Q_LORA, [*linear(f"{A}.q_a_proj", "q_lora_rank", "hidden", BIAS), *norm(f"{A}.q_a_layernorm", "q_lora_rank"),
-                       *linear(f"{A}.q_b_proj", f"heads * ({QK})", "q_lora_rank")]),
-        *only(f"not ({Q_LORA})", linear(f"{A}.q_proj", f"heads * ({QK})", "hidden")),
-        *linear(f"{A}.kv_a_proj_with_mqa", "kv_lora_rank + qk_rope_head_dim", "hidden", BIAS),
-        *norm(f"{A}.kv_a_layernorm", "kv_lora_rank"),
-        *linear(f"{A}.kv_b_proj", "heads * (qk_nope_head_dim + v_head_dim)", "kv_lora_rank"),
-        *linear(f"{A}.o_proj", "hidden", "heads * v_head_dim", BIAS),
+        *MLA,
         *only(MOE, [*experts(P), *([t(f"{P}.gate.e_score_correction_bias", "experts")] if selection_bias else []),
                     *shared_expert(P, "expert_ffn * shared_experts", "shared_experts", bias=mlp_bias)]),
         *only(f"not ({MOE})", swiglu(bias=mlp_bias)),
@@ -39,14 +45,18 @@ def layer(selection_bias: bool, mlp_bias: bool | str) -> tuple:
 KV_B = (Part("blk.{L}.attn_k_b.weight", 0, 2, axis=1, sizes=("qk_nope_head_dim", "v_head_dim"), groups="heads",
              rules=(Transpose(()),)),
         Part("blk.{L}.attn_v_b.weight", 1, 2, axis=1, sizes=("qk_nope_head_dim", "v_head_dim"), groups="heads"))
-MLA_KEYS = {
-    "{arch}.attention.head_count_kv": Key(1),
-    "{arch}.attention.key_length": Key("kv_lora_rank + qk_rope_head_dim"),
-    "{arch}.attention.value_length": Key("kv_lora_rank"),
+# the latent attention's sizes; llama.cpp runs it as one KV head whose keys are kv_lora_rank + rope wide
+LATENT_KEYS = {
     "{arch}.attention.key_length_mla": Key(QK),
     "{arch}.attention.value_length_mla": Key("v_head_dim"),
     "{arch}.attention.q_lora_rank": Key("q_lora_rank", when=Q_LORA),
     "{arch}.attention.kv_lora_rank": Key("kv_lora_rank"),
+}
+MLA_KEYS = {
+    "{arch}.attention.head_count_kv": Key(1),
+    "{arch}.attention.key_length": Key("kv_lora_rank + qk_rope_head_dim"),
+    "{arch}.attention.value_length": Key("kv_lora_rank"),
+    **LATENT_KEYS,
     "{arch}.rope.dimension_count": Key("qk_rope_head_dim"),
     "{arch}.leading_dense_block_count": Key("get('first_k_dense_replace', 0)"),
     "{arch}.expert_shared_count": Key("shared_experts"),
