@@ -100,6 +100,21 @@ def test_unknown_architecture(llama, tmp_path):
     _assert_failed(run_cli("convert", src, dst), dst, 1, "weirdformer", "supported: ", "llama", "docs/architectures.md")
 
 
+def test_a_config_without_a_value_its_architecture_needs(samples, tmp_path):
+    """Qwen3-Next's layer kinds come from `layer_types`: a config without them is the input's fault, one
+    line naming the folder and the value for inspect, convert and verify, nothing written."""
+    src = tmp_path / "qwen3_next"
+    shutil.copytree(samples("qwen3_next").path, src)
+    config = json.loads((src / "config.json").read_text())
+    del config["layer_types"]
+    (src / "config.json").write_text(json.dumps(config))
+    dst = tmp_path / "out.gguf"
+    _assert_failed(run_cli("convert", src, dst), dst, 1, str(src), "does not give 'layer_types'")
+    for run in (run_cli("inspect", src), run_cli("verify", src, samples("qwen3_next").path)):
+        assert run.code == 1 and run.stderr.count("\n") == 1, run.stderr
+        assert str(src) in run.stderr and "does not give 'layer_types'" in run.stderr and "internal" not in run.stderr
+
+
 def test_wrong_shapes_and_missing_keys(llama, gpt2, tmp_path):
     torch.save(gpt2.model.state_dict(), tmp_path / "gpt2.pth")
     dst = tmp_path / "out"

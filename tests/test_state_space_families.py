@@ -101,17 +101,42 @@ def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
 
 @pytest.mark.parametrize("family,overrides,why", [
     ("falcon_h1", dict(mamba_norm_before_gate=True), "before its grouped norm"),
-    ("kimi_linear", dict(rms_norm_eps=1e-5), "L2-normalises q and k with rms_norm_eps"),
-], ids=["falcon_h1", "kimi_linear"])
+], ids=["falcon_h1"])
 def test_what_llama_cpp_computes_otherwise_is_refused_before_writing(tmp_path, family, overrides, why):
     """A config llama.cpp's graph would compute otherwise is refused, with the reason, and nothing is written:
-    llama.cpp gates Falcon-H1's Mamba-2 output before its grouped norm, and L2-normalises Kimi Linear's KDA
-    q and k with rms_norm_eps (the released model's 1e-5) where transformers uses 1e-6."""
+    llama.cpp gates Falcon-H1's Mamba-2 output before its grouped norm."""
     from modelport.samples import save_model
     save_model(tmp_path / "model", family, **overrides)
     run = run_cli("convert", tmp_path / "model", tmp_path / "m.gguf", "--quant", "f32")
     assert run.code == 1 and why in run.stderr, run.stderr
     assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["kimi_linear", "qwen3_next"])
+def test_linear_attention_epsilon_is_the_same_function_on_long_queries(tmp_path, family):
+    """llama.cpp L2-normalises the linear attention's q and k with rms_norm_eps as epsilon, transformers
+    with 1e-6. At the released Kimi Linear's 1e-5 the two differ on a random tiny model, whose q and k are
+    far shorter than a trained model's; with its q and k projections 30 times larger they agree."""
+    import torch
+
+    from modelport.runtimes.llama_cpp import LlamaCppRuntime
+    from modelport.samples import save_model
+    from modelport.verify.prompts import PROMPTS
+    model, tok = save_model(tmp_path / "model", family, rms_norm_eps=1e-5)
+    attention = "self_attn" if family == "kimi_linear" else "linear_attn"
+    with torch.no_grad():
+        for kind, layer in zip(model.config.layer_types, model.model.layers):
+            if kind == "linear_attention":
+                for name, weight in getattr(layer, attention).named_parameters():
+                    if name.split(".")[0] in ("q_proj", "k_proj", "in_proj_qkvz"):
+                        weight.mul_(30)
+        model.save_pretrained(tmp_path / "model")
+        prompts = [tok(text)["input_ids"] for text in PROMPTS[:3]]
+        want = [model(torch.tensor([ids])).logits[0].numpy() for ids in prompts]
+    modelport.convert(tmp_path / "model", tmp_path / "m.gguf", quant="f32")
+    runtime = LlamaCppRuntime(tmp_path / "m.gguf")
+    assert max(np.abs(runtime.logits(ids) - w).max() for ids, w in zip(prompts, want)) < 1e-3
 
 
 @pytest.mark.slow

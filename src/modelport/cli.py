@@ -308,17 +308,21 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
     in the reports."""
     from contextlib import ExitStack
 
+    from .architectures.expressions import config_gaps
     from .storage import mounted, staged
     from .verify import Reference, check
     from .verify.report import checked_path, write_report
     page = checked_path(report, [source, *converted]) if report else None
     reports, failure = [], None
     with ExitStack() as mounts:
-        reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus, max_memory)
+        with config_gaps(source):
+            reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus,
+                                  max_memory)
         for path in converted:
             try:
-                reports.append(check(reference, staged(mounts.enter_context(mounted(path))), thresholds=thresholds,
-                                     generate=generate))
+                with config_gaps(path):
+                    reports.append(check(reference, staged(mounts.enter_context(mounted(path))),
+                                         thresholds=thresholds, generate=generate))
             except ModelVerificationError as exc:
                 if exc.report is None:
                     raise

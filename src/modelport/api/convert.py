@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..architectures.expressions import config_gaps
 from ..core.bundle import ModelBundle
 from ..core.errors import KeyMismatchError, ModelConversionError, UsageError
 from ..edits import apply as apply_edits
@@ -45,7 +46,7 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
                              "(watch --output publishes to hf://)", destination.url)
         fmt = target(Path(destination.name), options.to)
         check_writable(destination, [""], options.overwrite)
-    with mounted(src) as source:
+    with mounted(src) as source, config_gaps(src):
         if destination is not None:
             summary = _uploaded(source, destination, fmt, options, started)
         else:

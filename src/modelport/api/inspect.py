@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..architectures.expressions import config_gaps
 from ..core.errors import ModelFileNotFoundError, UnknownArchitectureError
 from ..formats import CHECKPOINTS, ReadOptions, by_name, detect_or_fail, discover, load
 from ..formats.checkpoints import step_of
@@ -21,7 +22,7 @@ CONVERTED = ("dtypes", "bytes")     # a file's own, when its format says (GGUF),
 
 def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
     """What `path` (a path or a URL: only headers are read, by range) holds."""
-    with mounted(path) as src:
+    with mounted(path) as src, config_gaps(path):
         info = _inspect(src, base_model)
     if str(path) != str(src):
         shown = str(src)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import ast
 import operator
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from ..core.errors import ModelConversionError
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
            ast.Mod: operator.mod, ast.Pow: operator.pow, ast.Div: operator.truediv}
@@ -34,6 +38,25 @@ _CALLS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "int": int, "fl
 
 class ExpressionError(ValueError):
     """An expression a spec wrote is not in the small language, or names a value the config lacks."""
+
+
+@contextmanager
+def config_gaps(source: str | Path) -> Iterator[None]:
+    """A value a spec needs and the source's config lacks is a fault of the input: one line naming the
+    source and the value (exit 1), not an internal error."""
+    try:
+        yield
+    except MissingConfigValue as exc:
+        raise ModelConversionError(f"its config does not give {exc.name!r}, which its architecture needs "
+                                   f"({exc.text})", source) from exc
+
+
+class MissingConfigValue(ExpressionError):
+    """A spec's expression names a value the model's config does not give: the input's fault, not the spec's."""
+
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__(f"{text!r} names {name!r}, which this config does not give")
+        self.name, self.text = name, text
 
 
 @lru_cache(maxsize=4096)
@@ -59,7 +82,7 @@ def _eval(node: ast.expr, names: Mapping[str, Any], text: str) -> Any:
         if node.id in ("None", "True", "False"):
             return {"None": None, "True": True, "False": False}[node.id]
         if node.id not in names:
-            raise ExpressionError(f"{text!r} names {node.id!r}, which this config does not give")
+            raise MissingConfigValue(node.id, text)
         return names[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         return _BINARY[type(node.op)](_eval(node.left, names, text), _eval(node.right, names, text))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..architectures.expressions import config_gaps
 from ..core.dtypes import config_dtype
 from ..core.errors import ModelVerificationError, UsageError
 from ..formats import ReadOptions, load, resolve_source
@@ -127,8 +128,10 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
            generate: int = 0, corpus: CorpusSettings | None = None, max_memory: int | None = None) -> dict:
     """Compare `converted` against `source` on the built-in prompts (and `corpus`, when given); raises
     on failure."""
-    return check(Reference(source, base_model, prompts, corpus, max_memory), converted, write_sidecar=write_sidecar,
-                 thresholds=thresholds, generate=generate)
+    with config_gaps(source):
+        reference = Reference(source, base_model, prompts, corpus, max_memory)
+    with config_gaps(converted):
+        return check(reference, converted, write_sidecar=write_sidecar, thresholds=thresholds, generate=generate)
 
 
 def quality(reference: Reference, logits: Logits) -> dict:

@@ -19,6 +19,7 @@ from ..tensors import Tensors, linear, norm, only, t
 from .deepseek import KV_B, LATENT_KEYS, MLA
 from .deepseek import A as ATTN
 from .lfm2 import NO_ONNX
+from .qwen3_next import L2_EPSILON
 from .llama import EMBED, HEAD, LAYER_NORMS, TINY, swiglu
 from .moe import SIGMOID, experts, shared_expert
 
@@ -89,12 +90,10 @@ SPEC = register_architecture(ArchitectureSpec(
             "not get('attention_bias', False)": "llama.cpp's Kimi Linear attention has no biases",
             "get('hidden_act', 'silu') == 'silu'": "llama.cpp's Kimi Linear convolutions and MLPs use SiLU",
             "get('moe_renormalize', True)": "llama.cpp's Kimi Linear always renormalises the chosen experts' weights",
-            "rms_eps == 1e-6": "llama.cpp's KDA L2-normalises q and k with rms_norm_eps as epsilon, transformers "
-                               "(as FLA's kernel) with 1e-6 (2.5e-2 apart in the logits at 1e-5 on the test model)",
             f"mlp_layer_types == ['dense' if i < {DENSE} else 'sparse' for i in range(layers)]":
                 "llama.cpp's Kimi Linear has dense MLPs in its leading layers only, experts in every layer after",
         }),
-    note="rms_norm_eps 1e-6 only: llama.cpp's KDA takes it as its L2-norm epsilon (the released 1e-5 is refused)",
+    note=L2_EPSILON,
     no_onnx=NO_ONNX,
     recurrent="KDA (linear attention) layers carry state along the sequence (transformers' own cache object)",
     # every kind of layer: KDA + dense MLP, latent attention + experts, KDA + experts
