@@ -171,6 +171,27 @@ def test_pth_is_staged_then_removed(s3, llama, tmp_path):
     assert not list((tmp_path / "cache" / "mirrors").iterdir())
 
 
+def test_base_model_by_url(s3, llama, tmp_path):
+    """A bare checkpoint's config and tokenizer from a bucket (`--base-model s3://...`): the same file as
+    with the folder on disk, for convert, and the same answers for inspect and verify."""
+    client, _ = s3
+    b = bucket(client)
+    torch.save(llama.model.state_dict(), tmp_path / "bare.pth")
+    client.put(str(llama.path), f"{b}/base", recursive=True)
+    url = f"s3://{b}/base"
+    local, remote = tmp_path / "local.gguf", tmp_path / "remote.gguf"
+    assert run_cli("convert", tmp_path / "bare.pth", local, "--base-model", llama.path).code == 0
+    run = run_cli("convert", tmp_path / "bare.pth", remote, "--base-model", url)
+    assert run.code == 0, run.stderr
+    assert remote.read_bytes() == local.read_bytes()
+    inspected = run_cli("inspect", tmp_path / "bare.pth", "--base-model", url, "--json")
+    assert inspected.code == 0, inspected.stderr
+    assert inspected.json()["architecture"] == "llama" and inspected.json()["tokenizer"]
+    checked = run_cli("verify", tmp_path / "bare.pth", remote, "--base-model", url, "--json")
+    assert checked.code == 0 and checked.json()["tokenization_agreement"] == 1.0, checked.stderr
+    assert not list((tmp_path / "cache" / "mirrors").iterdir())
+
+
 def test_convert_to_s3_is_byte_identical_and_checked(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)

@@ -315,9 +315,9 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
     page = checked_path(report, [source, *converted]) if report else None
     reports, failure = [], None
     with ExitStack() as mounts:
+        base = mounts.enter_context(mounted(base_model)) if base_model else None
         with config_gaps(source):
-            reference = Reference(staged(mounts.enter_context(mounted(source))), base_model, prompts, corpus,
-                                  max_memory)
+            reference = Reference(staged(mounts.enter_context(mounted(source))), base, prompts, corpus, max_memory)
         for path in converted:
             try:
                 with config_gaps(path):

@@ -36,6 +36,9 @@ def convert(src: str | Path, dst: str | Path, options: ConvertOptions | None = N
     failure nothing is left there, and no source is ever written.
     """
     started = time.perf_counter()
+    if options is None and is_url(settings.get("base_model")):       # its config and tokenizer, mirrored
+        with mounted(settings["base_model"]) as base:
+            return convert(src, dst, **{**settings, "base_model": base})
     options = options or ConvertOptions.of(**settings)
     destination = parse(str(dst)) if is_url(dst) else None
     if destination is not None and destination.local is not None:

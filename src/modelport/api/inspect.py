@@ -8,6 +8,8 @@ and `bytes` are the types and tensor bytes it holds, and `dtypes_after_conversio
 """
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from ..architectures.expressions import config_gaps
@@ -22,8 +24,9 @@ CONVERTED = ("dtypes", "bytes")     # a file's own, when its format says (GGUF),
 
 def inspect(path: str | Path, base_model: str | Path | None = None) -> dict:
     """What `path` (a path or a URL: only headers are read, by range) holds."""
-    with mounted(path) as src, config_gaps(path):
-        info = _inspect(src, base_model)
+    with mounted(path) as src, mounted(base_model) if base_model else contextlib.nullcontext() as base, \
+            config_gaps(path):
+        info = _inspect(src, base)
     if str(path) != str(src):
         shown = str(src)
         info = {key: (value.replace(shown, str(path).rstrip("/")) if isinstance(value, str) else value)

@@ -7,6 +7,7 @@ against its GGUF source, both in llama.cpp. Thresholds depend on the result's ty
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -20,6 +21,7 @@ from ..core.errors import ModelVerificationError, UsageError
 from ..formats import ReadOptions, load, resolve_source
 from ..runtimes import open_runtime
 from ..runtimes.rows import LogitRows
+from ..storage import mounted
 from .corpus import Chunk, Corpus, CorpusSettings
 from .memory import MAPPED, Choice, default_max_memory, peak_rss, transformers_runtime
 from .metrics import aggregate, compare
@@ -128,10 +130,11 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
            generate: int = 0, corpus: CorpusSettings | None = None, max_memory: int | None = None) -> dict:
     """Compare `converted` against `source` on the built-in prompts (and `corpus`, when given); raises
     on failure."""
-    with config_gaps(source):
-        reference = Reference(source, base_model, prompts, corpus, max_memory)
-    with config_gaps(converted):
-        return check(reference, converted, write_sidecar=write_sidecar, thresholds=thresholds, generate=generate)
+    with mounted(base_model) if base_model else contextlib.nullcontext() as base:
+        with config_gaps(source):
+            reference = Reference(source, base, prompts, corpus, max_memory)
+        with config_gaps(converted):
+            return check(reference, converted, write_sidecar=write_sidecar, thresholds=thresholds, generate=generate)
 
 
 def quality(reference: Reference, logits: Logits) -> dict:
