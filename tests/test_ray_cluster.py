@@ -241,8 +241,9 @@ def test_a_retry_that_finds_its_first_attempts_output_reports_it_done(ray_cluste
 @pytest.mark.slow
 def test_a_job_whose_node_dies_is_retried_on_the_head_and_nothing_partial_is_left(
         ray_cluster, cluster_s3, big_run, tmp_path):
-    """Last in this module: it leaves the cluster without its worker node. The head's one CPU is taken by a job pinned there, so the other lands on the worker node, whose
-    raylet is killed mid-conversion: Ray retries the job on the head once the first is done."""
+    """Last in this module: it leaves the cluster without its worker node. The head's one CPU is taken by a
+    job pinned there, so the other lands on the worker node, which dies mid-conversion (its raylet and
+    workers killed): Ray retries the job on the head once the first is done."""
     source, b = big_run
     client = cluster_s3.client
     config = _jobs(tmp_path / "jobs.yaml", [
@@ -262,9 +263,13 @@ def test_a_job_whose_node_dies_is_retried_on_the_head_and_nothing_partial_is_lef
     while not any(p.is_file() and p.stat().st_size for p in uploads.rglob("*")) if uploads.exists() else True:
         assert time.time() < deadline, "the victim never started writing"
         time.sleep(0.05)
-    # The node is gone mid-job. Its worker process may live on long enough to publish: the retry then
-    # finds the output whole under its name and reports the job done (the first attempt found it free).
-    worker.raylet().kill()
+    # The node is gone mid-job, as when its machine goes: the raylet and every worker process of it at
+    # once. (A raylet killed alone can leave its worker to finish, publish and even report the job done
+    # itself; a retry that then finds the output is test_a_retry_that_finds_its_first_attempts_output...)
+    raylet = worker.raylet()
+    for proc in [raylet, *raylet.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
     stdout, stderr = driver.communicate(timeout=400)
     assert driver.returncode == 0, stderr[-3000:]
     by_job = {x["job"]: x for x in json.loads(stdout)["results"]}
