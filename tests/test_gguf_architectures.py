@@ -7,13 +7,13 @@ import torch
 from conftest import run_cli
 
 import modelport
-from modelport.architectures import registered
+from modelport.architectures import registered, spec_for
 from modelport.runtimes.llama_cpp import LlamaCppRuntime
 from modelport.verify.prompts import PROMPTS
 
 DECODERS = [s.model_type for s in registered() if s.gguf is not None and s.tiny and s.hf_class.endswith("CausalLM")]
 TOKENIZER_VARIANTS = ["llama-spm", "llama-bfb"]
-TOLERANCE = {"f32": 1e-3, "f16": 1e-2}
+TOLERANCE = {"f32": 1e-3, "f16": 1e-2}     # a family whose llama.cpp graph computes it its own way says its own
 # families whose HF config the GGUF metadata does not determine (docs/architectures.md says why)
 NEEDS_BASE_MODEL: dict[str, str] = {}
 # state-space and hybrid families beyond one of each kind (mamba, lfm2 stay here): transformers runs their scans
@@ -21,7 +21,7 @@ NEEDS_BASE_MODEL: dict[str, str] = {}
 # after the default group reached its time limit
 SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus",
                  "minimax_m2", "afmoe", "arcee", "bitnet",
-                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear"}
+                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear", "gemma3n_text"}
 
 
 def _tokenizer(path):
@@ -41,6 +41,8 @@ def test_family_runs_in_llama_cpp_and_comes_back(samples, tmp_path, name):
     position, llama.cpp tokenizes the prompts as transformers does, and the GGUF read back to HF (config and
     tokenizer from the source) gives the same logits in transformers; f16 stays within its own bound."""
     sample = samples(name)
+    bound = {kind: max(limit, spec_for({"model_type": name.partition("-")[0]}).gguf.tolerance)
+             for kind, limit in TOLERANCE.items()}
     out = tmp_path / "m.gguf"
     result = modelport.convert(sample.path, out, quant="f32")
     assert result["format"] == "gguf" and out.is_file()
@@ -50,7 +52,7 @@ def test_family_runs_in_llama_cpp_and_comes_back(samples, tmp_path, name):
         ids = tok(text)["input_ids"]
         assert runtime.tokenize(text) == ids, (name, text)
         diff = np.abs(runtime.logits(ids) - _hf_logits(sample.model, ids)).max()
-        assert diff < TOLERANCE["f32"], (name, text, diff)
+        assert diff < bound["f32"], (name, text, diff)
     modelport.convert(out, tmp_path / "hf", base_model=sample.path)
     back = modelport.load(tmp_path / "hf")
     assert back.model_type == sample.model.config.model_type
@@ -64,7 +66,7 @@ def test_family_runs_in_llama_cpp_and_comes_back(samples, tmp_path, name):
     half = tmp_path / "m16.gguf"
     modelport.convert(sample.path, half, quant="f16")
     ids = tok(PROMPTS[0])["input_ids"]
-    assert np.abs(LlamaCppRuntime(half).logits(ids) - _hf_logits(sample.model, ids)).max() < TOLERANCE["f16"], name
+    assert np.abs(LlamaCppRuntime(half).logits(ids) - _hf_logits(sample.model, ids)).max() < bound["f16"], name
 
 
 def _corpus() -> list[str]:

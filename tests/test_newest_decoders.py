@@ -28,6 +28,8 @@ WIDE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=4, num_att
     ("minimax_m2", dict(num_local_experts=4, rotary_dim=32), "blk.0.exp_probs_b.bias"),
     ("afmoe", dict(num_experts=4, moe_intermediate_size=256), "blk.1.ffn_gate_shexp.weight"),   # a dense layer first
     ("bitnet", dict(), "blk.0.ffn_sub_norm.weight"),                    # ffn_sub_norm's rows of 256
+    ("gemma3n_text", dict(num_hidden_layers=22, num_kv_shared_layers=2),  # stacked AltUp projections kept F32,
+     "per_layer_token_embd.weight"),                                     # the per-layer table quantized as token_embd
 ], ids=lambda v: v if isinstance(v, str) and "." not in v else "")
 @pytest.mark.parametrize("quant", ["q4_k_m", "q8_0"])
 def test_newest_decoders_quantize_like_llama_quantize(tmp_path, family, overrides, tensor, quant):
@@ -65,6 +67,18 @@ REFUSED = [
     ("afmoe", dict(layer_types=["sliding_attention", "full_attention"] * 2), "three sliding-window layers"),
     ("bitnet", dict(hidden_act="relu2"), "SwiGLU"),
     ("bitnet", dict(tie_word_embeddings=False), "tied head"),
+    ("gemma3n_text", dict(altup_num_inputs=2), "altup_num_inputs must be 4"),
+    ("gemma3n_text", dict(altup_active_idx=1), "altup_active_idx must be 0"),
+    ("gemma3n_text", dict(altup_correct_scale=False), "altup_correct_scale must be true"),
+    ("gemma3n_text", dict(laurel_rank=32), "laurel_rank must be 64"),
+    ("gemma3n_text", dict(hidden_size_per_layer_input=128), "hidden_size_per_layer_input must be 256"),
+    ("gemma3n_text", dict(activation_sparsity_pattern=[0.95] * 12 + [0.0] * 13), "activation_sparsity_pattern must"),
+    ("gemma3n_text", dict(num_kv_shared_layers=4), "num_hidden_layers - num_kv_shared_layers must be 20"),
+    ("gemma3n_text", dict(layer_types=["sliding_attention"] * 18 + ["full_attention"] * 7), "layer_types[18:20] must"),
+    ("gemma3n_text", dict(hidden_activation="gelu"), "hidden_activation must be gelu_pytorch_tanh"),
+    ("gemma3n_text", dict(final_logit_softcapping=None), "final_logit_softcapping must be set"),
+    ("gemma3n_text", dict(attention_bias=True), "attention_bias must be false"),
+    ("gemma3n_text", dict(vocab_size_per_layer_input=128), "vocab_size_per_layer_input must not exceed"),
 ]
 
 

@@ -121,8 +121,9 @@ def make_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.
     with torch.no_grad():       # random init leaves norms at 1 (or 0) and learned activation constants (Apertus'
         for name, p in model.named_parameters():       # xIELU) equal in every layer; vary them so a wrong mapping shows
             if p.ndim == 1 and ("norm" in name.lower() or "ln_" in name or ".act_fn." in name
-                                or name.endswith("expert_bias")):          # AFMoE's selection bias, a parameter
-                p.add_(torch.randn_like(p) * 0.1)
+                                or name.endswith("expert_bias")            # AFMoE's selection bias, a parameter
+                                or name.endswith("correct_output_scale")):  # Gemma 3n's: at 0 it silences the
+                p.add_(torch.randn_like(p) * 0.1)                            # per-layer inputs
             elif p.ndim == 2 and "router" in name and not p.any():     # AFMoE's router starts at zero: every
                 p.normal_(0.0, 0.1)                                      # expert ties, and ties break either way
         for name, b in model.named_buffers():          # an expert-selection bias kept as a buffer (MiniMax-M2)

@@ -4,12 +4,15 @@ A family's spec says "heads * head_dim" or "layer >= first_k_dense_replace" rath
 function, so specs stay data (readable, listable in docs, checkable against transformers) and no
 spec can run arbitrary code. Allowed: names, numbers, strings, + - * // % ** (ints), comparisons,
 and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len, range,
-get(name, default) and uniform(x): x, or the one value every entry of the list x holds (None when they
-differ), for a per-layer list a runtime takes as one value.
+get(name, default), uniform(x): x, or the one value every entry of the list x holds (None when they
+differ), for a per-layer list a runtime takes as one value; per_layer(x, n): the other way, x as n
+per-layer values (x itself when it is a list already); and normal_ppf(p): the standard normal
+distribution's quantile (-inf at 0), which llama.cpp's converter writes for Gemma 3n's activation sparsity.
 """
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -32,8 +35,20 @@ def _uniform(value: Any) -> Any:
     return value[0] if value and all(v == value[0] for v in value) else None
 
 
+def _per_layer(value: Any, layers: int) -> list:
+    """A value a config may give once or per layer (Gemma 3n's `intermediate_size`), as the per-layer list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value] * layers
+
+
+def _normal_ppf(p: float) -> float:
+    """The standard normal quantile of p, with its limits at 0 and 1 (a sparsity of 0 is a cut-off at -inf)."""
+    from statistics import NormalDist
+    return -math.inf if p <= 0 else math.inf if p >= 1 else NormalDist().inv_cdf(p)
+
+
 _CALLS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "int": int, "float": float, "bool": bool, "len": len,
-                                         "range": range, "uniform": _uniform}
+                                         "range": range, "uniform": _uniform, "per_layer": _per_layer,
+                                         "normal_ppf": _normal_ppf}
 
 
 class ExpressionError(ValueError):

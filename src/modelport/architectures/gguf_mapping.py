@@ -2,7 +2,8 @@
 
 Tensor names come from gguf-py's TensorNameMap for the arch (plus `names` for what it lacks); HF
 per-expert tensors (`...experts.{E}...`) are stacked, expert-major, into llama.cpp's 3-D `*_exps`
-tensors. Values go through the rules that match them (rules.py: Q/K head permutation for llama.cpp's
+tensors, and so are the numbered tensors a mapping's `stacks` names (Gemma 3n's AltUp projections).
+Values go through the rules that match them (rules.py: Q/K head permutation for llama.cpp's
 interleaved rope, GPT-2's Conv1D transposed, Gemma's norms stored as 1 + w), each of which knows its
 inverse, so reading a GGUF back runs the same data backwards. Metadata is a table of keys
 (full key names, `{arch}` standing for llama.cpp's architecture name) whose values are expressions
@@ -111,7 +112,7 @@ def split(*names: str, axis: int = -1, interleaved: bool = False) -> tuple[Part,
 @dataclass(frozen=True)
 class Target:
     """Where one HF tensor (or one part of it, when `chain` takes a part) goes: a GGUF tensor, or
-    expert `expert` of a stacked one."""
+    entry `expert` of a stacked one (an expert, or one of a `stacks` tensor's numbered parts)."""
 
     name: str
     expert: int | None
@@ -124,9 +125,15 @@ class GGUFMapping:
     metadata: Mapping[str, Key] | MetadataFn = field(default_factory=lambda: DECODER_KEYS)
     rules: tuple[Rule, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)   # HF name template -> GGUF name, beyond TensorNameMap
+    # numbered HF tensors ({E} the number) stacked in order into one 3-D GGUF tensor, as experts are:
+    # HF name template -> GGUF name; the reader takes entry {E} back out
+    stacks: Mapping[str, str] = field(default_factory=dict)
     skip: tuple[str, ...] = ()                  # HF name suffixes llama.cpp has no use for
     strip_prefix: str = ""                      # removed before TensorNameMap looks a name up (as llama.cpp's converter does)
     requires: Mapping[str, str] = field(default_factory=dict)   # expression -> what llama.cpp assumes, when it must hold
+    # how far llama.cpp's f32 logits may be from transformers' on the tiny model: above 1e-3 only where its
+    # graph computes the family in a way of its own, which the spec's docstring and `note` name
+    tolerance: float = 1e-3
     splits: Mapping[str, tuple[Part, ...]] = field(default_factory=dict)   # HF name template -> its GGUF parts
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
     # HF tensors of one value per layer that llama.cpp reads as a metadata array, a value a layer (Apertus'
@@ -164,6 +171,10 @@ class GGUFMapping:
 
     def target(self, hf_name: str, n_layer: int) -> tuple[str, int | None] | None:
         """(GGUF name, expert index when stacked) of an HF tensor; None when llama.cpp has no name for it."""
+        for template, gguf_name in self.stacks.items():
+            found = re.fullmatch(_pattern(template), hf_name)
+            if found:
+                return gguf_name.format(**found.groupdict()), int(found["E"])
         match = EXPERT.search(hf_name)
         merged = EXPERT.sub(".experts.", hf_name) if match else hf_name
         name = self._explicit(merged) or _names(self.arch, n_layer).get_name(merged.removeprefix(self.strip_prefix),
@@ -204,7 +215,7 @@ class GGUFMapping:
 
 @lru_cache(maxsize=256)
 def _pattern(template: str) -> str:
-    return re.escape(template).replace(r"\{L\}", r"(?P<L>\d+)")
+    return re.escape(template).replace(r"\{L\}", r"(?P<L>\d+)").replace(r"\{E\}", r"(?P<E>\d+)")
 
 
 @lru_cache(maxsize=256)

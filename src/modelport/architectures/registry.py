@@ -56,6 +56,8 @@ class ArchitectureSpec:
     no_onnx: str = ""                            # why it has no ONNX export, when torch.onnx cannot export it
     recurrent: str = ""                          # what in its layers carries state along the sequence (state-space
                                                  # scans, short convolutions): verify runs it whole, not layer-major
+    not_layer_major: str = ""                    # any other reason verify must run it whole: what its decoder
+                                                 # needs beyond the input embeddings and one module's weights
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

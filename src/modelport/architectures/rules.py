@@ -297,6 +297,42 @@ class UngroupSections(Rule):
                                for block, size in zip(blocks, self.sizes)], axis=1)
 
 
+@dataclass(frozen=True)
+class PadRows(Rule):
+    """A table with fewer rows than llama.cpp reads (one per token) extended to `rows`, each added row a copy
+    of the first: Gemma 3n's per-layer embeddings have `vocab_size_per_layer_input` rows, and transformers
+    looks an id beyond them up as id 0. The inverse keeps the first `kept` rows. `sizes` are (rows, kept)
+    once bound to a config; extending needs the whole table (its first row), an equal one streams."""
+
+    rows: str = "vocab"
+    kept: str = "vocab"
+    sizes: tuple[int, int] = (0, 0)
+
+    def bound(self, hp: "HParams") -> "PadRows":
+        return replace(self, sizes=(int(hp.eval(self.rows)), int(hp.eval(self.kept))))
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.sizes[0]:
+            raise ValueError(f"{type(self).__name__}({self.rows!r}) used before it was bound to a config")
+        return (self.sizes[0], *shape[1:])
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.sizes[1], *shape[1:])
+
+    def unit(self, hp: "HParams", shape: tuple[int, ...]) -> int | None:
+        return 1 if int(hp.eval(self.rows)) == shape[0] else None
+
+    def forward(self, array: "np.ndarray", hp: "HParams", full_rows: int) -> "np.ndarray":
+        import numpy as np
+        missing = int(hp.eval(self.rows)) - full_rows
+        if missing <= 0:
+            return array
+        return np.concatenate([array, np.repeat(array[:1], missing, axis=0)])
+
+    def inverse(self, array: "np.ndarray", hp: "HParams") -> "np.ndarray":
+        return array[:int(hp.eval(self.kept))]
+
+
 def permute_rows(weight: "np.ndarray", n_head: int) -> "np.ndarray":
     return (weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
             .swapaxes(1, 2).reshape(weight.shape))

@@ -2,14 +2,15 @@
 conditions as expressions over the config (architectures/expressions.py, architectures/hparams.py).
 
 `pre` tensors come before the layers, `layer` ones once per layer (`{L}`), `post` ones after, in
-the order `save_pretrained` writes them. Consecutive templates naming `{E}` form an expert block,
-repeated for each expert. A test (tests/test_architecture_specs.py) expands every family's tiny
+the order `save_pretrained` writes them. Consecutive templates naming `{E}` under one prefix form a
+block repeated `count` times: an expert block, once per expert, or Gemma 3n's AltUp projections. A
+test (tests/test_architecture_specs.py) expands every family's tiny
 config and compares names, shapes and order with transformers' own model on the meta device, so the
 data cannot drift from transformers; at run time no transformers is needed to know them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from .hparams import HParams
@@ -22,14 +23,20 @@ class TensorTemplate:
     name: str                       # e.g. "model.layers.{L}.mlp.experts.{E}.up_proj.weight"
     shape: tuple[Dim, ...]          # expressions, e.g. ("expert_ffn", "hidden")
     when: str | None = None         # an expression; L (and E) are bound for layer tensors
+    count: str = "experts"          # an expression: how many a template naming {E} stands for
 
     @property
     def per_expert(self) -> bool:
         return "{E}" in self.name
 
+    @property
+    def block(self) -> str:
+        """What a template naming {E} shares with the others of its block: the name before the index."""
+        return self.name.partition("{E}")[0]
 
-def t(name: str, *shape: Dim, when: str | None = None) -> TensorTemplate:
-    return TensorTemplate(name, shape, when)
+
+def t(name: str, *shape: Dim, when: str | None = None, count: str = "experts") -> TensorTemplate:
+    return TensorTemplate(name, shape, when, count)
 
 
 def linear(prefix: str, out: Dim, inp: Dim, bias: bool | str = False, when: str | None = None) -> list[TensorTemplate]:
@@ -44,7 +51,7 @@ def linear(prefix: str, out: Dim, inp: Dim, bias: bool | str = False, when: str 
 
 def only(condition: str, templates: list[TensorTemplate] | tuple[TensorTemplate, ...]) -> list[TensorTemplate]:
     """`templates`, present only where `condition` holds too (e.g. the layers that are MoE)."""
-    return [TensorTemplate(t.name, t.shape, f"({condition}) and ({t.when})" if t.when else condition) for t in templates]
+    return [replace(t, when=f"({condition}) and ({t.when})" if t.when else condition) for t in templates]
 
 
 def norm(prefix: str, size: Dim = "hidden", bias: bool = False, when: str | None = None) -> list[TensorTemplate]:
@@ -91,11 +98,12 @@ class Tensors:
                     yield templates[i], names
                 i += 1
                 continue
-            block = []
-            while i < len(templates) and templates[i].per_expert:
+            block = [templates[i]]
+            i += 1
+            while i < len(templates) and templates[i].per_expert and templates[i].block == block[0].block:
                 block.append(templates[i])
                 i += 1
-            for expert in range(int(hp["experts"] or 0)):
+            for expert in range(int(hp.eval(block[0].count, **names) or 0)):
                 bound = {**names, "E": expert}
                 for template in block:
                     if template.when is None or hp.eval(template.when, **bound):

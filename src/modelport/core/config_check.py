@@ -21,6 +21,8 @@ DIMENSIONS = (
     "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "num_attention_heads", "n_head",
     "intermediate_size", "vocab_size", "max_position_embeddings", "n_positions",
 )
+# of those, the ones a config may give per layer instead, as a list (Gemma 3n's intermediate_size)
+PER_LAYER_DIMENSIONS = ("intermediate_size",)
 # the same, but null means "not set" (a default applies)
 OPTIONAL_DIMENSIONS = (
     "num_key_value_heads", "head_dim", "n_inner", "n_ctx", "original_max_position_embeddings",
@@ -48,7 +50,9 @@ def check_config(config: Mapping[str, Any], path: str | Path | None, names: Mapp
 
     for key in DIMENSIONS:
         if key in config:
-            _count(config[key], key, fail, nullable=False)
+            value = config[key]
+            for item in value if key in PER_LAYER_DIMENSIONS and isinstance(value, list) else [value]:
+                _count(item, key, fail, nullable=False)
     for key in OPTIONAL_DIMENSIONS:
         if key in config:
             _count(config[key], key, fail, nullable=True)

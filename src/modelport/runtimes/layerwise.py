@@ -235,8 +235,9 @@ def _empty(hf_class: str, config: dict) -> "nn.Module":
 def build(bundle: ModelBundle) -> tuple[Parts | None, str]:
     """The model on the meta device (buffers computed) and its parts, or (None, why it cannot run layer-major)."""
     spec = spec_for(bundle.config, bundle.source)
-    if spec.recurrent:
-        return None, spec.recurrent
+    why = spec.recurrent or spec.not_layer_major
+    if why:
+        return None, why
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

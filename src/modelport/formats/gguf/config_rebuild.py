@@ -305,6 +305,11 @@ def _check_forwards(spec: ArchitectureSpec, config: dict, header: GGUFHeader) ->
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Equal, floats within float32 storage (a per-layer list entry by entry; an infinity is itself)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if a == b:
+        return True
     if isinstance(a, float) or isinstance(b, float):
         return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(a)))
     return a == b

@@ -48,7 +48,8 @@ FALLBACK = {Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6
                                                       Q.IQ3_S, Q.IQ4_XS)}}
 NEVER_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "attn_rel_b.weight")
 NEVER_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
-NEVER_QUANTIZED_PARTS = ("ssm_conv1d", "shortconv.conv.weight")    # state-space models' small conv kernels
+NEVER_QUANTIZED_PARTS = ("ssm_conv1d", "shortconv.conv.weight",    # state-space models' small conv kernels
+                         "altup", "laurel", "per_layer_model_proj")   # Gemma 3n's small (or kept) matrices
 
 
 DTYPE_QUANT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
