@@ -42,14 +42,16 @@ def _sample(tmp_path_factory, family: str) -> Sample:
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory):
     """make(name) -> Sample; names are families, "llama-spm" for a SentencePiece tokenizer,
-    "llama-bfb" for a byte-fallback BPE tokenizer.json without tokenizer.model, or "llama-quant" for a
-    model wide enough (rows of 256) that K-quant blocks apply."""
+    "llama-bfb" for a byte-fallback BPE tokenizer.json without tokenizer.model, "llama-quant" for a
+    model wide enough (rows of 256) that K-quant blocks apply, or "FAMILY-VARIANT" for one of the spec's
+    `tiny_variants` ("granitemoehybrid-dense")."""
+    from modelport.architectures import spec_for
     made: dict[str, Sample] = {}
 
     def make(name: str) -> Sample:
         if name not in made:
             family, _, variant = name.partition("-")
-            overrides = {}
+            overrides = spec_for({"model_type": family}).tiny_variants.get(variant, {})
             if variant == "quant":
                 overrides = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=8,
                                  num_attention_heads=4, num_key_value_heads=2)

@@ -27,11 +27,12 @@ def tiny_config(spec, **overrides) -> dict:
 
 
 def variants(spec) -> list[dict]:
-    """The tiny config, and the same with its optional tensors switched the other way."""
+    """The tiny config, the same with its optional tensors switched the other way, and the spec's
+    `tiny_variants`."""
     base = tiny_config(spec)
     flipped = {k: not v for k, v in base.items() if k in ("tie_word_embeddings",)}
     flipped.update({k: True for k in ("attention_bias", "mlp_bias") if k not in base})
-    return [base, {**base, **flipped}]
+    return [base, {**base, **flipped}, *(tiny_config(spec, **v) for v in spec.tiny_variants.values())]
 
 
 def _reorders_on_save(spec, config) -> bool:
@@ -56,7 +57,12 @@ def test_templates_match_transformers(spec):
 
 @pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
 def test_rules_round_trip_and_every_tensor_has_a_target(spec):
-    config = tiny_config(spec)
+    for config in (tiny_config(spec), *(tiny_config(spec, **v) for v in spec.tiny_variants.values())):
+        _round_trips(spec, config)
+
+
+def _round_trips(spec, config: dict) -> None:
+    """Every tensor of `config` has a GGUF target; its rules then their inverses give it back."""
     hp = hparams(config, spec.tie_default)
     mapping = spec.gguf
     rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ from modelport.verify.prompts import PROMPTS
 
 DECODERS = [s.model_type for s in registered() if s.gguf is not None and s.tiny and s.hf_class.endswith("CausalLM")]
 TOKENIZER_VARIANTS = ["llama-spm", "llama-bfb"]
+CONFIG_VARIANTS = [f"{s.model_type}-{v}" for s in registered() if s.model_type in DECODERS for v in s.tiny_variants]
 TOLERANCE = {"f32": 1e-3, "f16": 1e-2}     # a family whose llama.cpp graph computes it its own way says its own
 # families whose HF config the GGUF metadata does not determine (docs/architectures.md says why)
 NEEDS_BASE_MODEL: dict[str, str] = {}
@@ -34,12 +35,13 @@ def _hf_logits(model, ids):
         return model(torch.tensor([ids])).logits[0].numpy()
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FAMILIES else n
-                                  for n in DECODERS + TOKENIZER_VARIANTS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.partition("-")[0] in SLOW_FAMILIES
+                                  else n for n in DECODERS + TOKENIZER_VARIANTS + CONFIG_VARIANTS])
 def test_family_runs_in_llama_cpp_and_comes_back(samples, tmp_path, name):
-    """Every registered family: its f32 GGUF gives transformers' logits in llama.cpp (f32 KV cache) at every
-    position, llama.cpp tokenizes the prompts as transformers does, and the GGUF read back to HF (config and
-    tokenizer from the source) gives the same logits in transformers; f16 stays within its own bound."""
+    """Every registered family, and each of its `tiny_variants`: its f32 GGUF gives transformers' logits in
+    llama.cpp (f32 KV cache) at every position, llama.cpp tokenizes the prompts as transformers does, and the
+    GGUF read back to HF (config and tokenizer from the source) gives the same logits in transformers; f16
+    stays within its own bound."""
     sample = samples(name)
     bound = {kind: max(limit, spec_for({"model_type": name.partition("-")[0]}).gguf.tolerance)
              for kind, limit in TOLERANCE.items()}

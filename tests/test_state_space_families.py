@@ -1,8 +1,9 @@
 """State-space and hybrid families: what the registry-generated tests do not cover.
 
 Quantized files equal llama.cpp's own (llama-quantize keeps conv kernels and state tensors in F32), a
-recurrent model verifies in llama.cpp prompt after prompt (its state reset for each), and `A_log`
-comes back from llama.cpp's `A = -exp(A_log)` within float32 rounding.
+recurrent model verifies in llama.cpp prompt after prompt (its state reset for each), `A_log`
+comes back from llama.cpp's `A = -exp(A_log)` within float32 rounding, and both Granite 4 hybrids' files
+(with experts, and dense) are what llama.cpp's converter writes.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from test_gguf_quantization import equal_to_llama_quantize
 import modelport
 
 WIDE = dict(hidden_size=256, num_hidden_layers=4)
+GRANITE_WIDE = dict(intermediate_size=256, shared_intermediate_size=256, mamba_n_heads=16, mamba_d_head=32,
+                    mamba_d_state=32, layer_types=["mamba", "attention", "mamba", "mamba"])
 
 
 @pytest.mark.slow
@@ -22,8 +25,9 @@ WIDE = dict(hidden_size=256, num_hidden_layers=4)
     ("falcon_mamba", dict(time_step_rank=32)),
     ("mamba2", dict(num_heads=16, head_dim=32, n_groups=2, state_size=32)),
     ("lfm2", dict(intermediate_size=768, block_multiple_of=256, layer_types=["conv", "full_attention"] * 2)),
-    ("granitemoehybrid", dict(intermediate_size=256, shared_intermediate_size=256, mamba_n_heads=16, mamba_d_head=32,
-                              mamba_d_state=32, layer_types=["mamba", "attention", "mamba", "mamba"])),
+    ("granitemoehybrid", GRANITE_WIDE),
+    pytest.param("granitemoehybrid", dict(GRANITE_WIDE, num_local_experts=0, num_experts_per_tok=0),
+                 id="granitemoehybrid-dense"),                  # the shared MLP as llama.cpp's plain FFN
     ("nemotron_h", dict(intermediate_size=512, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
                         layers_block_type=["mamba", "mlp", "attention", "mlp"])),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
@@ -89,6 +93,54 @@ def test_a_log_comes_back_within_float_rounding(samples, tmp_path):
     np.testing.assert_allclose(back, a_log, rtol=0, atol=1e-6)
 
 
+# where a Granite hybrid's file may differ from llama.cpp's converter's, and why: it drops head_dim (the
+# lengths llama.cpp computes anyway), gives a hybrid without rope a context of 2**20 (modelport writes the
+# config's max_position_embeddings, which a config rebuilt from the file gets back), and writes no add_*_token
+CONVERTER_OWN_KEYS = ("granitehybrid.attention.key_length", "granitehybrid.attention.value_length",
+                      "granitehybrid.context_length", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["granitemoehybrid", "granitemoehybrid-dense"])
+def test_granite_hybrid_is_what_llama_cpps_converter_writes(samples, tmp_path, name):
+    """Both Granite 4 hybrids as llama.cpp's converter writes them: the dense one (granite-4.0-h-micro's
+    kind) with shared_mlp's input_linear cut into ffn_gate and ffn_up, output_linear as ffn_down and expert
+    counts 0; the same tensors, types and bytes (A = -exp(A_log) within float32 rounding: two exps). The
+    converter reads only the layer kinds IBM's configs spell ("mamba", "attention"), not transformers 5's,
+    so the copy it is given says so."""
+    import json
+    import shutil
+
+    import gguf
+    from test_gguf_source import reference_convert
+
+    source = tmp_path / "source"
+    shutil.copytree(samples(name).path, source)
+    config = json.loads((source / "config.json").read_text())
+    config["layer_types"] = ["mamba" if k == "linear_attention" else "attention" for k in config["layer_types"]]
+    (source / "config.json").write_text(json.dumps(config))
+    modelport.convert(source, tmp_path / "ours.gguf", quant="f32")
+    mine = gguf.GGUFReader(tmp_path / "ours.gguf")
+    theirs = gguf.GGUFReader(reference_convert(source, tmp_path / "ref.gguf",
+                                               mine.fields["tokenizer.ggml.pre"].contents()))
+
+    def fields(reader) -> dict:
+        return {key: (f.types, f.contents()) for key, f in reader.fields.items()
+                if not key.startswith("general.") and key not in ("GGUF.kv_count", *CONVERTER_OWN_KEYS)}
+    assert fields(mine) == fields(theirs)
+    assert mine.fields["granitehybrid.expert_count"].contents() == config["num_local_experts"]
+    by_name = {t.name: t for t in theirs.tensors}
+    assert sorted(t.name for t in mine.tensors) == sorted(by_name)
+    assert ("blk.0.ffn_gate.weight" in by_name) == (config["num_local_experts"] == 0)
+    for t in mine.tensors:
+        other = by_name[t.name]
+        assert (t.tensor_type, list(t.shape)) == (other.tensor_type, list(other.shape)), t.name
+        if t.name.endswith("ssm_a"):
+            np.testing.assert_allclose(np.asarray(t.data), np.asarray(other.data), rtol=2e-7, atol=0)
+        else:
+            assert np.array_equal(np.asarray(t.data), np.asarray(other.data)), t.name
+
+
 @pytest.mark.parametrize("family,why", [("mamba", "state-space cache"), ("lfm2", "recurrent cache layer"),
                                         ("mixtral", "expert dispatch")])
 def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
@@ -101,10 +153,12 @@ def test_onnx_is_refused_with_the_reason(samples, tmp_path, family, why):
 
 @pytest.mark.parametrize("family,overrides,why", [
     ("falcon_h1", dict(mamba_norm_before_gate=True), "before its grouped norm"),
-], ids=["falcon_h1"])
+    ("granitemoehybrid", dict(num_local_experts=0, intermediate_size=32), "must equal shared_intermediate_size"),
+], ids=["falcon_h1", "granitemoehybrid-dense"])
 def test_what_llama_cpp_computes_otherwise_is_refused_before_writing(tmp_path, family, overrides, why):
     """A config llama.cpp's graph would compute otherwise is refused, with the reason, and nothing is written:
-    llama.cpp gates Falcon-H1's Mamba-2 output before its grouped norm."""
+    llama.cpp gates Falcon-H1's Mamba-2 output before its grouped norm, and sizes a dense Granite hybrid's
+    MLP by intermediate_size, not the shared_intermediate_size transformers sizes it by."""
     from modelport.samples import save_model
     save_model(tmp_path / "model", family, **overrides)
     run = run_cli("convert", tmp_path / "model", tmp_path / "m.gguf", "--quant", "f32")

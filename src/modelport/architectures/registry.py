@@ -37,7 +37,8 @@ class ArchitectureSpec:
     `architectures` names none transformers has. `gguf` says how it becomes GGUF (None: it does not),
     `onnx` which ONNX export family it is (formats/onnx/families.py; None: no ONNX), and `tiny` is a
     small config the tests build a random model from (every family is tested from it), with the kind of
-    tokenizer to train for it.
+    tokenizer to train for it; `tiny_variants` names overrides of it for configs of the family that map
+    otherwise (a dense variant of an MoE family), which the registry-generated tests build as well.
     """
 
     model_type: str
@@ -50,6 +51,7 @@ class ArchitectureSpec:
     gguf: "GGUFMapping | None" = None
     onnx: str | None = None
     tiny: dict = field(default_factory=dict)
+    tiny_variants: dict[str, dict] = field(default_factory=dict)   # variant name -> overrides of `tiny`
     tiny_tokenizer: str = "bpe"                  # samples.train_tokenizer's kind for test models
     tiny_specials: tuple[str, ...] = ()          # special tokens the family's real tokenizer always has
     note: str = ""                               # what the docs say of it, e.g. why it has no GGUF

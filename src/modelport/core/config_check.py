@@ -26,11 +26,11 @@ PER_LAYER_DIMENSIONS = ("intermediate_size",)
 # the same, but null means "not set" (a default applies)
 OPTIONAL_DIMENSIONS = (
     "num_key_value_heads", "head_dim", "n_inner", "n_ctx", "original_max_position_embeddings",
-    "num_local_experts", "num_experts", "num_experts_per_tok", "n_routed_experts", "n_shared_experts",
     "moe_intermediate_size", "shared_expert_intermediate_size", "type_vocab_size", "query_pre_attn_scalar",
 )
-# null or 0 mean "off"
-SWITCHABLE = ("sliding_window",)
+# null or 0 mean "off": expert counts are 0 in a dense config of an MoE family (granite-4.0-h-micro's)
+SWITCHABLE = ("sliding_window", "num_local_experts", "num_experts", "num_experts_per_tok", "n_routed_experts",
+              "n_shared_experts")
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 FLAGS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
 POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "rope_theta")

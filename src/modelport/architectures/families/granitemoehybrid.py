@@ -1,13 +1,16 @@
 """Granite 4 hybrid (IBM, granitemoehybrid): Mamba-2 layers and attention layers (`layer_types`: "mamba"
 or "attention"), every layer followed by Granite MoE's experts and a shared expert, with Granite's
 multipliers. Attention layers have no position embedding unless `position_embedding_type` is "rope".
+The dense variant (`num_local_experts` 0: granite-4.0-h-micro) has the shared MLP alone, which
+llama.cpp's GRANITE_HYBRID runs as its plain FFN (`ffn_gate`/`ffn_up`/`ffn_down`, sized by
+`feed_forward_length`), as its converter names it.
 
 The layer kind comes from the config through the templates' conditions; llama.cpp learns it from the
 per-layer KV head count (0 for a Mamba layer), which is how `layer_types` is read back. The Mamba-2
 tensors go through the same rules as Mamba-2's (mamba.py); the experts and shared expert split as
 Granite MoE's (granite.py).
 """
-from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
+from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, split
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Grouped, NegExp, PermuteHeads, Squeeze, Unsqueeze
 from ..tensors import linear, norm, only, t
@@ -33,7 +36,7 @@ def mamba2_layer(where: str) -> list:
 
 
 LAYER = (
-    *LAYER_NORMS, *EXPERTS,
+    *LAYER_NORMS, *only("experts > 0", EXPERTS),
     *linear(f"{SHARED}.input_linear", "2 * shared_intermediate_size", "hidden"),
     *linear(f"{SHARED}.output_linear", "hidden", "shared_intermediate_size"),
     *mamba2_layer(MAMBA),
@@ -43,11 +46,17 @@ LAYER = (
 _MOE = moe_mapping(shared=True)
 MAPPING = GGUFMapping(
     arch="GRANITE_HYBRID", splits=_MOE.splits,
+    variants={"experts == 0": {
+        f"{SHARED}.input_linear.weight": split("blk.{L}.ffn_gate.weight", "blk.{L}.ffn_up.weight", axis=-2),
+        f"{SHARED}.output_linear.weight": "blk.{L}.ffn_down.weight"}},
     rules=(*PERMUTE_QK, NegExp(("A_log",)), Squeeze(("conv1d.weight",)), Unsqueeze(("A_log", ".D")),
            Grouped(("mamba.norm.weight",), "mamba_n_groups")),
     names={**_MOE.names, f"{P}.dt_bias": "blk.{L}.ssm_dt.bias"},
     metadata={
         **TEXT_KEYS, **MULTIPLIER_KEYS,
+        # the converter writes both counts whenever the config has them, 0 for the dense variant (read back so)
+        "{arch}.expert_count": Key("experts", when="get('num_local_experts') is not None"),
+        "{arch}.expert_used_count": Key("experts_used", when="get('num_experts_per_tok') is not None"),
         "{arch}.expert_shared_feed_forward_length": Key("shared_intermediate_size"),
         "{arch}.attention.head_count_kv": Key(
             f"[0 if k in ('mamba', 'linear_attention') else kv_heads for k in layer_types]", "array",
@@ -64,7 +73,9 @@ MAPPING = GGUFMapping(
     requires={"mamba_expand == 2": "llama.cpp's Granite hybrid runs only an inner size of twice the hidden size",
               "get('mamba_d_head') == mamba_expand * hidden // mamba_n_heads":
                   "its Mamba-2 heads split the inner size evenly",
-              "experts > 0": "a dense Granite hybrid (no block_sparse_moe) is not mapped yet"})
+              "experts > 0 or ffn == shared_intermediate_size":
+                  "llama.cpp sizes a dense Granite hybrid's MLP by feed_forward_length (intermediate_size), "
+                  "so it must equal shared_intermediate_size"})
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="granitemoehybrid",
@@ -75,6 +86,7 @@ SPEC = register_architecture(ArchitectureSpec(
     tiny=dict(TINY_MOE, shared_intermediate_size=64, layer_types=["mamba", "attention"], mamba_n_heads=8,
               mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2,
               position_embedding_type=None),
+    tiny_variants={"dense": dict(num_local_experts=0, num_experts_per_tok=0, intermediate_size=64)},
 ))
 
 
