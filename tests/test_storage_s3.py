@@ -192,6 +192,23 @@ def test_base_model_by_url(s3, llama, tmp_path):
     assert not list((tmp_path / "cache" / "mirrors").iterdir())
 
 
+def test_dcp_by_url_is_staged_then_removed(s3, llama, tmp_path):
+    """A DCP folder in a bucket (torch's reader opens its files itself): staged, converted, the staged
+    copy gone; the same GGUF as from the folder on disk."""
+    client, _ = s3
+    b = bucket(client)
+    dcp = tmp_path / "run" / "step_5"                 # the same name as in the bucket (the GGUF's general.name)
+    assert run_cli("convert", llama.path, dcp, "--to", "dcp").code == 0
+    client.put(str(dcp), f"{b}/run/step_5", recursive=True)
+    local, remote = tmp_path / "local.gguf", tmp_path / "remote.gguf"
+    assert run_cli("convert", dcp, local, "--base-model", llama.path).code == 0
+    run = run_cli("convert", f"s3://{b}/run/step_5", remote, "--base-model", llama.path, "--json")
+    assert run.code == 0, run.stderr
+    assert run.json()["source_format"] == "dcp" and run.json()["source"] == f"s3://{b}/run/step_5"
+    assert remote.read_bytes() == local.read_bytes()
+    assert not list((tmp_path / "cache" / "mirrors").iterdir())
+
+
 def test_convert_to_s3_is_byte_identical_and_checked(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
