@@ -17,8 +17,14 @@ from modelport.architectures.expected import _from_transformers, expected_tensor
 from modelport.architectures.hparams import hparams
 from modelport.core.bundle import rows_per_block
 
-SPECS = [s for s in registered() if s.tensors is not None]
-GGUF_SPECS = [s for s in registered() if s.gguf is not None and s.tensors is not None]
+def _with_variants(specs: list) -> list:
+    """Each spec, then each of its variants (the spec as the config selecting it makes it), as params."""
+    return [*(pytest.param(s, id=s.model_type) for s in specs),
+            *(pytest.param(s.variant(v.name), id=f"{s.model_type}-{v.name}") for s in specs for v in s.variants)]
+
+
+SPECS = _with_variants([s for s in registered() if s.tensors is not None])
+GGUF_SPECS = _with_variants([s for s in registered() if s.gguf is not None and s.tensors is not None])
 VOCAB = 96
 
 
@@ -42,7 +48,7 @@ def _reorders_on_save(spec, config) -> bool:
     return bool(get_model_conversion_mapping(build_model(spec.hf_class, config, "meta"), add_legacy=False))
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", SPECS)
 def test_templates_match_transformers(spec):
     for config in variants(spec):
         ours = expected_tensors(spec, config)
@@ -54,7 +60,7 @@ def test_templates_match_transformers(spec):
         assert ours.tied == theirs.tied, config
 
 
-@pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", GGUF_SPECS)
 def test_rules_round_trip_and_every_tensor_has_a_target(spec):
     config = tiny_config(spec)
     hp = hparams(config, spec.tie_default)
@@ -111,7 +117,7 @@ def test_docs_table_lists_every_family():
             assert float(back) < 1e-4, (spec.model_type, back)
 
 
-@pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", GGUF_SPECS)
 def test_configs_rebuilt_from_gguf_use_transformers_spelling(spec):
     """Each config key a GGUF's metadata is read back into is one the family's transformers config takes
     (the spelling of the spec's tiny config): a key it ignores would leave its default in force."""

@@ -9,7 +9,7 @@ import importlib.util
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,6 +23,18 @@ PLUGIN_DOC = "docs/architectures.md"
 ENTRY_POINT_GROUP = "modelport.architectures"
 PLUGIN_PATH_ENV = "MODELPORT_PLUGIN_PATH"       # --plugin-path sets it, so child processes see the same plugins
 log = logging.getLogger("modelport")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A form of a family its config selects that llama.cpp runs as an arch of its own (Nemotron-H with
+    MoE layers is NEMOTRON_H_MOE): the same HF model type and tensor templates, another GGUF mapping.
+    `when` is an expression over the config; `tiny` is what the tests change in the family's tiny config
+    to build one, and `name` the sample's suffix ("nemotron_h-moe")."""
+    name: str
+    when: str
+    gguf: "GGUFMapping"
+    tiny: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,22 @@ class ArchitectureSpec:
                                                  # scans, short convolutions): verify runs it whole, not layer-major
     not_layer_major: str = ""                    # any other reason verify must run it whole: what its decoder
                                                  # needs beyond the input embeddings and one module's weights
+    variants: tuple[Variant, ...] = ()           # forms the config selects that become GGUF another way
+
+    def variant(self, name: str) -> "ArchitectureSpec":
+        """The family as its variant `name`: that GGUF mapping, and the tiny config with its changes."""
+        chosen = next(v for v in self.variants if v.name == name)
+        return replace(self, gguf=chosen.gguf, tiny={**self.tiny, **chosen.tiny}, variants=())
+
+    def for_config(self, config: dict) -> "ArchitectureSpec":
+        """The spec this config is converted by: its first variant whose condition holds, else the family."""
+        from .hparams import hparams
+        hp = hparams(config, self.tie_default)
+        return next((self.variant(v.name) for v in self.variants if hp.eval(v.when)), self)
+
+    def with_variants(self) -> list["ArchitectureSpec"]:
+        """The family and each of its variants (what a GGUF of any of its arches may be read back as)."""
+        return [self, *(self.variant(v.name) for v in self.variants)]
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}
