@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_gguf_quantization import equal_to_llama_quantize
+from test_gguf_quantization import _tensors, equal_to_llama_quantize
 
 import modelport
 from modelport.architectures import spec_for
@@ -186,3 +186,18 @@ def test_nemotron_h_moe_is_its_own_arch_and_refuses_what_it_cannot_run(overrides
     mapping = family.for_config(moe).gguf
     assert mapping.arch == "NEMOTRON_H_MOE" and mapping.unmet(hparams(moe)) == []
     assert any(reason in why for why in mapping.unmet(hparams({**moe, **overrides})))
+
+
+def test_nemotron_h_moe_experts_stream_a_row_block_at_a_time(samples, tmp_path, monkeypatch):
+    """Nemotron-H MoE's experts are stacked into `ffn_*_exps` as every MoE family's are: expert by expert,
+    a row block at a time; the file written in small blocks has the same bytes."""
+    from modelport.formats.gguf import writer
+    sample = samples("nemotron_h-moe")
+    modelport.convert(sample.path, tmp_path / "whole.gguf", quant="q8_0")
+    monkeypatch.setattr("modelport.core.bundle.ROW_BLOCK_BYTES", 1024)        # 8 rows of 32 floats
+    bundle = modelport.load(sample.path)
+    mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
+    up = next(p for p in writer.plan(bundle, mapping, hp, "q8_0") if p.gguf_name == "blk.1.ffn_up_exps.weight")
+    assert len(up.sources) == 4 and len(writer.pieces(up, hp)) == 4 * 4
+    modelport.convert(sample.path, tmp_path / "chunked.gguf", quant="q8_0")
+    assert _tensors(tmp_path / "whole.gguf") == _tensors(tmp_path / "chunked.gguf")
