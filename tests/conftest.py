@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modelport.architectures import spec_for
 from modelport.samples import save_model
 
 IDS = torch.tensor([[0, 5, 17, 42, 99, 7, 250, 3, 11]])
@@ -43,18 +44,19 @@ def _sample(tmp_path_factory, family: str) -> Sample:
 def samples(tmp_path_factory):
     """make(name) -> Sample; names are families, "llama-spm" for a SentencePiece tokenizer,
     "llama-bfb" for a byte-fallback BPE tokenizer.json without tokenizer.model, "llama-quant" for a
-    model wide enough (rows of 256) that K-quant blocks apply, or "FAMILY-VARIANT" for one of the spec's
-    `tiny_variants` ("granitemoehybrid-dense")."""
-    from modelport.architectures import spec_for
+    model wide enough (rows of 256) that K-quant blocks apply, or a family's variant ("nemotron_h-moe":
+    the family's tiny config with the variant's changes)."""
     made: dict[str, Sample] = {}
 
     def make(name: str) -> Sample:
         if name not in made:
             family, _, variant = name.partition("-")
-            overrides = spec_for({"model_type": family}).tiny_variants.get(variant, {})
+            overrides = {}
             if variant == "quant":
                 overrides = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=8,
                                  num_attention_heads=4, num_key_value_heads=2)
+            elif variant in {v.name for v in spec_for({"model_type": family}).variants}:
+                overrides = spec_for({"model_type": family}).variant(variant).tiny
             path = tmp_path_factory.mktemp(name) / "model"
             tokenizer = {"spm": "spm", "bfb": "bpe-fallback"}.get(variant)
             model, _ = save_model(path, family, tokenizer=tokenizer, **overrides)

@@ -17,8 +17,14 @@ from modelport.architectures.expected import _from_transformers, expected_tensor
 from modelport.architectures.hparams import hparams
 from modelport.core.bundle import rows_per_block
 
-SPECS = [s for s in registered() if s.tensors is not None]
-GGUF_SPECS = [s for s in registered() if s.gguf is not None and s.tensors is not None]
+def _with_variants(specs: list) -> list:
+    """Each spec, then each of its variants (the spec as the config selecting it makes it), as params."""
+    return [*(pytest.param(s, id=s.model_type) for s in specs),
+            *(pytest.param(s.variant(v.name), id=f"{s.model_type}-{v.name}") for s in specs for v in s.variants)]
+
+
+SPECS = _with_variants([s for s in registered() if s.tensors is not None])
+GGUF_SPECS = _with_variants([s for s in registered() if s.gguf is not None and s.tensors is not None])
 VOCAB = 96
 
 
@@ -27,12 +33,11 @@ def tiny_config(spec, **overrides) -> dict:
 
 
 def variants(spec) -> list[dict]:
-    """The tiny config, the same with its optional tensors switched the other way, and the spec's
-    `tiny_variants`."""
+    """The tiny config, and the same with its optional tensors switched the other way."""
     base = tiny_config(spec)
     flipped = {k: not v for k, v in base.items() if k in ("tie_word_embeddings",)}
     flipped.update({k: True for k in ("attention_bias", "mlp_bias") if k not in base})
-    return [base, {**base, **flipped}, *(tiny_config(spec, **v) for v in spec.tiny_variants.values())]
+    return [base, {**base, **flipped}]
 
 
 def _reorders_on_save(spec, config) -> bool:
@@ -43,7 +48,7 @@ def _reorders_on_save(spec, config) -> bool:
     return bool(get_model_conversion_mapping(build_model(spec.hf_class, config, "meta"), add_legacy=False))
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", SPECS)
 def test_templates_match_transformers(spec):
     for config in variants(spec):
         ours = expected_tensors(spec, config)
@@ -55,10 +60,9 @@ def test_templates_match_transformers(spec):
         assert ours.tied == theirs.tied, config
 
 
-@pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", GGUF_SPECS)
 def test_rules_round_trip_and_every_tensor_has_a_target(spec):
-    for config in (tiny_config(spec), *(tiny_config(spec, **v) for v in spec.tiny_variants.values())):
-        _round_trips(spec, config)
+    _round_trips(spec, tiny_config(spec))
 
 
 def _round_trips(spec, config: dict) -> None:
@@ -117,7 +121,7 @@ def test_docs_table_lists_every_family():
             assert float(back) < 1e-4, (spec.model_type, back)
 
 
-@pytest.mark.parametrize("spec", GGUF_SPECS, ids=lambda s: s.model_type)
+@pytest.mark.parametrize("spec", GGUF_SPECS)
 def test_configs_rebuilt_from_gguf_use_transformers_spelling(spec):
     """Each config key a GGUF's metadata is read back into is one the family's transformers config takes
     (the spelling of the spec's tiny config): a key it ignores would leave its default in force."""

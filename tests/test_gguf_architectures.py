@@ -12,8 +12,9 @@ from modelport.runtimes.llama_cpp import LlamaCppRuntime
 from modelport.verify.prompts import PROMPTS
 
 DECODERS = [s.model_type for s in registered() if s.gguf is not None and s.tiny and s.hf_class.endswith("CausalLM")]
+# each family variant's tiny model too (another llama.cpp arch, chosen by the config)
+VARIANTS = [f"{s.model_type}-{v.name}" for s in registered() if s.model_type in DECODERS for v in s.variants]
 TOKENIZER_VARIANTS = ["llama-spm", "llama-bfb"]
-CONFIG_VARIANTS = [f"{s.model_type}-{v}" for s in registered() if s.model_type in DECODERS for v in s.tiny_variants]
 TOLERANCE = {"f32": 1e-3, "f16": 1e-2}     # a family whose llama.cpp graph computes it its own way says its own
 # families whose HF config the GGUF metadata does not determine (docs/architectures.md says why)
 NEEDS_BASE_MODEL: dict[str, str] = {}
@@ -22,7 +23,7 @@ NEEDS_BASE_MODEL: dict[str, str] = {}
 # after the default group reached its time limit
 SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus",
                  "minimax_m2", "afmoe", "arcee", "bitnet",
-                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear", "gemma3n_text"}
+                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear", "gemma3n_text", "nemotron_h-moe"}
 
 
 def _tokenizer(path):
@@ -36,9 +37,9 @@ def _hf_logits(model, ids):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.partition("-")[0] in SLOW_FAMILIES
-                                  else n for n in DECODERS + TOKENIZER_VARIANTS + CONFIG_VARIANTS])
+                                  else n for n in DECODERS + VARIANTS + TOKENIZER_VARIANTS])
 def test_family_runs_in_llama_cpp_and_comes_back(samples, tmp_path, name):
-    """Every registered family, and each of its `tiny_variants`: its f32 GGUF gives transformers' logits in
+    """Every registered family, and each of its variants: its f32 GGUF gives transformers' logits in
     llama.cpp (f32 KV cache) at every position, llama.cpp tokenizes the prompts as transformers does, and the
     GGUF read back to HF (config and tokenizer from the source) gives the same logits in transformers; f16
     stays within its own bound."""

@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_gguf_quantization import equal_to_llama_quantize
+from test_gguf_quantization import _tensors, equal_to_llama_quantize
 
 import modelport
+from modelport.architectures import spec_for
 
 WIDE = dict(hidden_size=256, num_hidden_layers=4)
 GRANITE_WIDE = dict(intermediate_size=256, shared_intermediate_size=256, mamba_n_heads=16, mamba_d_head=32,
                     mamba_d_state=32, layer_types=["mamba", "attention", "mamba", "mamba"])
+NEMOTRON_H_MOE = spec_for({"model_type": "nemotron_h"}).variant("moe").tiny
 
 
 @pytest.mark.slow
@@ -30,6 +32,9 @@ GRANITE_WIDE = dict(intermediate_size=256, shared_intermediate_size=256, mamba_n
                  id="granitemoehybrid-dense"),                  # the shared MLP as llama.cpp's plain FFN
     ("nemotron_h", dict(intermediate_size=512, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
                         layers_block_type=["mamba", "mlp", "attention", "mlp"])),
+    # Nemotron-H MoE (NEMOTRON_H_MOE): experts in a latent space, a shared expert, Mamba and attention layers
+    ("nemotron_h", dict(NEMOTRON_H_MOE, mamba_num_heads=16, mamba_head_dim=32, ssm_state_size=32, head_dim=64,
+                        moe_intermediate_size=256, moe_shared_expert_intermediate_size=512, moe_latent_size=256)),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
     ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
     ("lfm2_moe", dict(intermediate_size=512, moe_intermediate_size=256, layer_types=["conv", "full_attention"] * 2)),
@@ -218,3 +223,35 @@ def test_lfm2_moe_selection_bias_routes_in_llama_cpp(tmp_path):
     modelport.convert(tmp_path / "model", tmp_path / "m.gguf", quant="f32")
     runtime = LlamaCppRuntime(tmp_path / "m.gguf")
     assert max(np.abs(runtime.logits(ids) - want).max() for ids, want in zip(prompts, biased)) < 1e-3
+
+
+@pytest.mark.parametrize("overrides,reason", [
+    (dict(layers_block_type=["mamba", "moe", "attention", "mlp"]), "every feed-forward layer routed experts"),
+    (dict(mlp_bias=True), "have no bias"),
+])
+def test_nemotron_h_moe_is_its_own_arch_and_refuses_what_it_cannot_run(overrides, reason):
+    """A 'moe' layer makes the config NEMOTRON_H_MOE (the dense tiny config stays NEMOTRON_H); what that
+    arch cannot compute is refused with the reason."""
+    from modelport.architectures.hparams import hparams
+    family = spec_for({"model_type": "nemotron_h"})
+    dense = {"model_type": "nemotron_h", "vocab_size": 96, **family.tiny}
+    moe = {**dense, **NEMOTRON_H_MOE}
+    assert family.for_config(dense).gguf.arch == "NEMOTRON_H"
+    mapping = family.for_config(moe).gguf
+    assert mapping.arch == "NEMOTRON_H_MOE" and mapping.unmet(hparams(moe)) == []
+    assert any(reason in why for why in mapping.unmet(hparams({**moe, **overrides})))
+
+
+def test_nemotron_h_moe_experts_stream_a_row_block_at_a_time(samples, tmp_path, monkeypatch):
+    """Nemotron-H MoE's experts are stacked into `ffn_*_exps` as every MoE family's are: expert by expert,
+    a row block at a time; the file written in small blocks has the same bytes."""
+    from modelport.formats.gguf import writer
+    sample = samples("nemotron_h-moe")
+    modelport.convert(sample.path, tmp_path / "whole.gguf", quant="q8_0")
+    monkeypatch.setattr("modelport.core.bundle.ROW_BLOCK_BYTES", 1024)        # 8 rows of 32 floats
+    bundle = modelport.load(sample.path)
+    mapping, hp = writer.mapping_for(bundle), writer.hparams(bundle.config)
+    up = next(p for p in writer.plan(bundle, mapping, hp, "q8_0") if p.gguf_name == "blk.1.ffn_up_exps.weight")
+    assert len(up.sources) == 4 and len(writer.pieces(up, hp)) == 4 * 4
+    modelport.convert(sample.path, tmp_path / "chunked.gguf", quant="q8_0")
+    assert _tensors(tmp_path / "whole.gguf") == _tensors(tmp_path / "chunked.gguf")

@@ -2,6 +2,7 @@
 from . import families  # noqa: F401  (registers the built-in specs)
 from .registry import (
                        ArchitectureSpec,
+                       Variant,
                        add_plugin_path,
                        register_architecture,
                        registered,
@@ -9,5 +10,5 @@ from .registry import (
                        supported_model_types,
 )
 
-__all__ = ["ArchitectureSpec", "add_plugin_path", "register_architecture", "registered", "spec_for",
+__all__ = ["ArchitectureSpec", "Variant", "add_plugin_path", "register_architecture", "registered", "spec_for",
            "supported_model_types"]

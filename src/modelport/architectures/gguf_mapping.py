@@ -135,9 +135,6 @@ class GGUFMapping:
     # graph computes the family in a way of its own, which the spec's docstring and `note` name
     tolerance: float = 1e-3
     splits: Mapping[str, tuple[Part, ...]] = field(default_factory=dict)   # HF name template -> its GGUF parts
-    # where a config expression holds, HF name template -> GGUF name or parts, ahead of `names` and `splits`:
-    # one HF tensor llama.cpp names by the config (a dense Granite 4 hybrid's shared MLP is its plain FFN)
-    variants: Mapping[str, Mapping[str, str | tuple[Part, ...]]] = field(default_factory=dict)
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
     # HF tensors of one value per layer that llama.cpp reads as a metadata array, a value a layer (Apertus'
     # xIELU parameters): HF name template ({L}) -> full metadata key; the reader makes the tensors again
@@ -163,16 +160,12 @@ class GGUFMapping:
 
     def targets(self, hf_name: str, hp: "HParams") -> list[Target]:
         """Where an HF tensor goes: one target, one per part of a split tensor, or none (no GGUF name)."""
-        tables = [table for condition, table in self.variants.items() if hp.eval(condition)] + [self.splits]
-        for table in tables:
-            for template, to in table.items():
-                found = re.fullmatch(_pattern(template), hf_name)
-                if found:
-                    chain = self.chain(hf_name)
-                    if isinstance(to, str):
-                        return [Target(to.format(**found.groupdict()), None, chain.bound(hp))]
-                    return [Target(part.name.format(**found.groupdict()), None,
-                                   Chain((part.take(hp), *part.rules, *chain.rules)).bound(hp)) for part in to]
+        for template, parts in self.splits.items():
+            found = re.fullmatch(_pattern(template), hf_name)
+            if found:
+                chain = self.chain(hf_name)
+                return [Target(part.name.format(**found.groupdict()), None,
+                               Chain((part.take(hp), *part.rules, *chain.rules)).bound(hp)) for part in parts]
         found = self.target(hf_name, hp.n_layer)
         return [Target(found[0], found[1], self.chain(hf_name).bound(hp))] if found else []
 

@@ -9,7 +9,7 @@ import importlib.util
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,6 +26,18 @@ log = logging.getLogger("modelport")
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A form of a family its config selects that llama.cpp runs as an arch of its own (Nemotron-H with
+    MoE layers is NEMOTRON_H_MOE): the same HF model type and tensor templates, another GGUF mapping.
+    `when` is an expression over the config; `tiny` is what the tests change in the family's tiny config
+    to build one, and `name` the sample's suffix ("nemotron_h-moe")."""
+    name: str
+    when: str
+    gguf: "GGUFMapping"
+    tiny: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """What modelport needs to know about one model family.
 
@@ -37,8 +49,7 @@ class ArchitectureSpec:
     `architectures` names none transformers has. `gguf` says how it becomes GGUF (None: it does not),
     `onnx` which ONNX export family it is (formats/onnx/families.py; None: no ONNX), and `tiny` is a
     small config the tests build a random model from (every family is tested from it), with the kind of
-    tokenizer to train for it; `tiny_variants` names overrides of it for configs of the family that map
-    otherwise (a dense variant of an MoE family), which the registry-generated tests build as well.
+    tokenizer to train for it.
     """
 
     model_type: str
@@ -51,7 +62,6 @@ class ArchitectureSpec:
     gguf: "GGUFMapping | None" = None
     onnx: str | None = None
     tiny: dict = field(default_factory=dict)
-    tiny_variants: dict[str, dict] = field(default_factory=dict)   # variant name -> overrides of `tiny`
     tiny_tokenizer: str = "bpe"                  # samples.train_tokenizer's kind for test models
     tiny_specials: tuple[str, ...] = ()          # special tokens the family's real tokenizer always has
     note: str = ""                               # what the docs say of it, e.g. why it has no GGUF
@@ -60,6 +70,22 @@ class ArchitectureSpec:
                                                  # scans, short convolutions): verify runs it whole, not layer-major
     not_layer_major: str = ""                    # any other reason verify must run it whole: what its decoder
                                                  # needs beyond the input embeddings and one module's weights
+    variants: tuple[Variant, ...] = ()           # forms the config selects that become GGUF another way
+
+    def variant(self, name: str) -> "ArchitectureSpec":
+        """The family as its variant `name`: that GGUF mapping, and the tiny config with its changes."""
+        chosen = next(v for v in self.variants if v.name == name)
+        return replace(self, gguf=chosen.gguf, tiny={**self.tiny, **chosen.tiny}, variants=())
+
+    def for_config(self, config: dict) -> "ArchitectureSpec":
+        """The spec this config is converted by: its first variant whose condition holds, else the family."""
+        from .hparams import hparams
+        hp = hparams(config, self.tie_default)
+        return next((self.variant(v.name) for v in self.variants if hp.eval(v.when)), self)
+
+    def with_variants(self) -> list["ArchitectureSpec"]:
+        """The family and each of its variants (what a GGUF of any of its arches may be read back as)."""
+        return [self, *(self.variant(v.name) for v in self.variants)]
 
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}

@@ -12,7 +12,7 @@ from ..rules import Transpose
 from ..tensors import linear, norm, only, t
 from .llama import ATTENTION_BIAS as BIAS
 from .llama import LAYER_NORMS, MLP_BIAS, TINY, decoder, swiglu
-from .moe import MOE_KEYS, NO_EXPERT_ONNX, SELECTION_BIAS, experts, shared_expert
+from .moe import GROUP_KEYS, MOE_KEYS, NO_EXPERT_ONNX, SELECTION_BIAS, experts, shared_expert
 
 A = "model.layers.{L}.self_attn"
 P = "model.layers.{L}.mlp"
@@ -62,8 +62,7 @@ MLA_KEYS = {
     "{arch}.expert_shared_count": Key("shared_experts"),
     "{arch}.expert_weights_scale": Key("get('routed_scaling_factor', 1.0)", "f32"),
     "{arch}.expert_weights_norm": Key("True", "bool", when="get('norm_topk_prob')"),
-    "{arch}.expert_group_count": Key("n_group", when="get('n_group') is not None"),
-    "{arch}.expert_group_used_count": Key("topk_group", when="get('topk_group') is not None"),
+    **GROUP_KEYS,
     "{arch}.rope.scaling.yarn_log_multiplier": Key("0.1 * rope_mscale_all_dim", "f32",
                                                   when="rope_mscale_all_dim is not None"),
 }

@@ -10,8 +10,10 @@ per-layer KV head count (0 for a Mamba layer), which is how `layer_types` is rea
 tensors go through the same rules as Mamba-2's (mamba.py); the experts and shared expert split as
 Granite MoE's (granite.py).
 """
+from dataclasses import replace
+
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, split
-from ..registry import ArchitectureSpec, register_architecture
+from ..registry import ArchitectureSpec, Variant, register_architecture
 from ..rules import Grouped, NegExp, PermuteHeads, Squeeze, Unsqueeze
 from ..tensors import linear, norm, only, t
 from .granite import EXPERTS, MULTIPLIER_KEYS, SHARED, TINY_MOE, moe_mapping
@@ -46,9 +48,6 @@ LAYER = (
 _MOE = moe_mapping(shared=True)
 MAPPING = GGUFMapping(
     arch="GRANITE_HYBRID", splits=_MOE.splits,
-    variants={"experts == 0": {
-        f"{SHARED}.input_linear.weight": split("blk.{L}.ffn_gate.weight", "blk.{L}.ffn_up.weight", axis=-2),
-        f"{SHARED}.output_linear.weight": "blk.{L}.ffn_down.weight"}},
     rules=(*PERMUTE_QK, NegExp(("A_log",)), Squeeze(("conv1d.weight",)), Unsqueeze(("A_log", ".D")),
            Grouped(("mamba.norm.weight",), "mamba_n_groups")),
     names={**_MOE.names, f"{P}.dt_bias": "blk.{L}.ssm_dt.bias"},
@@ -86,7 +85,13 @@ SPEC = register_architecture(ArchitectureSpec(
     tiny=dict(TINY_MOE, shared_intermediate_size=64, layer_types=["mamba", "attention"], mamba_n_heads=8,
               mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2,
               position_embedding_type=None),
-    tiny_variants={"dense": dict(num_local_experts=0, num_experts_per_tok=0, intermediate_size=64)},
+    # a dense Granite 4 hybrid (granite-4.0-h-micro's kind): the same arch, its shared MLP llama.cpp's plain FFN
+    variants=(Variant("dense", "experts == 0", replace(
+        MAPPING,
+        splits={**MAPPING.splits, f"{SHARED}.input_linear.weight":
+                split("blk.{L}.ffn_gate.weight", "blk.{L}.ffn_up.weight", axis=-2)},
+        names={**MAPPING.names, f"{SHARED}.output_linear.weight": "blk.{L}.ffn_down.weight"}),
+        tiny=dict(num_local_experts=0, num_experts_per_tok=0, intermediate_size=64)),),
 ))
 
 

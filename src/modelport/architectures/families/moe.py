@@ -31,6 +31,14 @@ ROUTED_KEYS = {
 }
 
 
+# expert groups (DeepSeek-V3's rule: a group scored by its two best experts), as the converter writes them for
+# any config naming them
+GROUP_KEYS = {
+    "{arch}.expert_group_count": Key("n_group", when="get('n_group') is not None"),
+    "{arch}.expert_group_used_count": Key("topk_group", when="get('topk_group') is not None"),
+}
+
+
 # the selection bias, saved as `gate.e_score_correction_bias`, is llama.cpp's `exp_probs_b.bias`
 SELECTION_BIAS = {"model.layers.{L}.mlp.gate.e_score_correction_bias": "blk.{L}.exp_probs_b.bias"}
 

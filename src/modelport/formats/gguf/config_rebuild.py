@@ -48,8 +48,8 @@ def rebuilt_config(header: GGUFHeader) -> dict:
     one whose keys leave fewest of the file's unexplained, then by name and registry order); an error
     naming why each candidate failed when none fits."""
     arch = header.architecture
-    candidates = sorted((s for s in registered() if s.gguf is not None and s.tensors is not None
-                         and not callable(s.gguf.metadata) and arch_name(s) == arch),
+    candidates = sorted((s for family in registered() for s in family.with_variants() if s.gguf is not None
+                         and s.tensors is not None and not callable(s.gguf.metadata) and arch_name(s) == arch),
                         key=lambda s: s.model_type.replace("_", "") != arch.replace("-", ""))
     if not candidates:
         raise ModelFileNotFoundError(f"no config.json beside this {arch} GGUF, and no family modelport knows runs as "

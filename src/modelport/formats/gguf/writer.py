@@ -64,7 +64,7 @@ class Planned:
 
 
 def mapping_for(bundle: ModelBundle) -> GGUFMapping:
-    spec = spec_for(bundle.config, bundle.source)
+    spec = spec_for(bundle.config, bundle.source).for_config(bundle.config)
     if spec.gguf is None:
         from ...architectures import registered
         with_gguf = [s.model_type for s in registered() if s.gguf]
