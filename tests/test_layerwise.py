@@ -48,6 +48,10 @@ def _compare(path: Path, monkeypatch) -> tuple[int, float]:
         assert got.shape == want.shape and rows.shape == (len(ids) - 1, want.shape[1])
         blocked = np.concatenate([rows[i:i + 3] for i in range(0, len(rows), 3)])      # across block edges
         worst = max(worst, float(np.abs(got - want).max()), float(np.abs(blocked - want[1:]).max()))
+        scored = layered.rows_from(ids, hidden, 1, len(ids) - 1)          # a chunk's scored positions
+        assert scored.shape == (len(ids) - 2, want.shape[1])
+        if len(ids) > 2:
+            worst = max(worst, float(np.abs(scored[0:len(scored)] - want[1:-1]).max()))
     return layered.pass_count, worst
 
 
@@ -147,7 +151,7 @@ def test_llama_cpp_logit_rows_and_given_back_pages(llama, tmp_path):
     rows = runtime.logit_rows(ids, 7)
     assert rows.shape == (len(ids) - 7, runtime.vocab_size)
     assert np.array_equal(np.concatenate([rows[i:i + 50] for i in range(0, len(rows), 50)]), whole[7:])
-    assert np.array_equal(rows.first_rows(10)[0:10], whole[7:17])
+    assert np.array_equal(runtime.logit_rows(ids, 7, 17)[0:10], whole[7:17])        # fed no further than 17
     assert 0 < _mapped_kb(path) <= path.stat().st_size // 1024 + 4
 
 

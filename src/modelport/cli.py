@@ -308,7 +308,6 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
     in the reports."""
     from contextlib import ExitStack
 
-    from .architectures.expressions import config_gaps
     from .storage import mounted, staged
     from .verify import Reference, check
     from .verify.report import checked_path, write_report
@@ -316,13 +315,11 @@ def _checked(source: str, converted: list[str], base_model: str | None, prompts:
     reports, failure = [], None
     with ExitStack() as mounts:
         base = mounts.enter_context(mounted(base_model)) if base_model else None
-        with config_gaps(source):
-            reference = Reference(staged(mounts.enter_context(mounted(source))), base, prompts, corpus, max_memory)
+        reference = Reference(staged(mounts.enter_context(mounted(source))), base, prompts, corpus, max_memory)
         for path in converted:
             try:
-                with config_gaps(path):
-                    reports.append(check(reference, staged(mounts.enter_context(mounted(path))),
-                                         thresholds=thresholds, generate=generate))
+                reports.append(check(reference, staged(mounts.enter_context(mounted(path))), thresholds=thresholds,
+                                     generate=generate))
             except ModelVerificationError as exc:
                 if exc.report is None:
                     raise

@@ -119,16 +119,15 @@ def _on_worker(job: dict) -> dict:
     reports the job done instead of "already exists"."""
     from ..core.errors import ModelportError
     from ..storage import taken
-    from .job import convert_job
+    from .job import convert_job, job_result
     try:
         found = not job["overwrite"] and taken(job["output"])
     except ModelportError:              # the store's failure, reported by the conversion in its own words
         return {**convert_job(job), "node": node_id()}
     if found and output_was_free():
-        return {"job": job["job"], "checkpoint": job["checkpoint"], "quant": job["quant"], "seconds": 0.0,
-                "ok": True, "output": job["output"], "error": None, "bytes_written": None,
-                "notes": ["published by an earlier attempt, whose node was lost before it reported"],
-                "node": node_id()}
+        done = {"ok": True, "output": job["output"], "error": None, "bytes_written": None,
+                "notes": ["published by an earlier attempt, whose node was lost before it reported"]}
+        return {**job_result(job, 0.0, done), "node": node_id()}
     if not found:
         mark_output_free()
     return {**convert_job(job), "node": node_id()}

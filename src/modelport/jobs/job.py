@@ -72,7 +72,13 @@ def convert_job(job: dict) -> dict:
         entry = {"ok": False, "output": None, "error": str(exc)}
     seconds = round(time.perf_counter() - started, 3)
     log.info("[%s] %s %s (%.1f s)", job["job"], "ok" if entry["ok"] else "FAILED", dst, seconds)
-    return {"job": job["job"], "checkpoint": src, "quant": job["quant"], "seconds": seconds, **entry}
+    return job_result(job, seconds, entry)
+
+
+def job_result(job: dict, seconds: float, entry: dict) -> dict:
+    """What a job returns to the driver, which records it: the job, its time and `entry` (ok, output,
+    error, and on success notes and bytes_written)."""
+    return {"job": job["job"], "checkpoint": job["checkpoint"], "quant": job["quant"], "seconds": seconds, **entry}
 
 
 def _check_initial_format(src: str, initial_format: str) -> None:

@@ -409,15 +409,15 @@ class LayerwiseRuntime:
             setattr(model, self.parts.prefix, decoder)
             setattr(model, self.parts.head, head)
 
-    def rows_from(self, ids: list[int], hidden, first: int = 0) -> LogitRows:
-        """The logits of positions first.. of one sequence, a block of positions at a time as a reader
+    def rows_from(self, ids: list[int], hidden, first: int = 0, stop: int | None = None) -> LogitRows:
+        """The logits of positions [first, stop) of one sequence, a block of positions at a time as a reader
         reaches them: the head is read once per block (at most BLOCK_BYTES of logits are held)."""
-        step = block_positions(self.vocab_size)
+        step, stop = block_positions(self.vocab_size), len(ids) if stop is None else stop
 
         def blocks() -> Iterator[np.ndarray]:
-            for start in range(first, len(ids), step):
-                yield self.logits_from(ids, hidden, start, min(len(ids), start + step))
-        return LogitRows(blocks, len(ids) - first, self.vocab_size)
+            for start in range(first, stop, step):
+                yield self.logits_from(ids, hidden, start, min(stop, start + step))
+        return LogitRows(blocks, stop - first, self.vocab_size)
 
     def floor(self, sequences: list[list[int]]) -> tuple[int, int]:
         """(bytes every pass needs whatever its size, bytes per position of a pass): the imports, the

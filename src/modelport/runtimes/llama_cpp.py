@@ -90,64 +90,71 @@ class LlamaCppRuntime:
                 raise CorruptInputError(f"llama.cpp cannot load it ({exc})", path) from exc
         _give_back(path)
 
-    def _blocks(self, ids: list[int], first: int = 0) -> Iterator[np.ndarray]:
-        """The logits of positions first.. of `ids`, fed from cleared memory a batch at a time: one
-        [positions, vocab] float32 block per batch that has any (positions before `first` are fed without
-        asking for theirs, so llama.cpp skips their output head)."""
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator:
+        """A llama_batch with room for one of this context's batches, freed after use."""
         import llama_cpp
 
-        ctx, vocab, step = self.llm.ctx, self.vocab_size, self.llm.n_batch
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-        batch = llama_cpp.llama_batch_init(step, 0, 1)
+        batch = llama_cpp.llama_batch_init(self.llm.n_batch, 0, 1)
         try:
-            for start in range(0, len(ids), step):
-                part = ids[start:start + step]
-                wanted = 0
-                for i, token in enumerate(part):
-                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = start + i >= first
-                    wanted += start + i >= first
-                batch.n_tokens = len(part)
-                with _quiet_stderr():
-                    status = llama_cpp.llama_decode(ctx, batch)
-                if status != 0:
-                    raise RuntimeError(f"llama_decode returned {status}")
-                if wanted:
-                    out = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(wanted * vocab,))
-                    yield out.reshape(wanted, vocab).copy()
+            yield batch
         finally:
             llama_cpp.llama_batch_free(batch)
+
+    def _decode(self, batch, ids: list[int], start: int, wanted: range) -> np.ndarray | None:
+        """Feed `ids` at positions start.. (the cache holding those before), asking logits for the
+        positions in `wanted` only (llama.cpp skips the output head for the others); those logits, copied
+        out of llama.cpp's output buffer, or None when none were asked."""
+        import llama_cpp
+
+        asked = 0
+        for i, token in enumerate(ids):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = start + i in wanted
+            asked += start + i in wanted
+        batch.n_tokens = len(ids)
+        with _quiet_stderr():
+            status = llama_cpp.llama_decode(self.llm.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        if not asked:
+            return None
+        out = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llm.ctx), shape=(asked * self.vocab_size,))
+        return out.reshape(asked, self.vocab_size).copy()
+
+    def _blocks(self, ids: list[int], wanted: range) -> Iterator[np.ndarray]:
+        """The logits of the positions in `wanted` of `ids`, fed from cleared memory a batch at a time:
+        one [positions, vocab] float32 block per batch that has any (nothing is fed past them)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llm.ctx), True)
+        step = self.llm.n_batch
+        with self._batch() as batch:
+            for start in range(0, wanted.stop, step):
+                block = self._decode(batch, ids[start:min(start + step, wanted.stop)], start, wanted)
+                if block is not None:
+                    yield block
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """[positions, vocab] logits for `ids`, evaluated from cleared memory."""
-        return np.concatenate(list(self._blocks(ids)))
+        return np.concatenate(list(self._blocks(ids, range(len(ids)))))
 
-    def logit_rows(self, ids: list[int], first: int = 0) -> LogitRows:
-        """The logits of positions first.. of `ids`, made a batch at a time as a reader reaches them."""
-        return LogitRows(lambda: self._blocks(ids, first), len(ids) - first, self.vocab_size)
+    def logit_rows(self, ids: list[int], first: int = 0, stop: int | None = None) -> LogitRows:
+        """The logits of positions [first, stop) of `ids`, made a batch at a time as a reader reaches them."""
+        wanted = range(first, len(ids) if stop is None else stop)
+        return LogitRows(lambda: self._blocks(ids, wanted), len(wanted), self.vocab_size)
 
     def greedy(self, ids: list[int], n: int) -> list[int]:
         """The next `n` tokens by argmax of llama.cpp's logits, each step feeding only the new token."""
-        import llama_cpp
-
-        *_, last = self._blocks(ids, len(ids) - 1)
+        *_, last = self._blocks(ids, range(len(ids) - 1, len(ids)))
         out: list[int] = []
-        batch = llama_cpp.llama_batch_init(1, 0, 1)
-        try:
-            for step in range(n):
+        with self._batch() as batch:
+            for _ in range(n):
                 out.append(int(last[-1].argmax()))
-                if step == n - 1:
-                    break
-                batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = out[-1], len(ids) + step, 1, True
-                batch.seq_id[0][0], batch.n_tokens = 0, 1
-                with _quiet_stderr():
-                    status = llama_cpp.llama_decode(self.llm.ctx, batch)
-                if status != 0:
-                    raise RuntimeError(f"llama_decode returned {status}")
-                last = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llm.ctx), shape=(1, self.vocab_size))
-        finally:
-            llama_cpp.llama_batch_free(batch)
+                if len(out) < n:
+                    position = len(ids) + len(out) - 1
+                    last = self._decode(batch, out[-1:], position, range(position, position + 1))
         return out
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int] | None:

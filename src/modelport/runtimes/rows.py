@@ -62,10 +62,6 @@ class LogitRows:
             return self._held[:0]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def first_rows(self, n: int) -> "LogitRows":
-        """The same logits, cut to their first n rows."""
-        return LogitRows(self._blocks, n, self.shape[1])
-
     def materialize(self) -> np.ndarray:
         """Every row as one array (for a cache that keeps small ones)."""
         return self[0:len(self)]

@@ -49,14 +49,14 @@ class Logits:
         self.runtime, self.sequences = runtime, sequences
         self.hidden = runtime.hidden_many(sequences) if hasattr(runtime, "hidden_many") else None
 
-    def __call__(self, k: int, first: int = 0) -> np.ndarray | LogitRows:
-        """Sequence k's logits at positions first.. (a scored chunk's second half)."""
+    def __call__(self, k: int, first: int = 0, stop: int | None = None) -> np.ndarray | LogitRows:
+        """Sequence k's logits at positions [first, stop) (a scored chunk's: its second half but the last)."""
         ids = self.sequences[k]
         if self.hidden is not None:
-            return self.runtime.rows_from(ids, self.hidden[k], first)
+            return self.runtime.rows_from(ids, self.hidden[k], first, stop)
         if hasattr(self.runtime, "logit_rows"):
-            return self.runtime.logit_rows(ids, first)
-        return self.runtime.logits(ids)[first:]
+            return self.runtime.logit_rows(ids, first, stop)
+        return self.runtime.logits(ids)[first:stop]
 
 
 class Reference:
@@ -66,6 +66,11 @@ class Reference:
 
     def __init__(self, source: str | Path, base_model: str | Path | None, prompts: list[str] | None,
                  corpus: CorpusSettings | None = None, max_memory: int | None = None) -> None:
+        with config_gaps(source):
+            self._open(source, base_model, prompts, corpus, max_memory)
+
+    def _open(self, source: str | Path, base_model: str | Path | None, prompts: list[str] | None,
+              corpus: CorpusSettings | None, max_memory: int | None) -> None:
         self.path = Path(source).expanduser()
         self.base = Path(base_model).expanduser() if base_model else None
         if not self.path.exists():
@@ -116,8 +121,8 @@ class Reference:
 
     def scored(self, logits: Logits, k: int) -> np.ndarray | LogitRows:
         """Chunk k's logits at its scored positions (the last predicts nothing in the chunk)."""
-        rows = logits(k, self.chunks[k - len(self.ids)].first)
-        return rows[:-1] if isinstance(rows, np.ndarray) else rows.first_rows(len(rows) - 1)
+        chunk = self.chunks[k - len(self.ids)]
+        return logits(k, chunk.first, len(chunk.ids) - 1)
 
     def greedy(self, n: int) -> list[int]:
         if n not in self._greedy:
@@ -131,10 +136,8 @@ def verify(source: str | Path, converted: str | Path, *, base_model: str | Path 
     """Compare `converted` against `source` on the built-in prompts (and `corpus`, when given); raises
     on failure."""
     with mounted(base_model) if base_model else contextlib.nullcontext() as base:
-        with config_gaps(source):
-            reference = Reference(source, base, prompts, corpus, max_memory)
-        with config_gaps(converted):
-            return check(reference, converted, write_sidecar=write_sidecar, thresholds=thresholds, generate=generate)
+        return check(Reference(source, base, prompts, corpus, max_memory), converted, write_sidecar=write_sidecar,
+                     thresholds=thresholds, generate=generate)
 
 
 def quality(reference: Reference, logits: Logits) -> dict:
@@ -162,6 +165,12 @@ def _converted_runtime(reference: Reference, fmt, path: Path, bundle, generate: 
 def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = True,
           thresholds: dict[str, float] | None = None, generate: int = 0) -> dict:
     """Compare `converted` against an already-run reference; raises ModelVerificationError on failure."""
+    with config_gaps(converted):
+        return _check(reference, converted, write_sidecar, thresholds, generate)
+
+
+def _check(reference: Reference, converted: str | Path, write_sidecar: bool, thresholds: dict[str, float] | None,
+           generate: int) -> dict:
     started = time.perf_counter()
     dst = Path(converted).expanduser()
     path, fmt = resolve_source(dst)
