@@ -195,12 +195,8 @@ def compute(model_path: Path, settings: CalibrationSettings, threads: int = 2) -
     try:
         vocab = llama_cpp.llama_model_get_vocab(model)
         ids = _tokenize(llama_cpp, vocab, text)
-        chunks = len(ids) // settings.ctx
-        if settings.tokens is not None:
-            chunks = min(chunks, settings.tokens // settings.ctx)
-        if chunks == 0:
-            raise UsageError(f"--imatrix-corpus {settings.corpus} gives {len(ids)} tokens, less than one chunk of "
-                             f"--imatrix-ctx {settings.ctx}")
+        bos = llama_cpp.llama_vocab_bos(vocab) if llama_cpp.llama_vocab_get_add_bos(vocab) else None
+        sequences = chunks(ids, settings, bos)
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = cparams.n_batch = settings.ctx
         cparams.n_ubatch = min(settings.ctx, MAX_UBATCH)
@@ -213,15 +209,14 @@ def compute(model_path: Path, settings: CalibrationSettings, threads: int = 2) -
         if not ctx:
             raise ModelConversionError(f"llama.cpp cannot make a context of {settings.ctx} tokens", model_path)
         try:
-            bos = llama_cpp.llama_vocab_bos(vocab) if llama_cpp.llama_vocab_get_add_bos(vocab) else None
-            _run(llama_cpp, ctx, ids, chunks, settings.ctx, bos, collector, model_path)
+            _run(llama_cpp, ctx, sequences, collector, model_path)
         finally:
             llama_cpp.llama_free(ctx)
     finally:
         llama_cpp.llama_model_free(model)
     entries = {name: Entry(sums.astype(np.float32), collector.counts[name].astype(np.float32))
                for name, sums in collector.sums.items()}
-    return Imatrix(entries, [settings.name], chunks, settings.ctx)
+    return Imatrix(entries, [settings.name], len(sequences), settings.ctx)
 
 
 def _tokenize(llama_cpp, vocab, text: str) -> list[int]:
@@ -234,15 +229,28 @@ def _tokenize(llama_cpp, vocab, text: str) -> list[int]:
     return list(buffer[:count])
 
 
-def _run(llama_cpp, ctx, ids: list[int], chunks: int, n_ctx: int, bos: int | None, collector: Collector,
-         model_path: Path) -> None:
+def chunks(ids: list[int], settings: CalibrationSettings, bos: int | None) -> list[list[int]]:
+    """llama-imatrix's chunks of the text's ids: len(ids) // ctx of ctx tokens (no more than
+    --imatrix-tokens allows), each starting with BOS when the vocabulary adds one."""
+    count = len(ids) // settings.ctx
+    if settings.tokens is not None:
+        count = min(count, settings.tokens // settings.ctx)
+    if count == 0:
+        raise UsageError(f"--imatrix-corpus {settings.corpus} gives {len(ids)} tokens, less than one chunk of "
+                         f"--imatrix-ctx {settings.ctx}")
+    out = [ids[k * settings.ctx:(k + 1) * settings.ctx] for k in range(count)]
+    if bos is not None:
+        for chunk in out:
+            chunk[0] = bos
+    return out
+
+
+def _run(llama_cpp, ctx, sequences: list[list[int]], collector: Collector, model_path: Path) -> None:
+    n_ctx = len(sequences[0])
     batch = llama_cpp.llama_batch_init(n_ctx, 0, 1)
     try:
-        with progress_bar(chunks, "imatrix") as bar:
-            for chunk in range(chunks):
-                tokens = ids[chunk * n_ctx:(chunk + 1) * n_ctx]
-                if bos is not None:
-                    tokens[0] = bos
+        with progress_bar(len(sequences), "imatrix") as bar:
+            for chunk, tokens in enumerate(sequences):
                 llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
                 batch.n_tokens = n_ctx
                 for i, token in enumerate(tokens):
@@ -257,4 +265,3 @@ def _run(llama_cpp, ctx, ids: list[int], chunks: int, n_ctx: int, bos: int | Non
                 bar.update(1)
     finally:
         llama_cpp.llama_batch_free(batch)
-

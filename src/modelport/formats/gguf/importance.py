@@ -8,9 +8,7 @@ one); float tensors never use it.
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import gguf
 import numpy as np
@@ -24,6 +22,9 @@ from .imatrix import Imatrix, read
 from .quant_types import FLOAT_TYPES, requires_imatrix
 from .quantize import Importance
 
+if TYPE_CHECKING:
+    from .calibrate import CalibrationSettings
+
 QUANTIZE_KEYS = ("quantize.imatrix.file", "quantize.imatrix.dataset", "quantize.imatrix.entries_count",
                  "quantize.imatrix.chunks_count")
 
@@ -36,15 +37,13 @@ def refuse_blind(types: dict[str, Q], ftype: FT, quant: str) -> None:
                              f"--imatrix FILE or --imatrix-corpus FILE|builtin")
 
 
-def obtain(options: GGUFOptions, calibration_model: Callable[[], AbstractContextManager[Path]]) -> Imatrix | None:
-    """The imatrix the options ask for: read from --imatrix, or computed over --imatrix-corpus by llama.cpp
-    on the GGUF `calibration_model` gives; kept at --save-imatrix when asked."""
+def obtain(options: GGUFOptions, calibrate: "Callable[[CalibrationSettings], Imatrix]") -> Imatrix | None:
+    """The imatrix the options ask for: read from --imatrix, or computed over --imatrix-corpus by
+    `calibrate` (llama.cpp's run on a GGUF of the model); kept at --save-imatrix when asked."""
     if options.imatrix is not None:
         found = read(options.imatrix)
     elif options.calibration is not None:
-        from .calibrate import compute
-        with calibration_model() as model:
-            found = compute(model, options.calibration, options.threads)
+        found = calibrate(options.calibration)
     else:
         return None
     if options.save_imatrix is not None:

@@ -9,7 +9,6 @@ file type and the split layout change.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +78,8 @@ def _importance(src: Path, header: GGUFHeader, types: dict, quant: str | None,
     if not options.has_imatrix:
         refuse_blind(changed, ftype, quant)
         return None
-    found = obtain(options, lambda: contextlib.nullcontext(src))
+    from .calibrate import compute
+    found = obtain(options, lambda settings: compute(src, settings, options.threads))
     return found, weights(found, {t.name: t.shape for t in header.tensors}, changed, ftype)
 
 

@@ -8,12 +8,12 @@ at its own offset, so both cores stay busy and memory holds a few chunks, not a 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
@@ -33,6 +33,9 @@ from .quant_types import ModelShape, asked_quant, choose_types, file_type, nbyte
 from .imatrix import Imatrix
 from .importance import add_metadata, obtain, refuse_blind, weights
 from .quantize import Importance, to_type
+
+if TYPE_CHECKING:
+    from .calibrate import CalibrationSettings
 
 logging.getLogger("gguf").setLevel(logging.ERROR)   # gguf-py narrates every key at INFO and skips unused special types at WARNING
 
@@ -315,25 +318,25 @@ def _checked(p: Planned, piece: Piece, done: int, source: Path) -> int:
 def _importance(bundle: ModelBundle, planned: list[Planned], folder: Path, quant: str,
                 options: GGUFOptions) -> tuple[Imatrix, dict[str, Importance]] | None:
     """The imatrix of this write and each tensor's weights from it; None without one (and then no tensor
-    may need one). A corpus is run on an F16 GGUF of the bundle made inside the output's temporary
-    folder and removed before the output is written."""
+    may need one). A corpus is run by llama.cpp on an F16 GGUF of the bundle made inside the output's
+    temporary folder and removed before the output is written."""
     ftype = file_type(quant)
     if not options.has_imatrix:
         refuse_blind({p.gguf_name: p.qtype for p in planned}, ftype, quant)
         return None
 
-    @contextlib.contextmanager
-    def f16_gguf():
+    def calibrated(settings: CalibrationSettings) -> Imatrix:
+        from .calibrate import compute
         work = folder / ".imatrix-model"
         work.mkdir()
         try:
             write(bundle, work / "model-f16.gguf", GGUFOptions("f16", None, pre_tokenizer=options.pre_tokenizer,
                                                                threads=options.threads))
-            yield work / "model-f16.gguf"
+            return compute(work / "model-f16.gguf", settings, options.threads)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    found = obtain(options, f16_gguf)
+    found = obtain(options, calibrated)
     return found, weights(found, {p.gguf_name: p.shape for p in planned}, {p.gguf_name: p.qtype for p in planned},
                           ftype)
 
