@@ -101,3 +101,33 @@ def test_single_file_over_http_is_read_by_range(hub, llama, tmp_path):
     assert out.read_bytes() == local.read_bytes()
     bad = run_cli("convert", url.replace("model.gguf", "absent.gguf"), tmp_path / "x.gguf")
     assert bad.code == 2 and "absent.gguf" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_watch_finds_checkpoints_in_a_hub_repo(hub, llama, tmp_path):
+    """watch on hf://org/run: the repo's checkpoint folders are found by listing (the tree API), each
+    object's blob id is its change signature, and a version is published from what is read by URL."""
+    import json
+
+    from modelport.service import config
+    from modelport.service.watch import WatchService
+    root, log = hub
+    shutil.copytree(llama.path, root / "org" / "run" / "checkpoint-30")
+    (root / "org" / "run" / "notes").mkdir()
+    (root / "org" / "run" / "notes" / "README.txt").write_text("not a checkpoint")
+    settings = dict(checkpoint_dir="hf://org/run", output=str(tmp_path / "out"), registry=str(tmp_path / "r.sqlite"),
+                    settle=0, once=True, verify=False, quant=["q8_0"])
+    summary = WatchService(config.load(None, settings)).run()
+    assert summary["ok"] and summary["published"] == ["0.1.0-alpha+30"], summary
+    version = tmp_path / "out" / "0.1.0-alpha+30"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["global_step"] == 30
+    local = tmp_path / "local.gguf"
+    shutil.copytree(llama.path, tmp_path / "checkpoint-30")      # the same name: general.name comes from it
+    assert run_cli("convert", tmp_path / "checkpoint-30", local, "--quant", "q8_0").code == 0
+    assert (version / "model-q8_0.gguf").read_bytes() == local.read_bytes()
+    assert "tree" in log.read_text()
+    from modelport.service.places import RemoteRun
+    run = RemoteRun("hf://org/run", settle=0, ready_marker=None)
+    run.find()
+    signatures = {tag for objects in run.objects.values() for _, tag in objects.values()}
+    assert "" not in signatures, run.objects

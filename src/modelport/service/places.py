@@ -86,7 +86,9 @@ class RemoteRun:
             if entry.get("type") != "file" or not rel:
                 continue
             top, _, inside = rel.partition("/")
-            tag = str(entry.get("ETag") or entry.get("etag") or entry.get("md5Hash") or entry.get("mtime") or "")
+            # what changes when the object does: S3's ETag, GCS's md5Hash, the Hub's git blob id, else mtime
+            tag = str(entry.get("ETag") or entry.get("etag") or entry.get("md5Hash") or entry.get("blob_id")
+                      or entry.get("mtime") or "")
             grouped.setdefault(f"{self.url}/{top}", {})[inside] = (int(entry.get("size") or 0), tag)
         return grouped
 

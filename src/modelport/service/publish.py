@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..core.version import __version__
+from ..formats.checkpoints import FILE_SUFFIXES
 from ..files.atomic import fsync_dir, fsync_tree, remove_path, temp_sibling
 from .discovery import Found
 from .versioning import newest_first
@@ -80,6 +81,7 @@ def build_version(found: Found, staging: Path, options: BuildOptions, build: Bui
     else:
         convert(found.path, staging, to="hf", dtype=options.dtype, base_model=options.base_model,
                 threads=options.threads, allow_unused=options.allow_unused)
+    _named_after(found, staging)
     build.timings["hf"] = round(time.perf_counter() - started, 3)
     if options.verify and base is None:
         build.stage = "verify"
@@ -156,6 +158,19 @@ def _recorded(build: Build, artifact: str, run: Callable[[], dict], **names: str
             build.verification[artifact] = {**exc.report, **names}
         raise
     build.verification[artifact] = {**report, **names}
+
+
+def _named_after(found: Found, staging: Path) -> None:
+    """The version's HF config names its checkpoint (`_name_or_path`, as transformers records a model's
+    origin) unless it names one already: the GGUFs made from these files take their `general.name` from
+    it, as `convert CHECKPOINT` names them, and not from the staging folder's temporary name."""
+    config_path = staging / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("_name_or_path"):
+        return
+    last = str(found.path).rstrip("/").rsplit("/", 1)[-1]
+    config["_name_or_path"] = Path(last).stem if last.endswith(FILE_SUFFIXES) else last
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def _gguf_beside(staging: Path, target: Path, quant: str, threads: int | None, imatrix: dict) -> None:
