@@ -72,14 +72,15 @@ def _candidate_prefixes(names: list[str]) -> set[str]:
 
 
 def _best_mapping(names: list[str], expected: ExpectedTensors) -> tuple[str, str, int]:
-    best = ("", "", sum(n in expected.shapes for n in names))
+    known = expected.shapes.keys() | expected.other_names.keys()
+    best = ("", "", sum(n in known for n in names))
     for prefix in sorted(_candidate_prefixes(names)):
-        score = sum(n.startswith(prefix) and n[len(prefix):] in expected.shapes for n in names)
+        score = sum(n.startswith(prefix) and n[len(prefix):] in known for n in names)
         if score > best[2]:
             best = (prefix, "", score)
     if expected.base_model_prefix:
         added = expected.base_model_prefix + "."
-        score = sum(added + n in expected.shapes for n in names)
+        score = sum(added + n in known for n in names)
         if score > best[2]:
             best = ("", added, score)
     return best
@@ -100,8 +101,10 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
 
     out: dict[str, TensorRef] = {}
     for name, ref in cleaned.items():
-        target = add + name[len(strip):] if name.startswith(strip) else None
-        if target in expected.shapes:
+        target = expected.name_for(add + name[len(strip):]) if name.startswith(strip) else None
+        if target in out:       # both spellings of one tensor: which one is meant is not clear
+            raise KeyMismatchError(f"{original[name]!r} and {report.origins[target]!r} are both {target!r}", source)
+        if target is not None:
             out[target] = ref.renamed(target)
             report.origins[target] = original[name]
         elif name.endswith(DERIVED_BUFFERS):
