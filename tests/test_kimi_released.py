@@ -73,11 +73,23 @@ def released_layout(t5: Path, out: Path, **changes) -> Path:
 
 @pytest.fixture(scope="module")
 def folders(samples, tmp_path_factory) -> tuple[Path, Path]:
-    """(transformers 5's folder, the released one), both named "kimi" (the name is written as general.name)."""
+    """(transformers 5's folder, the released one), both named "kimi" (the name is written as general.name):
+    the released folder is the tiny model rewritten, and transformers 5's is what transformers 5 saves of it
+    (the workaround modelport needed before: load it, `save_pretrained`), logit for logit the same model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     root = tmp_path_factory.mktemp("kimi-released")
+    released = released_layout(samples("kimi_linear").path, root / "released" / "kimi")
     t5 = root / "t5" / "kimi"
-    shutil.copytree(samples("kimi_linear").path, t5)
-    return t5, released_layout(t5, root / "released" / "kimi")
+    model = AutoModelForCausalLM.from_pretrained(released).eval()
+    model.save_pretrained(t5)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(released / name, t5 / name)
+    ids = torch.tensor([list(range(5, 20))])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, samples("kimi_linear").model(ids).logits)
+    return t5, released
 
 
 def test_released_folder_converts_to_the_same_bytes(folders, tmp_path):
@@ -123,9 +135,8 @@ def test_released_config_reads_as_transformers_reads_it(folders):
                               "short_conv_kernel_size": 4}), "\"linear_attn_config['num_heads']\""),
     (dict(linear_attn_config=None), "'linear_attn_config'"),
 ], ids=["first_k_dense_replace", "num_heads", "linear_attn_config"])
-def test_a_released_config_that_lacks_a_value_is_a_one_line_config_gap(folders, tmp_path, changes, missing):
-    t5, _ = folders
-    released = released_layout(t5, tmp_path / "kimi", **changes)
+def test_a_released_config_that_lacks_a_value_is_a_one_line_config_gap(samples, tmp_path, changes, missing):
+    released = released_layout(samples("kimi_linear").path, tmp_path / "kimi", **changes)
     for args in (("convert", released, tmp_path / "m.gguf", "--quant", "f32"), ("inspect", released)):
         run = run_cli(*args)
         assert run.code == 1, run.stderr
@@ -170,3 +181,38 @@ def test_gguf_back_to_hf_is_transformers_5s_layout(folders, tmp_path):
     for name, array in back.items():
         if not name.endswith("A_log"):      # A = -exp(A_log) comes back within float32 rounding
             np.testing.assert_array_equal(array, theirs[name], err_msg=name)
+
+
+# where our file may differ from llama.cpp's converter's on the released folder, and why: the expert groups
+# the converter does not look for (it asks `n_group`), and what it writes of its own (add_*_token, its name
+# and size label)
+CONVERTER_OWN_KEYS = ("kimi-linear.expert_group_count", "general.name", "general.size_label",
+                      "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token")
+
+
+def test_released_folder_is_what_llama_cpps_converter_writes(folders, tmp_path):
+    """llama.cpp's converter reads only the released layout (its `linear_attn_config`, `first_k_dense_replace`,
+    `num_shared_experts`); on it, its file and ours hold the same tensors, types and bytes (A = -exp(A_log)
+    within float32 rounding), and the same metadata but for the keys above."""
+    import gguf
+    from test_gguf_source import reference_convert
+
+    _, released = folders
+    assert run_cli("convert", released, tmp_path / "ours.gguf", "--quant", "f32").code == 0
+    mine = gguf.GGUFReader(tmp_path / "ours.gguf")
+    theirs = gguf.GGUFReader(reference_convert(released, tmp_path / "ref.gguf",
+                                               mine.fields["tokenizer.ggml.pre"].contents()))
+
+    def fields(reader) -> dict:
+        return {key: (f.types, f.contents()) for key, f in reader.fields.items()
+                if key not in ("GGUF.kv_count", *CONVERTER_OWN_KEYS)}
+    assert fields(mine) == fields(theirs)
+    by_name = {t.name: t for t in theirs.tensors}
+    assert sorted(t.name for t in mine.tensors) == sorted(by_name)
+    for t in mine.tensors:
+        other = by_name[t.name]
+        assert (t.tensor_type, list(t.shape)) == (other.tensor_type, list(other.shape)), t.name
+        if t.name.endswith("ssm_a"):
+            np.testing.assert_allclose(np.asarray(t.data), np.asarray(other.data), rtol=2e-7, atol=0)
+        else:
+            assert np.array_equal(np.asarray(t.data), np.asarray(other.data)), t.name

@@ -92,9 +92,6 @@ SPEC = register_architecture(ArchitectureSpec(
                 inverse=(("layer_types", "['linear_attention' if n == 0 else 'full_attention' for n in value]"),
                          ("num_key_value_heads", "num_attention_heads"))),
             "{arch}.attention.key_length": Key("kv_lora_rank + qk_rope_head_dim"),
-            # transformers 5's head_dim, which its config class sets to qk_rope_head_dim whatever the config
-            # says (the released config's head_dim is hidden // heads, which its remote code does not use)
-            "{arch}.attention.value_length": Key("qk_rope_head_dim", inverse=(("head_dim", "value"),)),
             **LATENT_KEYS,
             "{arch}.rope.dimension_count": Key("qk_rope_head_dim"),
             "{arch}.ssm.conv_kernel": Key("linear_conv_kernel_dim"),
