@@ -163,13 +163,15 @@ def test_both_spellings_of_one_tensor_are_refused(folders, tmp_path):
     assert "model.layers.0.block_sparse_moe.up_proj.weight" in run.stderr
 
 
-def test_gguf_back_to_hf_is_transformers_5s_layout(folders, tmp_path):
+@pytest.mark.parametrize("base", [False, True], ids=["rebuilt-config", "released-base-model"])
+def test_gguf_back_to_hf_is_transformers_5s_layout(folders, tmp_path, base):
     """GGUF -> HF writes transformers 5's layout (what transformers 5 loads), whichever layout was converted:
-    the dense MLP under `block_sparse_moe.`, the config's `layer_types` and `mlp_layer_types`."""
+    the dense MLP under `block_sparse_moe.`, the config's `layer_types` and `mlp_layer_types`; with the
+    released folder as --base-model too (its config read as the family's spec spells it)."""
     from safetensors.numpy import load_file
     t5, released = folders
     assert run_cli("convert", released, tmp_path / "m.gguf", "--quant", "f32").code == 0
-    run = run_cli("convert", tmp_path / "m.gguf", tmp_path / "hf")
+    run = run_cli("convert", tmp_path / "m.gguf", tmp_path / "hf", *(("--base-model", released) if base else ()))
     assert run.code == 0, run.stderr
     back = load_file(tmp_path / "hf" / "model.safetensors")
     assert "model.layers.0.block_sparse_moe.gate_proj.weight" in back
@@ -216,3 +218,27 @@ def test_released_folder_is_what_llama_cpps_converter_writes(folders, tmp_path):
             np.testing.assert_allclose(np.asarray(t.data), np.asarray(other.data), rtol=2e-7, atol=0)
         else:
             assert np.array_equal(np.asarray(t.data), np.asarray(other.data)), t.name
+
+
+def test_config_fallbacks_and_spellings_are_data_any_family_may_use():
+    """The two mechanisms on a made-up family: a fallback is used only where the canonical key is absent or
+    null (nested values by subscript, earlier fallbacks visible to later ones), and a spelling is read as the
+    template's name."""
+    from modelport.architectures import ArchitectureSpec
+    from modelport.architectures.expected import expected_tensors
+    from modelport.architectures.expressions import MissingConfigValue
+    from modelport.architectures.tensors import Tensors, t
+
+    spec = ArchitectureSpec(
+        model_type="made_up", config_fallbacks={"width": "block['width']", "double": "2 * width"},
+        tensors=Tensors((), (t("layers.{L}.ffn.w", "double", "width"),), spellings=((r"\.ffn\.", ".mlp."),)))
+    config = {"model_type": "made_up", "num_hidden_layers": 1, "block": {"width": 3}}
+    assert spec.canonical_config(config) == {**config, "width": 3, "double": 6}
+    assert spec.canonical_config({**config, "width": 5, "double": None})["double"] == 10
+    given = {**config, "width": 4, "double": 8}
+    assert spec.canonical_config(given) is given
+    with pytest.raises(MissingConfigValue, match="block\\['width'\\]"):
+        spec.canonical_config({**config, "block": {}})
+    expected = expected_tensors(spec, spec.canonical_config(config))
+    assert expected.name_for("layers.0.mlp.w") == expected.name_for("layers.0.ffn.w") == "layers.0.ffn.w"
+    assert expected.name_for("layers.0.other.w") is None

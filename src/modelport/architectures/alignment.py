@@ -4,7 +4,9 @@ Training wrappers put tokens into names: FSDP (`_fsdp_wrapped_module.`), activat
 (`_checkpoint_wrapped_module.`), torch.compile (`_orig_mod.`), DDP (`module.`), Lightning (`model.`
 for `self.model`). Rather than a fixed list of leading prefixes, the prefix to strip (or the base
 model prefix to add) is the one under which the most names match the architecture, so nested
-wrappers and unusual attribute names work too.
+wrappers and unusual attribute names work too. A name a family's templates spell otherwise
+(`Tensors.spellings`: a released checkpoint's) is read as the template's name; one tensor under both
+names is refused, since either could be meant.
 """
 from __future__ import annotations
 

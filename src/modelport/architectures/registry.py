@@ -188,6 +188,18 @@ def registered() -> list[ArchitectureSpec]:
     return sorted({id(s): s for s in _REGISTRY.values()}.values(), key=lambda s: s.model_type)
 
 
+def canonical_config(config: dict) -> dict:
+    """The config as its family's spec spells it (ArchitectureSpec.canonical_config): what every reader does
+    to a config.json it finds. A family modelport does not know leaves it as it is (spec_for says so)."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        return config
+    if model_type not in _REGISTRY:
+        load_plugins()
+    spec = _REGISTRY.get(model_type)
+    return spec.canonical_config(config) if spec is not None else config
+
+
 def spec_for(config: dict, source: object = None) -> ArchitectureSpec:
     model_type = config.get("model_type")
     if model_type not in _REGISTRY:

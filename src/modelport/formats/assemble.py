@@ -22,7 +22,6 @@ def assemble_bundle(refs: dict[str, TensorRef], source: Path, fmt: str, base_mod
     config = companions.config if quantization is None else dequantized_config(companions.config)
     check_layers(config, len(refs), companions.config_path)
     spec = spec_for(config, companions.config_path)
-    config = spec.canonical_config(config)
     aligned, report = align(refs, expected_tensors(spec, config), source)
     all_notes = list(notes or []) + ([quantization.note()] if quantization else []) + report.notes()
     return ModelBundle(

@@ -198,7 +198,6 @@ def read(path: Path, options: ReadOptions) -> ModelBundle:
         else:
             notes.append("tokenizer not rebuilt: the metadata describes one modelport cannot rebuild")
     check_layers(config, len(header.tensors), path)
-    config = spec_for(config, path).canonical_config(config)
     spec = spec_for(config, path).for_config(config)
     if spec.gguf is None:
         raise UnknownArchitectureError(f"no GGUF mapping for {spec.model_type!r}", path)
