@@ -4,7 +4,9 @@ Training wrappers put tokens into names: FSDP (`_fsdp_wrapped_module.`), activat
 (`_checkpoint_wrapped_module.`), torch.compile (`_orig_mod.`), DDP (`module.`), Lightning (`model.`
 for `self.model`). Rather than a fixed list of leading prefixes, the prefix to strip (or the base
 model prefix to add) is the one under which the most names match the architecture, so nested
-wrappers and unusual attribute names work too.
+wrappers and unusual attribute names work too. A name a family's templates spell otherwise
+(`Tensors.spellings`: a released checkpoint's) is read as the template's name; one tensor under both
+names is refused, since either could be meant.
 """
 from __future__ import annotations
 
@@ -72,14 +74,15 @@ def _candidate_prefixes(names: list[str]) -> set[str]:
 
 
 def _best_mapping(names: list[str], expected: ExpectedTensors) -> tuple[str, str, int]:
-    best = ("", "", sum(n in expected.shapes for n in names))
+    known = expected.shapes.keys() | expected.other_names.keys()
+    best = ("", "", sum(n in known for n in names))
     for prefix in sorted(_candidate_prefixes(names)):
-        score = sum(n.startswith(prefix) and n[len(prefix):] in expected.shapes for n in names)
+        score = sum(n.startswith(prefix) and n[len(prefix):] in known for n in names)
         if score > best[2]:
             best = (prefix, "", score)
     if expected.base_model_prefix:
         added = expected.base_model_prefix + "."
-        score = sum(added + n in expected.shapes for n in names)
+        score = sum(added + n in known for n in names)
         if score > best[2]:
             best = ("", added, score)
     return best
@@ -100,8 +103,10 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
 
     out: dict[str, TensorRef] = {}
     for name, ref in cleaned.items():
-        target = add + name[len(strip):] if name.startswith(strip) else None
-        if target in expected.shapes:
+        target = expected.name_for(add + name[len(strip):]) if name.startswith(strip) else None
+        if target in out:       # both spellings of one tensor: which one is meant is not clear
+            raise KeyMismatchError(f"{original[name]!r} and {report.origins[target]!r} are both {target!r}", source)
+        if target is not None:
             out[target] = ref.renamed(target)
             report.origins[target] = original[name]
         elif name.endswith(DERIVED_BUFFERS):

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +33,11 @@ class ExpectedTensors:
     tied: dict[str, str]          # alias -> tensor it is tied to (only when the config ties them)
     base_model_prefix: str
     optional: tuple[str, ...] = ()    # name suffixes a source may lack (transformers initializes them afresh)
+    other_names: dict[str, str] = field(default_factory=dict)    # another name a source may use -> the name
+
+    def name_for(self, name: str) -> str | None:
+        """The architecture's name for a source's tensor name, when it is one (either spelling)."""
+        return name if name in self.shapes else self.other_names.get(name)
 
 
 def cache_dir() -> Path:
@@ -44,8 +49,9 @@ def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
     transformers' own model, asked once per config and kept on disk."""
     if spec.tensors is not None and spec.tensors.describe(config):
         hp = hparams(config, spec.tie_default)
-        return ExpectedTensors(spec.tensors.expand(hp), spec.tensors.tied_for(hp), spec.tensors.prefix,
-                               spec.tensors.optional)
+        shapes = spec.tensors.expand(hp)
+        return ExpectedTensors(shapes, spec.tensors.tied_for(hp), spec.tensors.prefix, spec.tensors.optional,
+                               spec.tensors.other_names(shapes))
     if spec.expected_tensors is not None:
         return ExpectedTensors(spec.expected_tensors(config), dict(spec.tied_weights), "")
     return _cached(spec.hf_class, json.dumps(config, sort_keys=True))

@@ -3,7 +3,9 @@
 A family's spec says "heads * head_dim" or "layer >= first_k_dense_replace" rather than a Python
 function, so specs stay data (readable, listable in docs, checkable against transformers) and no
 spec can run arbitrary code. Allowed: names, numbers, strings, + - * // % ** (ints), comparisons,
-and/or/not, `x if c else y`, `[f(x) for x in xs]`, and the calls min, max, int, float, bool, len, range,
+and/or/not, `x if c else y`, `[f(x) for x in xs]`, `x[i]` (a list's entry or a nested config's value; a
+nested config that is null or lacks the key is a missing value, as a key the config lacks is), and the
+calls min, max, int, float, bool, len, range,
 get(name, default), uniform(x): x, or the one value every entry of the list x holds (None when they
 differ), for a per-layer list a runtime takes as one value; per_layer(x, n): the other way, x as n
 per-layer values (x itself when it is a list already); and normal_ppf(p): the standard normal
@@ -134,5 +136,8 @@ def _eval(node: ast.expr, names: Mapping[str, Any], text: str) -> Any:
         return [_eval(node.elt, scope, text) for scope in scopes
                 if all(_eval(condition, scope, text) for condition in loop.ifs)]
     if isinstance(node, ast.Subscript):
-        return _eval(node.value, names, text)[_eval(node.slice, names, text)]
+        value, key = _eval(node.value, names, text), _eval(node.slice, names, text)
+        if value is None or isinstance(value, Mapping) and key not in value:     # a nested config's gap
+            raise MissingConfigValue(ast.unparse(node), text)
+        return value[key]
     raise ExpressionError(f"{text!r}: {type(node).__name__} is not allowed in a spec expression")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..core.errors import UnknownArchitectureError, UsageError
+from .expressions import MissingConfigValue, evaluate
 
 if TYPE_CHECKING:
     from .gguf_mapping import GGUFMapping
@@ -71,6 +72,26 @@ class ArchitectureSpec:
     not_layer_major: str = ""                    # any other reason verify must run it whole: what its decoder
                                                  # needs beyond the input embeddings and one module's weights
     variants: tuple[Variant, ...] = ()           # forms the config selects that become GGUF another way
+    # canonical config key -> an expression over the config (and hparams' names) giving its value where the
+    # config spells it another way (a released remote-code config); used when the key is absent or null
+    config_fallbacks: dict[str, str] = field(default_factory=dict)
+
+    def canonical_config(self, config: dict) -> dict:
+        """The config with every key of `config_fallbacks` it lacks computed from its other spelling (the
+        config itself when it lacks none). A fallback naming a value the config does not give either is a
+        gap of the input (MissingConfigValue, one line under config_gaps), named as the other spelling."""
+        lacking = [key for key in self.config_fallbacks if config.get(key) is None]
+        if not lacking:
+            return config
+        from .hparams import variables
+        out = dict(config)
+        for key in lacking:
+            text = self.config_fallbacks[key]
+            try:
+                out[key] = evaluate(text, variables(out, self.tie_default))
+            except MissingConfigValue as exc:
+                raise MissingConfigValue(exc.name, f"{key} = {text}") from None
+        return out
 
     def variant(self, name: str) -> "ArchitectureSpec":
         """The family as its variant `name`: that GGUF mapping, and the tiny config with its changes."""
@@ -165,6 +186,18 @@ def registered() -> list[ArchitectureSpec]:
     """Every family's spec once, built-in and plugin, by model type."""
     load_plugins()
     return sorted({id(s): s for s in _REGISTRY.values()}.values(), key=lambda s: s.model_type)
+
+
+def canonical_config(config: dict) -> dict:
+    """The config as its family's spec spells it (ArchitectureSpec.canonical_config): what every reader does
+    to a config.json it finds. A family modelport does not know leaves it as it is (spec_for says so)."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        return config
+    if model_type not in _REGISTRY:
+        load_plugins()
+    spec = _REGISTRY.get(model_type)
+    return spec.canonical_config(config) if spec is not None else config
 
 
 def spec_for(config: dict, source: object = None) -> ArchitectureSpec:

@@ -10,8 +10,9 @@ data cannot drift from transformers; at run time no transformers is needed to kn
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .hparams import HParams
 
@@ -67,6 +68,9 @@ class Tensors:
     prefix: str = ""                                         # the base model's attribute ("model", "transformer")
     classes: tuple[str, ...] = ()                            # the transformers classes these are the tensors of
     optional: tuple[str, ...] = ()      # name suffixes a checkpoint may lack: a head transformers initializes
+    # (pattern, replacement): re.sub of a name here gives another name a checkpoint may store that tensor
+    # under (a released checkpoint's, as transformers' conversion mapping renames on load); read as either
+    spellings: tuple[tuple[str, str], ...] = ()
 
     def describe(self, config: dict) -> bool:
         """Whether these templates are the config's model: its `architectures` names one of `classes` (or
@@ -79,6 +83,16 @@ class Tensors:
         out: dict[str, tuple[int, ...]] = {}
         for template, names in self._instances(hp):
             out[template.name.format(**names)] = tuple(int(hp.eval(d, **names)) for d in template.shape)
+        return out
+
+    def other_names(self, names: Iterable[str]) -> dict[str, str]:
+        """Each other spelling of these names (by `spellings`) -> the name it stands for."""
+        out: dict[str, str] = {}
+        for name in names:
+            for pattern, replacement in self.spellings:
+                other = re.sub(pattern, replacement, name)
+                if other != name:
+                    out.setdefault(other, name)
         return out
 
     def tied_for(self, hp: HParams) -> dict[str, str]:

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..architectures.registry import canonical_config
 from ..core.bundle import TOKENIZER_FILES, ModelBundle
 from ..core.config_check import check_config
 from ..core.errors import CorruptInputError, ModelFileNotFoundError, UsageError
@@ -62,6 +63,7 @@ def find_companions(weights: Path, base_model: Path | None) -> Companions:
                        if (d / "generation_config.json").is_file()), None)
     config = read_json(config_path)
     check_config(config, config_path)
+    config = canonical_config(config)       # a released config's other spelling, as the family's spec reads it
     return Companions(
         config=config,
         config_path=config_path,

@@ -9,8 +9,13 @@ A = -exp(A_log) and `dt_bias` as the `ssm_dt` bias. The latent attention is Deep
 the KDA layers from the per-layer KV head count (0; 1 for a latent-attention layer) and the dense
 layers from `leading_dense_block_count`, which is how `layer_types` and `mlp_layer_types` are read back.
 
-transformers 5 saves this family as the released checkpoint is laid out, except that it saves a dense
-layer's MLP under `block_sparse_moe` too; those are the names here.
+The names and config keys here are those transformers 5 saves: a dense layer's MLP under `block_sparse_moe`
+as the experts are, and `layer_types`, `mlp_layer_types` and `linear_*`. The released checkpoint
+(moonshotai/Kimi-Linear-48B-A3B-Instruct, a remote-code folder) is read too, as transformers 5 reads it:
+its dense MLP under `mlp` (SPELLINGS: transformers' conversion mapping renames `block_sparse_moe` to
+`mlp` for every layer), and its config's `linear_attn_config` (`kda_layers` and `full_attn_layers`
+numbered from 1; `num_heads`, `head_dim`, `short_conv_kernel_size`) and `first_k_dense_replace`
+(RELEASED_CONFIG). Written back to HF it is transformers 5's layout, which transformers 5 loads.
 """
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
@@ -28,6 +33,22 @@ KDA = "layer_types[L] == 'linear_attention'"
 SPARSE = "mlp_layer_types[L] == 'sparse'"
 INNER = "linear_num_heads * linear_head_dim"
 DENSE = "len([kind for kind in mlp_layer_types if kind == 'dense'])"      # llama.cpp's leading dense layers
+
+# the released config's spelling of transformers 5's keys, as its remote code reads it (configuration_kimi.py,
+# modeling_kimi.py): a KDA layer is one whose number from 1 is in kda_layers (llama.cpp's converter asks
+# full_attn_layers, the rest; transformers 5 both), and a layer has experts from first_k_dense_replace on
+# when the config has experts (and every moe_layer_freq-th, which llama.cpp cannot run otherwise than 1)
+RELEASED_CONFIG = {
+    "layer_types": "['linear_attention' if i + 1 in linear_attn_config['kda_layers'] else 'full_attention' "
+                   "for i in range(layers)]",
+    "mlp_layer_types": "['sparse' if experts and i >= first_k_dense_replace and i % get('moe_layer_freq', 1) == 0 "
+                       "else 'dense' for i in range(layers)]",
+    "linear_num_heads": "linear_attn_config['num_heads']",
+    "linear_head_dim": "linear_attn_config['head_dim']",
+    "linear_conv_kernel_dim": "linear_attn_config['short_conv_kernel_size']",
+}
+# the released checkpoint's dense MLP: `model.layers.{L}.mlp.*` for transformers 5's `block_sparse_moe.*`
+SPELLINGS = ((r"\.block_sparse_moe\.", ".mlp."),)
 
 LAYER = (
     *only(KDA, [
@@ -52,7 +73,8 @@ LAYER = (
 SPEC = register_architecture(ArchitectureSpec(
     model_type="kimi_linear",
     # no tied head: transformers' KimiLinearForCausalLM declares none, whatever tie_word_embeddings says
-    tensors=Tensors(EMBED, LAYER, HEAD, prefix="model", classes=("KimiLinearForCausalLM",)),
+    tensors=Tensors(EMBED, LAYER, HEAD, prefix="model", classes=("KimiLinearForCausalLM",), spellings=SPELLINGS),
+    config_fallbacks=RELEASED_CONFIG,
     gguf=GGUFMapping(
         arch="KIMI_LINEAR",
         rules=(NegExp(("A_log",)), Unsqueeze(("conv1d.weight",), axis=0)),
