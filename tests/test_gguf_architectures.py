@@ -23,7 +23,8 @@ NEEDS_BASE_MODEL: dict[str, str] = {}
 # after the default group reached its time limit
 SLOW_FAMILIES = {"falcon_mamba", "mamba2", "granitemoehybrid", "bamba", "nemotron_h", "hunyuan_v1_moe", "apertus",
                  "minimax_m2", "afmoe", "arcee", "bitnet",
-                 "jamba", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear", "gemma3n_text", "nemotron_h-moe"}
+                 "jamba", "jamba-dense", "falcon_h1", "lfm2_moe", "qwen3_next", "kimi_linear", "gemma3n_text",
+                 "nemotron_h-moe"}
 
 
 def _tokenizer(path):

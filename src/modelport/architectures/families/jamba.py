@@ -7,8 +7,10 @@ from its KV head count (0), which is how the attention period and offset are rea
 from its router tensor (`ffn_gate_inp`), which is how the expert period and offset are read back (the
 inverse sees the file's tensor names). The Mamba tensors go through Mamba's rules (mamba.py).
 """
+from dataclasses import replace
+
 from ..gguf_mapping import GGUFMapping, Key
-from ..registry import ArchitectureSpec, register_architecture
+from ..registry import ArchitectureSpec, Variant, register_architecture
 from ..rules import NegExp, Squeeze
 from ..tensors import linear, norm, only, t
 from .llama import TINY, attention, decoder, swiglu
@@ -42,45 +44,56 @@ LAYER = (
 MOE_LAYERS = "[i for i in range(num_hidden_layers) if 'blk.%d.ffn_gate_inp.weight' % i in tensors]"
 KV_LAYERS = "[i for i in range(len(value)) if value[i] > 0]"
 
+MAPPING = GGUFMapping(
+    arch="JAMBA",
+    rules=(NegExp(("A_log",)), Squeeze(("conv1d.weight",))),
+    metadata={
+        "{arch}.block_count": Key("layers"),
+        "{arch}.context_length": Key("ctx"),
+        "{arch}.embedding_length": Key("hidden"),
+        "{arch}.feed_forward_length": Key("ffn"),
+        "{arch}.attention.head_count": Key("heads"),
+        "{arch}.attention.head_count_kv": Key(
+            f"[kv_heads if {ATTENTION} else 0 for L in range(layers)]", "array",
+            inverse=(("attn_layer_offset", f"{KV_LAYERS}[0]"),
+                     ("attn_layer_period", f"{KV_LAYERS}[1] - {KV_LAYERS}[0] if len({KV_LAYERS}) > 1 "
+                                           "else len(value)"),
+                     ("num_key_value_heads", "max(value)"))),
+        "{arch}.ssm.conv_kernel": Key("mamba_d_conv"),
+        "{arch}.ssm.inner_size": Key(INNER),
+        "{arch}.ssm.state_size": Key("mamba_d_state"),
+        "{arch}.ssm.time_step_rank": Key(DT_RANK),
+        "{arch}.attention.layer_norm_rms_epsilon": Key("rms_eps", "f32"),
+        "{arch}.expert_count": Key("experts", inverse=(
+            ("num_experts", "max(value, 1)"),          # 0: the dense variant below
+            ("expert_layer_offset", f"{MOE_LAYERS}[0] if {MOE_LAYERS} else 1"),
+            ("expert_layer_period", f"{MOE_LAYERS}[1] - {MOE_LAYERS}[0] if len({MOE_LAYERS}) > 1 "
+                                    "else num_hidden_layers"))),
+        "{arch}.expert_used_count": Key("experts_used"),
+        "{arch}.vocab_size": Key("vocab"),
+    },
+    requires={"mamba_expand == 2": "llama.cpp's Jamba runs only an inner size of twice the hidden size",
+              "get('mamba_conv_bias', True) and not get('mamba_proj_bias', False)":
+                  "llama.cpp's Jamba has a conv1d bias and no in_proj or out_proj bias",
+              "experts > 1": "a Jamba without experts (num_experts 1) is the spec's dense variant"})
+# a Jamba without experts (num_experts 1: transformers makes every feed-forward a SwiGLU): llama.cpp runs each
+# layer's plain FFN where the file has no router, and asserts expert_used_count <= expert_count, so 0 and 0
+# are written (llama.cpp's converter writes 1 and num_experts_per_tok, 2 by default, which llama.cpp refuses)
+DENSE = replace(
+    MAPPING,
+    metadata={**MAPPING.metadata, "{arch}.expert_count": Key("0", inverse=MAPPING.metadata["{arch}.expert_count"].inverse),
+              "{arch}.expert_used_count": Key("0", inverse=(("num_experts_per_tok", "2"),))},
+    requires={k: v for k, v in MAPPING.requires.items() if k != "experts > 1"})
+
 SPEC = register_architecture(ArchitectureSpec(
     model_type="jamba",
     tensors=decoder("JambaForCausalLM", LAYER, head=(*norm("model.final_layernorm"), t("lm_head.weight", "vocab", "hidden"))),
-    gguf=GGUFMapping(
-        arch="JAMBA",
-        rules=(NegExp(("A_log",)), Squeeze(("conv1d.weight",))),
-        metadata={
-            "{arch}.block_count": Key("layers"),
-            "{arch}.context_length": Key("ctx"),
-            "{arch}.embedding_length": Key("hidden"),
-            "{arch}.feed_forward_length": Key("ffn"),
-            "{arch}.attention.head_count": Key("heads"),
-            "{arch}.attention.head_count_kv": Key(
-                f"[kv_heads if {ATTENTION} else 0 for L in range(layers)]", "array",
-                inverse=(("attn_layer_offset", f"{KV_LAYERS}[0]"),
-                         ("attn_layer_period", f"{KV_LAYERS}[1] - {KV_LAYERS}[0] if len({KV_LAYERS}) > 1 "
-                                               "else len(value)"),
-                         ("num_key_value_heads", "max(value)"))),
-            "{arch}.ssm.conv_kernel": Key("mamba_d_conv"),
-            "{arch}.ssm.inner_size": Key(INNER),
-            "{arch}.ssm.state_size": Key("mamba_d_state"),
-            "{arch}.ssm.time_step_rank": Key(DT_RANK),
-            "{arch}.attention.layer_norm_rms_epsilon": Key("rms_eps", "f32"),
-            "{arch}.expert_count": Key("experts", inverse=(
-                ("num_experts", "value"),
-                ("expert_layer_offset", f"{MOE_LAYERS}[0]"),
-                ("expert_layer_period", f"{MOE_LAYERS}[1] - {MOE_LAYERS}[0] if len({MOE_LAYERS}) > 1 "
-                                        "else num_hidden_layers"))),
-            "{arch}.expert_used_count": Key("experts_used"),
-            "{arch}.vocab_size": Key("vocab"),
-        },
-        requires={"mamba_expand == 2": "llama.cpp's Jamba runs only an inner size of twice the hidden size",
-                  "get('mamba_conv_bias', True) and not get('mamba_proj_bias', False)":
-                      "llama.cpp's Jamba has a conv1d bias and no in_proj or out_proj bias",
-                  "experts > 1": "a Jamba without experts (num_experts 1) is not mapped yet"}),
+    gguf=MAPPING,
     no_onnx=NO_ONNX,
     recurrent=MAMBA_STATE,
     # every kind of layer: Mamba + experts, attention + MLP, Mamba + MLP, attention + experts
     tiny=dict(TINY, num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1, num_experts=4,
               num_experts_per_tok=2, expert_layer_period=3, expert_layer_offset=0, mamba_d_state=8,
               mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=8, tie_word_embeddings=False),
+    variants=(Variant("dense", "experts == 1", DENSE, tiny=dict(num_experts=1)),),
 ))
