@@ -37,6 +37,8 @@ NEMOTRON_H_MOE = spec_for({"model_type": "nemotron_h"}).variant("moe").tiny
                         moe_intermediate_size=256, moe_shared_expert_intermediate_size=512, moe_latent_size=256)),
     ("bamba", dict(intermediate_size=512, mamba_n_heads=16, mamba_d_head=32, mamba_d_state=32, attn_layer_indices=[2])),
     ("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16)),
+    pytest.param("jamba", dict(intermediate_size=256, mamba_dt_rank="auto", mamba_d_state=16, num_experts=1),
+                 id="jamba-dense"),                             # no routers: every layer llama.cpp's plain FFN
     ("lfm2_moe", dict(intermediate_size=512, moe_intermediate_size=256, layer_types=["conv", "full_attention"] * 2)),
     ("qwen3_next", dict(moe_intermediate_size=256, shared_expert_intermediate_size=256, head_dim=64,
                         linear_key_head_dim=64, linear_value_head_dim=64,
