@@ -130,11 +130,7 @@ def filesystem(scheme: str) -> Any:
         fs.retries = 1                      # s3fs's own retry loop (a class attribute)
         return fs
     if scheme == "gs":
-        try:
-            import gcsfs
-        except ImportError:
-            raise UsageError("gs:// needs gcsfs: pip install 'modelport[gcs]'") from None
-        return gcsfs.GCSFileSystem(skip_instance_cache=True)
+        return _gcs_filesystem()
     if scheme == "hf":
         from huggingface_hub import HfFileSystem
         return HfFileSystem(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None,
@@ -144,3 +140,26 @@ def filesystem(scheme: str) -> Any:
         return HTTPFileSystem(skip_instance_cache=True)
     from fsspec.implementations.local import LocalFileSystem
     return LocalFileSystem()
+
+
+def _gcs_filesystem() -> Any:
+    """gcsfs's JSON-API filesystem, with gcsfs's own credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+    application default, the metadata server, else anonymous) and endpoint (STORAGE_EMULATOR_HOST, else
+    Google's). Not the class `gcsfs.GCSFileSystem` names by default since 2026 (ExtendedGcsFileSystem):
+    that one first asks a gRPC control API for each bucket's layout, with retries of its own and a
+    warning on stderr whenever it cannot, and an emulator does not serve it. gcsfs's retry decorator
+    (six attempts, up to 31 s of sleeps, a traceback logged when it gives up) is taken off its three
+    request methods, so storage/retry.py alone retries gs:// as it does every scheme."""
+    try:
+        import aiohttp
+        from gcsfs.core import GCSFileSystem
+    except ImportError:
+        raise UsageError("gs:// needs gcsfs: pip install 'modelport[gcs]'") from None
+
+    class Unretried(GCSFileSystem):
+        _request = GCSFileSystem._request.__wrapped__
+        _get_file_request = GCSFileSystem._get_file_request.__wrapped__
+        _get_file_concurrent = GCSFileSystem._get_file_concurrent.__wrapped__
+
+    return Unretried(requests_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+                     use_listings_cache=False, skip_instance_cache=True)
