@@ -156,10 +156,14 @@ def _gcs_filesystem() -> Any:
     except ImportError:
         raise UsageError("gs:// needs gcsfs: pip install 'modelport[gcs]'") from None
 
+    def unretried(name: str) -> Any:          # a later gcsfs without the decorator: its method as it is
+        method = getattr(GCSFileSystem, name)
+        return getattr(method, "__wrapped__", method)
+
     class Unretried(GCSFileSystem):
-        _request = GCSFileSystem._request.__wrapped__
-        _get_file_request = GCSFileSystem._get_file_request.__wrapped__
-        _get_file_concurrent = GCSFileSystem._get_file_concurrent.__wrapped__
+        _request = unretried("_request")
+        _get_file_request = unretried("_get_file_request")
+        _get_file_concurrent = unretried("_get_file_concurrent")
 
     return Unretried(requests_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
                      use_listings_cache=False, skip_instance_cache=True)
