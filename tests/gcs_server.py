@@ -5,8 +5,9 @@ the calls gcsfs makes: list, object metadata, media download by Range, simple an
 delete. modelport reaches it through gcsfs exactly as it reaches Google, pointed there by the
 variable gcsfs reads itself (STORAGE_EMULATOR_HOST). The emulator checks no credentials; a bad one
 is shown by a service-account key whose token endpoint (`token_uri`, honoured by google-auth) is a
-local server refusing every grant. Each request is counted by method, and each ranged GET noted,
-as the S3 tests count GETs at their proxy.
+local server refusing every grant. Each request is counted by method, each media GET's Range noted
+(as the S3 tests count GETs at their proxy), and `fail` answers the next requests with an error
+status before the emulator sees them.
 """
 from __future__ import annotations
 
@@ -47,18 +48,63 @@ class GCSServer:
                             server.ranges.append(self.headers.get("Range", ""))
                 return ok
 
+            def _answer(self) -> None:
+                status = server.next_fault(self.command)
+                if status is None:
+                    getattr(super(), f"do_{self.command}")()
+                    return
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"error": {"code": status, "message": "injected"}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
             def log_message(self, *args) -> None:
                 pass
 
+        self.faults: list[tuple[int, str | None]] = []
+        self.injected = 0
         # one request at a time, as the emulator's own server: its in-memory store is not thread-safe
-        self.httpd = http.server.HTTPServer(("127.0.0.1", free_port()),
-                                            lambda *a: Counting(self.storage, *a))
+        self.httpd = _Quiet(("127.0.0.1", free_port()), lambda *a: Counting(self.storage, *a))
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def fail(self, n: int, status: int | None = 503, method: str | None = None) -> None:
+        """Answer the next n requests of `method` (any if None) with `status` before the emulator sees
+        them; a status of None lets them through (to fail the ones after)."""
+        with self._lock:
+            self.faults += [(status, method)] * n
+
+    def next_fault(self, method: str) -> int | None:
+        with self._lock:
+            for i, (status, wanted) in enumerate(self.faults):
+                if wanted is None or wanted == method:
+                    del self.faults[i]
+                    self.injected += status is not None
+                    return status
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _Quiet(http.server.HTTPServer):
+    """No traceback on stderr (where the CLI's one line is checked) when a client hangs up mid-answer,
+    as a command that has failed does to the reads still in flight."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Refuse(http.server.BaseHTTPRequestHandler):
@@ -97,7 +143,6 @@ def gcs(gcs_server, monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))       # no gcloud login to find
-    monkeypatch.setenv("NO_GCE_CHECK", "True")                               # nor a metadata server
     monkeypatch.setenv("MODELPORT_RETRY_WAIT", "0.02")
     monkeypatch.setenv("MODELPORT_CACHE_DIR", str(tmp_path / "cache"))
     from modelport.storage import urls
@@ -105,7 +150,9 @@ def gcs(gcs_server, monkeypatch, tmp_path):
     from gcsfs.core import GCSFileSystem
     client = GCSFileSystem(token="anon", endpoint_url=gcs_server.endpoint, skip_instance_cache=True,
                            use_listings_cache=False)
+    gcs_server.clear()
     yield client, gcs_server
+    gcs_server.clear()
     urls.filesystem.cache_clear()
 
 

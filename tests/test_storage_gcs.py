@@ -151,6 +151,9 @@ def test_bad_urls_and_credentials_fail_in_one_line_without_secrets(gcs, llama, t
         assert words in line and f"gs://{src.split('/')[2]}" in line, line
         for secret in secrets:
             assert secret not in run.stderr + run.stdout
+    if case == "no key":         # a process of its own, so its whole stderr is seen (google-auth logs too)
+        run = run_cli("inspect", src, env={"NO_GCE_CHECK": "true"})
+        assert run.code == 2 and run.stderr.strip().splitlines() == [f"modelport: error: {src}: no such file or folder"], run.stderr
     assert not (tmp_path / "out.gguf").exists()
     assert client.find(b) == ([] if case != "bad credentials" else sorted(client.find(f"{b}/m")))
 
@@ -187,3 +190,53 @@ def test_gcsfs_errors_map_to_retries_and_one_line_errors():
     busy = HttpError({"code": 401, "message": "Invalid Credentials"})
     busy.__cause__ = google.auth.exceptions.RefreshError("token endpoint 503", retryable=True)
     assert transient(busy)
+
+
+def test_transient_faults_are_retried_by_modelport_alone(gcs, sharded, tmp_path, monkeypatch):
+    """5xx, 429 and 408 answers on gs:// are retried by storage/retry.py and the result is the same file;
+    with one attempt allowed, one 503 fails the command: gcsfs does not retry behind modelport's back."""
+    client, server = gcs
+    b = bucket(client)
+    client.put(str(sharded), f"{b}/model", recursive=True)
+    local = tmp_path / "local.gguf"
+    assert run_cli("convert", sharded, local).code == 0
+    server.fail(2, 503)
+    server.fail(1, 429, "GET")
+    server.fail(1, 408, "GET")
+    server.fail(2, 500, "GET")
+    out = tmp_path / "out.gguf"
+    run = run_cli("convert", f"gs://{b}/model", out)
+    assert run.code == 0, run.stderr
+    assert server.injected == 6 and not server.faults
+    assert out.read_bytes() == local.read_bytes()
+    monkeypatch.setenv("MODELPORT_RETRIES", "1")
+    server.fail(1, 503)
+    run = run_cli("convert", f"gs://{b}/model", tmp_path / "again.gguf")
+    assert run.code == 1, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    line = run.stderr.strip()
+    assert f"gs://{b}" in line and "gave up after 1 attempts" in line
+    assert not (tmp_path / "again.gguf").exists()
+
+
+def test_failed_upload_leaves_nothing_in_the_bucket(gcs, tmp_path, monkeypatch):
+    """Uploads refused past the retry budget fail in one line naming the URL and leave no object, partial
+    or whole: a simple upload refused outright, a resumable one refused after its first part arrived
+    (gcsfs cancels the session; Google shows nothing of an unfinished one)."""
+    from modelport.core.errors import ModelConnectionError
+    from modelport.storage import parse, upload
+    monkeypatch.setattr(upload, "MIN_PART", 2**20)
+    monkeypatch.setenv("MODELPORT_RETRIES", "2")
+    client, server = gcs
+    b = bucket(client)
+    for size, passed in ((2**20, 0), (6 * 2**20, 2)):        # resumable: the session and one part go through
+        local = tmp_path / "model.gguf"
+        local.write_bytes(os.urandom(size))
+        server.fail(passed, None, "POST")
+        server.fail(1000, 500, "POST")
+        with pytest.raises(ModelConnectionError) as failed:
+            upload.put_file(local, parse(f"gs://{b}/rel/model.gguf"))
+        server.clear()
+        assert f"gs://{b}/rel/model.gguf" in str(failed.value) and "gave up after 2 attempts" in str(failed.value)
+        assert "\n" not in str(failed.value)
+        assert client.find(b) == []

@@ -7,6 +7,7 @@ so none can reach a message. A URL it cannot honour is refused, never turned int
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -165,5 +166,8 @@ def _gcs_filesystem() -> Any:
         _get_file_request = unretried("_get_file_request")
         _get_file_concurrent = unretried("_get_file_concurrent")
 
+    # With no credentials gcsfs goes anonymous (a public bucket); google-auth warns on the way (no
+    # metadata server), a second line beside the CLI's one. A private bucket is then refused in one line.
+    logging.getLogger("google.auth._default").setLevel(logging.ERROR)
     return Unretried(requests_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
                      use_listings_cache=False, skip_instance_cache=True)
