@@ -240,3 +240,24 @@ def test_failed_upload_leaves_nothing_in_the_bucket(gcs, tmp_path, monkeypatch):
         assert f"gs://{b}/rel/model.gguf" in str(failed.value) and "gave up after 2 attempts" in str(failed.value)
         assert "\n" not in str(failed.value)
         assert client.find(b) == []
+
+
+def test_pth_from_gs_is_staged_then_removed(gcs, llama, tmp_path):
+    """A pickle must be read whole: gcsfs's get_file (its download path, retries off as for reads) stages
+    it, the GGUF equals the local conversion, and the staged copy is gone after."""
+    import torch
+    client, _ = gcs
+    b = bucket(client)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.save({"model_state_dict": llama.model.state_dict(), "global_step": 7}, ckpt / "run.pth")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (llama.path / name).exists():
+            (ckpt / name).write_bytes((llama.path / name).read_bytes())
+    client.put(str(ckpt), f"{b}/ckpt", recursive=True)
+    local, remote = tmp_path / "local.gguf", tmp_path / "remote.gguf"
+    assert run_cli("convert", ckpt / "run.pth", local).code == 0
+    run = run_cli("convert", f"gs://{b}/ckpt/run.pth", remote)
+    assert run.code == 0, run.stderr
+    assert remote.read_bytes() == local.read_bytes()
+    assert not list((tmp_path / "cache" / "mirrors").iterdir())
