@@ -261,3 +261,14 @@ def test_pth_from_gs_is_staged_then_removed(gcs, llama, tmp_path):
     assert run.code == 0, run.stderr
     assert remote.read_bytes() == local.read_bytes()
     assert not list((tmp_path / "cache" / "mirrors").iterdir())
+
+
+def test_gs_filesystem_pickles_and_keeps_its_settings(gcs):
+    """The gs:// filesystem crosses a process boundary as s3fs's does, still without gcsfs's retries."""
+    import pickle
+
+    from modelport.storage import urls
+    fs = urls.filesystem("gs")
+    again = pickle.loads(pickle.dumps(fs))
+    assert type(again) is type(fs) and not hasattr(type(again)._request, "__wrapped__")
+    assert again._location == fs._location and not again.dircache.use_listings_cache

@@ -2,8 +2,8 @@
 
 The one place that knows schemes. Endpoints and credentials come from the standard variables the
 libraries read themselves (AWS_ENDPOINT_URL, AWS_PROFILE, AWS_ACCESS_KEY_ID, ..., HF_TOKEN,
-HF_ENDPOINT, GOOGLE_APPLICATION_CREDENTIALS); modelport never takes a secret on its command line,
-so none can reach a message. A URL it cannot honour is refused, never turned into a local path.
+HF_ENDPOINT, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST); modelport never takes a secret on
+its command line, so none can reach a message. A URL it cannot honour is refused, never turned into a local path.
 """
 from __future__ import annotations
 
@@ -148,11 +148,22 @@ def _gcs_filesystem() -> Any:
     application default, the metadata server, else anonymous) and endpoint (STORAGE_EMULATOR_HOST, else
     Google's). Not the class `gcsfs.GCSFileSystem` names by default since 2026 (ExtendedGcsFileSystem):
     that one first asks a gRPC control API for each bucket's layout, with retries of its own and a
-    warning on stderr whenever it cannot, and an emulator does not serve it. gcsfs's retry decorator
-    (six attempts, up to 31 s of sleeps, a traceback logged when it gives up) is taken off its three
-    request methods, so storage/retry.py alone retries gs:// as it does every scheme."""
+    warning on stderr whenever it cannot, and an emulator does not serve it."""
+    import aiohttp
+    # With no credentials gcsfs goes anonymous (a public bucket); google-auth warns on the way (no
+    # metadata server), a second line beside the CLI's one. A private bucket is then refused in one line.
+    logging.getLogger("google.auth._default").setLevel(logging.ERROR)
+    return _gcs_class()(requests_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+                        use_listings_cache=False, skip_instance_cache=True)
+
+
+@lru_cache(maxsize=None)
+def _gcs_class() -> type:
+    """gcsfs's GCSFileSystem with its retry decorator (six attempts, up to 31 s of sleeps, a traceback
+    logged when it gives up) taken off its three request methods, so storage/retry.py alone retries
+    gs:// as it does every scheme. Made on first use (gcsfs is optional), reachable as this module's
+    GCSUnretried so a filesystem pickles as s3fs's does."""
     try:
-        import aiohttp
         from gcsfs.core import GCSFileSystem
     except ImportError:
         raise UsageError("gs:// needs gcsfs: pip install 'modelport[gcs]'") from None
@@ -161,13 +172,13 @@ def _gcs_filesystem() -> Any:
         method = getattr(GCSFileSystem, name)
         return getattr(method, "__wrapped__", method)
 
-    class Unretried(GCSFileSystem):
-        _request = unretried("_request")
-        _get_file_request = unretried("_get_file_request")
-        _get_file_concurrent = unretried("_get_file_concurrent")
+    return type("GCSUnretried", (GCSFileSystem,), {
+        "__module__": __name__, "_request": unretried("_request"),
+        "_get_file_request": unretried("_get_file_request"),
+        "_get_file_concurrent": unretried("_get_file_concurrent")})
 
-    # With no credentials gcsfs goes anonymous (a public bucket); google-auth warns on the way (no
-    # metadata server), a second line beside the CLI's one. A private bucket is then refused in one line.
-    logging.getLogger("google.auth._default").setLevel(logging.ERROR)
-    return Unretried(requests_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
-                     use_listings_cache=False, skip_instance_cache=True)
+
+def __getattr__(name: str) -> Any:
+    if name == "GCSUnretried":
+        return _gcs_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
