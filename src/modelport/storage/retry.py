@@ -1,7 +1,7 @@
 """Every remote call goes through `call`: transient failures retried with backoff and jitter, the rest
 turned into one line naming the URL (never a secret) with the CLI's exit code.
 
-Transient: an HTTP 5xx or 429 (S3's SlowDown, a CDN's 503), a timeout, a refused or reset
+Transient: an HTTP 5xx, 429 or 408 (S3's SlowDown, a CDN's 503), a timeout, a refused or reset
 connection, a body cut off mid-read, a read returning fewer bytes than asked. Permanent: no such
 bucket or key, access denied, no credentials, a malformed request.
 
@@ -27,7 +27,7 @@ log = logging.getLogger("modelport.storage")
 T = TypeVar("T")
 
 TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-                   "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "429"}
+                   "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "429", "408"}
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload", "RepoNotFound", "EntryNotFound",
                  "RevisionNotFound"}
 DENIED_CODES = {"AccessDenied", "403", "401", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
@@ -35,7 +35,8 @@ DENIED_CODES = {"AccessDenied", "403", "401", "InvalidAccessKeyId", "SignatureDo
 TRANSIENT_NAMES = ("Timeout", "ConnectionReset", "ConnectionRefused", "ConnectionClosed", "ConnectionError",
                    "ServerDisconnected", "ClientPayloadError", "ClientConnectorError", "EndpointConnectionError",
                    "IncompleteRead", "ResponseStreamingError", "RemoteDisconnected", "ProtocolError",
-                   "ReadError", "ConnectError", "ShortRead", "ClientOSError", "HTTPClientError")
+                   "ReadError", "ConnectError", "ShortRead", "ClientOSError", "HTTPClientError",
+                   "ProxyError")         # gcsfs raises requests' ProxyError for a 502
 NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound")
 
 
@@ -93,7 +94,16 @@ def _codes(exc: BaseException) -> set[str]:
     return codes
 
 
+def _forbidden(e: BaseException) -> bool:
+    """gcsfs's answer to an HTTP 403: a bare OSError whose message starts "Forbidden:" (no errno, no code)."""
+    return type(e) is OSError and e.errno is None and str(e).startswith("Forbidden")
+
+
 def transient(exc: BaseException) -> bool:
+    # google-auth marks a token refresh that failed for a server's or network's reason (a 5xx or 429 from
+    # the token endpoint) retryable; gcsfs wraps every refresh failure in a 401 that says nothing of it
+    if any(getattr(e, "retryable", None) is True for e in _chain(exc)):
+        return True
     codes = _codes(exc)
     if codes & (MISSING_CODES | DENIED_CODES):
         return False
@@ -120,9 +130,10 @@ def failure(exc: BaseException, url: str, gave_up: str = "") -> ModelportError:
         return UsageError("no such bucket", url)
     if codes & MISSING_CODES or any(isinstance(e, FileNotFoundError) for e in _chain(exc)):
         return UsageError("no such file or folder", url)
-    if codes & DENIED_CODES or any(isinstance(e, PermissionError) for e in _chain(exc)):
+    if codes & DENIED_CODES or any(isinstance(e, PermissionError) or _forbidden(e) for e in _chain(exc)):
         return UsageError("access denied (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-                          "AWS_PROFILE for s3://, HF_TOKEN for hf://)", url)
+                          "AWS_PROFILE for s3://, GOOGLE_APPLICATION_CREDENTIALS or gcloud's login for gs://, HF_TOKEN "
+                          "for hf://)", url)
     detail = redact(" ".join(str(exc).split()))[:200] or type(exc).__name__
     if gave_up:
         return ModelConnectionError(f"{gave_up}: {type(exc).__name__}: {detail}", url)

@@ -2,11 +2,12 @@
 
 The one place that knows schemes. Endpoints and credentials come from the standard variables the
 libraries read themselves (AWS_ENDPOINT_URL, AWS_PROFILE, AWS_ACCESS_KEY_ID, ..., HF_TOKEN,
-HF_ENDPOINT, GOOGLE_APPLICATION_CREDENTIALS); modelport never takes a secret on its command line,
-so none can reach a message. A URL it cannot honour is refused, never turned into a local path.
+HF_ENDPOINT, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST); modelport never takes a secret on
+its command line, so none can reach a message. A URL it cannot honour is refused, never turned into a local path.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -130,11 +131,7 @@ def filesystem(scheme: str) -> Any:
         fs.retries = 1                      # s3fs's own retry loop (a class attribute)
         return fs
     if scheme == "gs":
-        try:
-            import gcsfs
-        except ImportError:
-            raise UsageError("gs:// needs gcsfs: pip install 'modelport[gcs]'") from None
-        return gcsfs.GCSFileSystem(skip_instance_cache=True)
+        return _gcs_filesystem()
     if scheme == "hf":
         from huggingface_hub import HfFileSystem
         return HfFileSystem(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None,
@@ -144,3 +141,44 @@ def filesystem(scheme: str) -> Any:
         return HTTPFileSystem(skip_instance_cache=True)
     from fsspec.implementations.local import LocalFileSystem
     return LocalFileSystem()
+
+
+def _gcs_filesystem() -> Any:
+    """gcsfs's JSON-API filesystem, with gcsfs's own credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+    application default, the metadata server, else anonymous) and endpoint (STORAGE_EMULATOR_HOST, else
+    Google's). Not the class `gcsfs.GCSFileSystem` names by default since 2026 (ExtendedGcsFileSystem):
+    that one first asks a gRPC control API for each bucket's layout, with retries of its own and a
+    warning on stderr whenever it cannot, and an emulator does not serve it."""
+    import aiohttp
+    # With no credentials gcsfs goes anonymous (a public bucket); google-auth warns on the way (no
+    # metadata server), a second line beside the CLI's one. A private bucket is then refused in one line.
+    logging.getLogger("google.auth._default").setLevel(logging.ERROR)
+    return _gcs_class()(requests_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+                        use_listings_cache=False, skip_instance_cache=True)
+
+
+@lru_cache(maxsize=None)
+def _gcs_class() -> type:
+    """gcsfs's GCSFileSystem with its retry decorator (six attempts, up to 31 s of sleeps, a traceback
+    logged when it gives up) taken off its three request methods, so storage/retry.py alone retries
+    gs:// as it does every scheme. Made on first use (gcsfs is optional), reachable as this module's
+    GCSUnretried so a filesystem pickles as s3fs's does."""
+    try:
+        from gcsfs.core import GCSFileSystem
+    except ImportError:
+        raise UsageError("gs:// needs gcsfs: pip install 'modelport[gcs]'") from None
+
+    def unretried(name: str) -> Any:          # a later gcsfs without the decorator: its method as it is
+        method = getattr(GCSFileSystem, name)
+        return getattr(method, "__wrapped__", method)
+
+    return type("GCSUnretried", (GCSFileSystem,), {
+        "__module__": __name__, "_request": unretried("_request"),
+        "_get_file_request": unretried("_get_file_request"),
+        "_get_file_concurrent": unretried("_get_file_concurrent")})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GCSUnretried":
+        return _gcs_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
