@@ -272,3 +272,28 @@ def test_gs_filesystem_pickles_and_keeps_its_settings(gcs):
     again = pickle.loads(pickle.dumps(fs))
     assert type(again) is type(fs) and not hasattr(type(again)._request, "__wrapped__")
     assert again._location == fs._location and not again.dircache.use_listings_cache
+
+
+def test_watch_on_a_gs_run_publishes_to_gs(gcs, llama, tmp_path):
+    """watch gs://b/run --output gs://b/releases: the checkpoint found by listing (GCS's md5Hash its change
+    signature), the version uploaded under its prefix with manifest.json, latest.json naming it."""
+    import json
+
+    from modelport.service import config
+    from modelport.service.places import RemoteRun
+    from modelport.service.watch import WatchService
+    client, _ = gcs
+    b = bucket(client)
+    client.put(str(llama.path), f"{b}/run/checkpoint-40", recursive=True)
+    settings = dict(checkpoint_dir=f"gs://{b}/run", output=f"gs://{b}/releases", registry=str(tmp_path / "r.sqlite"),
+                    settle=0, once=True, verify=False, quant=["q8_0"])
+    summary = WatchService(config.load(None, settings)).run()
+    assert summary["ok"] and summary["published"] == ["0.1.0-alpha+40"], summary
+    assert json.loads(client.cat_file(f"{b}/releases/latest.json"))["name"] == "0.1.0-alpha+40"
+    manifest = json.loads(client.cat_file(f"{b}/releases/0.1.0-alpha+40/manifest.json"))
+    for entry in manifest["files"]:
+        data = client.cat_file(f"{b}/releases/0.1.0-alpha+40/{entry['path']}")
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+    run = RemoteRun(f"gs://{b}/run", settle=0, ready_marker=None)
+    run.find()
+    assert all(tag for objects in run.objects.values() for _, tag in objects.values()), run.objects
