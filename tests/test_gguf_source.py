@@ -49,11 +49,16 @@ def llama_cpp_source() -> Path:
     return Path(found[0])
 
 
-def reference_convert(model: Path, out: Path, pre: str | None, outtype: str = "f32") -> Path:
+def run_reference_convert(model: Path, out: Path, pre: str | None, outtype: str = "f32") -> subprocess.CompletedProcess:
+    """llama.cpp's convert_hf_to_gguf.py on `model`, told the BPE pre-tokenizer name `pre`."""
     src = llama_cpp_source()
     env = {**os.environ, "PYTHONPATH": f"{src}:{src / 'gguf-py'}"}
-    run = subprocess.run([sys.executable, "-c", CONVERT.format(pre=pre), "convert", str(model), "--outfile", str(out),
-                          "--outtype", outtype], env=env, capture_output=True, text=True, cwd=src)
+    return subprocess.run([sys.executable, "-c", CONVERT.format(pre=pre), "convert", str(model), "--outfile", str(out),
+                           "--outtype", outtype], env=env, capture_output=True, text=True, cwd=src)
+
+
+def reference_convert(model: Path, out: Path, pre: str | None, outtype: str = "f32") -> Path:
+    run = run_reference_convert(model, out, pre, outtype)
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 

@@ -212,6 +212,8 @@ def _set_rope(spec: ArchitectureSpec, config: dict, rope: dict) -> None:
     base), and a partial rotary factor where the rotated dimensions are fewer than a head's."""
     rot_dim, swa_theta = rope.pop("rot_dim", None), rope.pop("rope_theta_swa", None)
     params = {"rope_type": "default", "rope_theta": 10000.0, **rope}
+    if params["rope_type"] == "none":      # llama.cpp's word for unscaled (its converter writes it): transformers' default
+        params = {"rope_type": "default", "rope_theta": params["rope_theta"]}
     hidden, heads = config.get(_spelling(spec, "hidden")), config.get(_spelling(spec, "heads"))
     head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
     if rot_dim is not None and head_dim and rot_dim != head_dim:
