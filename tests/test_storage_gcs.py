@@ -108,8 +108,8 @@ def test_convert_to_gs_is_byte_identical_and_leaves_only_the_object(gcs, llama, 
 
 def test_resumable_upload_is_checked_and_leaves_only_the_object(gcs, tmp_path, monkeypatch):
     """A file past gcsfs's 5 MB simple-upload limit goes up as a resumable upload, in parts (made 1 MB
-    here), visible only once complete; it is read back and checked like any upload to a store that
-    keeps no SHA-256."""
+    here), visible only once complete; it is checked by the MD5 GCS reports of what it stored, not read
+    back; an MD5 that differs fails the upload and removes the object."""
     from modelport.storage import parse, upload
     monkeypatch.setattr(upload, "MIN_PART", 2**20)
     client, server = gcs
@@ -117,11 +117,18 @@ def test_resumable_upload_is_checked_and_leaves_only_the_object(gcs, tmp_path, m
     data = os.urandom(6 * 2**20 + 12345)
     local = tmp_path / "model.gguf"
     local.write_bytes(data)
-    posts = server.methods["POST"]
+    posts, reads = server.methods["POST"], len(server.ranges)
     done = upload.put_file(local, parse(f"gs://{b}/rel/model.gguf"))
     assert done.sha256 == hashlib.sha256(data).hexdigest() and done.size == len(data)
     assert server.methods["POST"] - posts >= 7                # the session, then one POST a part
+    assert len(server.ranges) == reads                        # no media GET: nothing read back
     assert client.cat_file(f"{b}/rel/model.gguf") == data
+    assert client.find(b) == [f"{b}/rel/model.gguf"]
+    from modelport.core.errors import ModelConversionError
+    digests = upload.file_digests
+    monkeypatch.setattr(upload, "file_digests", lambda path: (digests(path)[0], "not-the-md5=="))
+    with pytest.raises(ModelConversionError, match="MD5 differs"):
+        upload.put_file(local, parse(f"gs://{b}/rel/other.gguf"))
     assert client.find(b) == [f"{b}/rel/model.gguf"]
 
 

@@ -7,8 +7,8 @@ several in flight. Every upload is checked against the file's sha256. A multipar
 that speaks S3 needs no second transfer: each part carries its SHA-256 (S3 refuses a part whose
 bytes differ), and the checksum the store computes over the parts when it completes the upload
 (COMPOSITE: the SHA-256 of the parts' SHA-256s, "-N") must be the one computed here from the same
-reads that fed the upload. A file of one part, or on another store, is read back by range and
-hashed. A mismatch fails the upload and removes the object. Callers order the files so the one readers follow (a split GGUF's
+reads that fed the upload. On GCS, the MD5 it reports of the stored object (`md5Hash`) must be the
+file's. A file of one part on an S3 store, or on another store, is read back by range and hashed. A mismatch fails the upload and removes the object. Callers order the files so the one readers follow (a split GGUF's
 first shard, a release's latest.json) goes last.
 """
 from __future__ import annotations
@@ -48,12 +48,15 @@ def part_size(size: int) -> int:
     return max(MIN_PART, -(-per_part // 2**20) * 2**20)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digests(path: Path) -> tuple[str, str]:
+    """The file's sha256 (hex: what manifests record) and MD5 (base64: what GCS reports of an object
+    it holds, `md5Hash`), from one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), _b64(md5.digest())
 
 
 def remote_sha256(location: Location, size: int) -> str:
@@ -97,11 +100,14 @@ def put_file(local: Path, remote: Location) -> Uploaded:
     if speaks_s3(fs) and size > part_size(size):
         digest = _put_multipart_checked(local, remote, size)
     else:
-        digest = file_sha256(local)
+        digest, md5 = file_digests(local)
         call(lambda: fs.put_file(str(local), remote.path, chunksize=part_size(size)), remote.url)
-        if remote_sha256(remote, size) != digest:
+        # GCS reports the MD5 it computed of what it stored: no second transfer; elsewhere, a read-back
+        reported = call(lambda: fs.info(remote.path), remote.url).get("md5Hash")
+        if (reported != md5) if reported is not None else remote_sha256(remote, size) != digest:
             _remove(remote)
-            raise ModelConversionError("the uploaded object's sha256 differs from the local file's", remote.url)
+            raise ModelConversionError("the uploaded object's " + ("MD5" if reported else "sha256")
+                                       + " differs from the local file's", remote.url)
     stored = call(lambda: fs.size(remote.path), remote.url)
     if stored != size:
         _remove(remote)
