@@ -257,3 +257,16 @@ def test_nemotron_h_moe_experts_stream_a_row_block_at_a_time(samples, tmp_path, 
     assert len(up.sources) == 4 and len(writer.pieces(up, hp)) == 4 * 4
     modelport.convert(sample.path, tmp_path / "chunked.gguf", quant="q8_0")
     assert _tensors(tmp_path / "whole.gguf") == _tensors(tmp_path / "chunked.gguf")
+
+
+def test_a_table_no_inverse_can_read_is_one_line(samples, tmp_path):
+    """A Jamba GGUF whose per-layer KV head counts say no layer has attention (while its tensors say
+    otherwise): the config cannot be read back from it, which is one line naming the value, not a crash."""
+    from gguf_faults import rewrite
+    good, bad = tmp_path / "good.gguf", tmp_path / "bad.gguf"
+    modelport.convert(samples("jamba").path, good, quant="f32")
+    rewrite(good, bad, fields=lambda values: values.update({"jamba.attention.head_count_kv": [0, 0, 0, 0]}))
+    run = run_cli("convert", bad, tmp_path / "hf")
+    assert run.code in (1, 2) and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "attn_layer_offset cannot be read back" in run.stderr and "bad.gguf" in run.stderr
+    assert not (tmp_path / "hf").exists()

@@ -110,7 +110,10 @@ def _config(spec: ArchitectureSpec, header: GGUFHeader) -> dict:
             config[unknown] = total - config[known] if op == "+" else total // config[known]
     names = [t.name for t in header.tensors]      # where a layer kind shows only in its tensors (Jamba's routers)
     for key, expression, value in inverses:     # read back in the table's order, each seeing what is known
-        config[key] = evaluate(expression, {**config, "value": value, "tensors": names})
+        try:
+            config[key] = evaluate(expression, {**config, "value": value, "tensors": names})
+        except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:   # a table that lies
+            raise Mismatch(f"{key} cannot be read back from {value!r} ({type(exc).__name__})") from None
     vocab = header.get("tokenizer.ggml.tokens")
     config.setdefault(_spelling(spec, "vocab"), header.get(f"{arch}.vocab_size") or (len(vocab) if vocab else None))
     # stated even when absent: a config class's own default (Glm4's pad 151329) may lie outside this vocabulary
