@@ -103,3 +103,19 @@ def test_onnx_is_refused_before_export(samples, tmp_path):
     run = run_cli("convert", samples("gemma3n_text").path, tmp_path / "m.onnx")
     assert run.code == 1 and "erf_inv" in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_verify_holds_the_f32_file_to_its_runtime_types_bounds(samples, tmp_path):
+    """llama.cpp computes Gemma 3n's GELU from an F16 table, so verify's f32 verdict counts F16's error as
+    noise between the runtimes (`runtimes`) and the correct file passes; the exact bounds it would otherwise
+    get (mean KL 1e-6, max relative difference 1e-3) fail it, as --threshold shows."""
+    sample = samples("gemma3n_text")
+    out = tmp_path / "m.gguf"
+    modelport.convert(sample.path, out, quant="f32")
+    run = run_cli("verify", sample.path, out, "--json")
+    assert run.code == 0, run.stdout
+    report = run.json()
+    assert report["expected_noise"]["runtimes"] == pytest.approx(2.1e-4) and report["metrics"]["max_rel_diff"] > 1e-3
+    exact = run_cli("verify", sample.path, out, "--threshold", "mean_kl=1e-6", "--threshold", "max_rel_diff=1e-3")
+    assert exact.code == 1 and "max_rel_diff" in exact.stderr

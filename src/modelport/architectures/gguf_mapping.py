@@ -134,6 +134,9 @@ class GGUFMapping:
     # how far llama.cpp's f32 logits may be from transformers' on the tiny model: above 1e-3 only where its
     # graph computes the family in a way of its own, which the spec's docstring and `note` name
     tolerance: float = 1e-3
+    # a GGML type whose precision llama.cpp computes part of the family at (Gemma 3n's GELU reads an F16
+    # table): verify counts that type's relative error as noise between llama.cpp and transformers
+    runtime_type: str = ""
     splits: Mapping[str, tuple[Part, ...]] = field(default_factory=dict)   # HF name template -> its GGUF parts
     extra_tensors: Callable[["HParams"], dict[str, "np.ndarray"]] | None = None
     # HF tensors of one value per layer that llama.cpp reads as a metadata array, a value a layer (Apertus'

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..architectures import spec_for
 from ..architectures.expressions import config_gaps
 from ..core.dtypes import config_dtype
 from ..core.errors import ModelVerificationError, UsageError
@@ -27,7 +28,7 @@ from .memory import MAPPED, Choice, default_max_memory, peak_rss, transformers_r
 from .metrics import aggregate, compare
 from .prompts import PROMPTS
 from .quality import QualityStats
-from .thresholds import default_limits, expected_error, failures, gguf_error, threshold_class
+from .thresholds import TYPE_ERROR, default_limits, expected_error, failures, gguf_error, threshold_class
 
 ID_LIMIT = 512
 CACHE_BYTES = 256 << 20     # the source's logits are kept for further results up to this size
@@ -169,6 +170,16 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         return _check(reference, converted, write_sidecar, thresholds, generate)
 
 
+def _runtime_gap(reference: Reference, fmt: str, bundle) -> float:
+    """The relative error llama.cpp's own way of computing the family adds against transformers
+    (GGUFMapping.runtime_type, Gemma 3n's F16 GELU table): 0 for every other family and pairing."""
+    if fmt != "gguf" or reference.runtime.name == "llama.cpp":
+        return 0.0
+    config = bundle().config
+    mapping = spec_for(config).for_config(config).gguf
+    return TYPE_ERROR[mapping.runtime_type] if mapping is not None and mapping.runtime_type else 0.0
+
+
 def _check(reference: Reference, converted: str | Path, write_sidecar: bool, thresholds: dict[str, float] | None,
            generate: int) -> dict:
     started = time.perf_counter()
@@ -179,8 +190,9 @@ def _check(reference: Reference, converted: str | Path, write_sidecar: bool, thr
     bundle = (lambda: load(path, ReadOptions(reference.base)))
     dtype_key = threshold_class(fmt.name, path, lambda: _dtype_key(bundle()))
     own = expected_error(fmt.name, path, dtype_key)
-    error = math.hypot(own, reference.error)
-    noise = {"relative_error": error, "converted": own, "source": reference.error,
+    between = _runtime_gap(reference, fmt.name, bundle)
+    error = math.hypot(own, reference.error, between)
+    noise = {"relative_error": error, "converted": own, "source": reference.error, "runtimes": between,
              "from": "tensor types" if fmt.name == "gguf" else "dtype"}
     limits = {**default_limits(dtype_key, error), **(thresholds or {})}
     choice = _converted_runtime(reference, fmt, path, bundle, generate)

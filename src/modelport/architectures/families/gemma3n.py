@@ -149,6 +149,7 @@ SPEC = register_architecture(ArchitectureSpec(
     gguf=GGUFMapping(
         arch="GEMMA3N", metadata=METADATA, requires=REQUIRES, extra_tensors=shared_kv_placeholders,
         tolerance=0.1,          # the sample std and the GELU table (above): 3.9e-2 measured on the tiny model
+        runtime_type="F16",     # verify's f32 verdict: the GELU table's precision (mean KL 4.4e-6 on the tiny model)
         stacks={"model.altup_projections.{E}.weight": "altup_proj.weight",
                 "model.altup_unembed_projections.{E}.weight": "altup_unembd_proj.weight"},
         names={f"{L}.altup.correct_output_scale": "blk.{L}.altup_correct_scale.weight"},
