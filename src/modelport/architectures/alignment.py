@@ -31,6 +31,7 @@ class KeyReport:
     retied: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)      # source names nothing uses
     derived: list[str] = field(default_factory=list)         # recomputable buffers, dropped
+    unloaded: list[str] = field(default_factory=list)        # what transformers does not load either, dropped
     fresh: list[str] = field(default_factory=list)           # optional tensors the source lacks
     origins: dict[str, str] = field(default_factory=dict)    # architecture name -> name in the source
 
@@ -44,6 +45,9 @@ class KeyReport:
             out.append(f"re-tied {', '.join(self.retied)}")
         if self.derived:
             out.append(f"dropped {summarize(self.derived)} buffer(s) transformers recomputes")
+        if self.unloaded:
+            out.append(f"dropped {summarize(self.unloaded)} tensor(s) transformers does not load either "
+                       "(a multi-token-prediction head)")
         if self.unexpected:
             out.append(f"ignored {summarize(self.unexpected)} unexpected tensor(s)")
         if self.fresh:
@@ -111,6 +115,8 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
             report.origins[target] = original[name]
         elif name.endswith(DERIVED_BUFFERS):
             report.derived.append(original[name])
+        elif expected.not_loaded(add + name[len(strip):] if name.startswith(strip) else name):
+            report.unloaded.append(original[name])
         else:
             report.unexpected.append(original[name])
 

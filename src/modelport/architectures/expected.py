@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -34,6 +35,11 @@ class ExpectedTensors:
     base_model_prefix: str
     optional: tuple[str, ...] = ()    # name suffixes a source may lack (transformers initializes them afresh)
     other_names: dict[str, str] = field(default_factory=dict)    # another name a source may use -> the name
+    unloaded: tuple[str, ...] = ()    # patterns of names transformers does not load either (Tensors.unloaded)
+
+    def not_loaded(self, name: str) -> bool:
+        """Whether transformers leaves this source tensor out too (a multi-token-prediction head)."""
+        return any(re.search(pattern, name) for pattern in self.unloaded)
 
     def name_for(self, name: str) -> str | None:
         """The architecture's name for a source's tensor name, when it is one (either spelling)."""
@@ -51,7 +57,7 @@ def expected_tensors(spec: ArchitectureSpec, config: dict) -> ExpectedTensors:
         hp = hparams(config, spec.tie_default)
         shapes = spec.tensors.expand(hp)
         return ExpectedTensors(shapes, spec.tensors.tied_for(hp), spec.tensors.prefix, spec.tensors.optional,
-                               spec.tensors.other_names(shapes))
+                               spec.tensors.other_names(shapes), spec.tensors.unloaded_for(hp))
     if spec.expected_tensors is not None:
         return ExpectedTensors(spec.expected_tensors(config), dict(spec.tied_weights), "")
     return _cached(spec.hf_class, json.dumps(config, sort_keys=True))

@@ -71,6 +71,9 @@ class Tensors:
     # (pattern, replacement): re.sub of a name here gives another name a checkpoint may store that tensor
     # under (a released checkpoint's, as transformers' conversion mapping renames on load); read as either
     spellings: tuple[tuple[str, str], ...] = ()
+    # patterns (re.search) of names a checkpoint may hold that transformers does not load either (its class's
+    # `_keys_to_ignore_on_load_unexpected`: a multi-token-prediction head); `{layers}` is the layer count
+    unloaded: tuple[str, ...] = ()
 
     def describe(self, config: dict) -> bool:
         """Whether these templates are the config's model: its `architectures` names one of `classes` (or
@@ -94,6 +97,9 @@ class Tensors:
                 if other != name:
                     out.setdefault(other, name)
         return out
+
+    def unloaded_for(self, hp: HParams) -> tuple[str, ...]:
+        return tuple(pattern.replace("{layers}", str(hp["layers"])) for pattern in self.unloaded)
 
     def tied_for(self, hp: HParams) -> dict[str, str]:
         return dict(self.tied) if hp["tie"] else {}

@@ -6,6 +6,8 @@ llama.cpp runs MLA absorbed, so `kv_b_proj` (per head: k's no-rope part over v) 
 `attn_k_b` (transposed per head) and `attn_v_b`, and the model is written as one KV head whose keys
 are kv_lora_rank + rope wide. Its rope is interleaved, as llama.cpp's is: no permutation.
 """
+from dataclasses import replace
+
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, Part
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import Transpose
@@ -89,7 +91,10 @@ V2 = register_architecture(ArchitectureSpec(
 ))
 V3 = register_architecture(ArchitectureSpec(
     model_type="deepseek_v3",
-    tensors=decoder("DeepseekV3ForCausalLM", layer(selection_bias=True, mlp_bias=False)),
+    # its multi-token-prediction layer, past the last (transformers ignores model.layers.61, llama.cpp's
+    # converter skips it)
+    tensors=replace(decoder("DeepseekV3ForCausalLM", layer(selection_bias=True, mlp_bias=False)),
+                    unloaded=(r"^model\.layers\.{layers}\.",)),
     no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(
         arch="DEEPSEEK2", names=SELECTION_BIAS, splits={f"{A}.kv_b_proj.weight": KV_B},

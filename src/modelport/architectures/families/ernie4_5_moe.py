@@ -1,5 +1,7 @@
 """ERNIE 4.5 MoE (Baidu): dense leading layers, then routed SwiGLU experts with a selection bias
 (`moe_statics.e_score_correction_bias`) and shared experts."""
+from dataclasses import replace
+
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key
 from ..registry import ArchitectureSpec, register_architecture
 from ..tensors import only, t
@@ -22,7 +24,8 @@ KEYS = {**TEXT_KEYS, **MOE_KEYS,
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="ernie4_5_moe",
-    tensors=decoder("Ernie4_5_MoeForCausalLM", LAYER),
+    # its multi-token-prediction head, model.mtp_* (transformers ignores "mtp"; llama.cpp's converter skips it)
+    tensors=replace(decoder("Ernie4_5_MoeForCausalLM", LAYER), unloaded=(r"^model\.mtp_",)),
     tie_default=True,
     no_onnx=NO_EXPERT_ONNX,
     gguf=GGUFMapping(arch="ERNIE4_5_MOE", metadata=KEYS,

@@ -108,8 +108,8 @@ MOE_GGUF = GGUFMapping(
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="nemotron_h",
-    tensors=Tensors(EMBED, LAYER, HEAD, {}, prefix="backbone",        # transformers never ties its head
-                    classes=("NemotronHForCausalLM",)),
+    # transformers never ties its head; it ignores the multi-token-prediction head (mtp.*), which is not converted
+    tensors=Tensors(EMBED, LAYER, HEAD, {}, prefix="backbone", classes=("NemotronHForCausalLM",), unloaded=(r"^mtp\.",)),
     gguf=GGUFMapping(
         arch="NEMOTRON_H",
         rules=RULES,

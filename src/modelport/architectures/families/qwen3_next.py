@@ -8,6 +8,8 @@ apart into `attn_qkv` (every head's q, then every k, then every v: the order its
 and `attn_gate` (z): a grouped cut (Take) then `rules.UngroupSections`, joined back the other way.
 llama.cpp learns the linear-attention layers from `attention.recurrent_layers`, read back as `layer_types`.
 """
+from dataclasses import replace
+
 from ..gguf_mapping import TEXT_KEYS, GGUFMapping, Key, Part
 from ..registry import ArchitectureSpec, register_architecture
 from ..rules import AddOffset, NegExp, Squeeze, UngroupSections
@@ -58,7 +60,8 @@ SPLITS = {f"{P}.in_proj_qkvz.weight": (
 
 SPEC = register_architecture(ArchitectureSpec(
     model_type="qwen3_next",
-    tensors=decoder("Qwen3NextForCausalLM", LAYER),
+    # its multi-token-prediction head (transformers ignores ^mtp.*)
+    tensors=replace(decoder("Qwen3NextForCausalLM", LAYER), unloaded=(r"^mtp\.",)),
     gguf=GGUFMapping(
         arch="QWEN3NEXT", splits=SPLITS,
         rules=(AddOffset(("layernorm.weight", "q_norm.weight", "k_norm.weight", "model.norm.weight"), 1.0),
