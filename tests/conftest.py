@@ -80,6 +80,18 @@ def qwen2(tmp_path_factory) -> Sample:
     return _sample(tmp_path_factory, "qwen2")
 
 
+def pt_checkpoint(sample: Sample, path: Path, **entries) -> Path:
+    """A training run's single-file checkpoint at `path`, as a trainer leaves it: torch.save of the sample's
+    state dict under `model_state_dict` beside `entries` (counters such as global_step), and the sample's
+    config and tokenizer files in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state_dict": sample.model.state_dict(), **entries}, path)
+    for p in sample.path.iterdir():
+        if p.is_file() and p.suffix != ".safetensors":
+            (path.parent / p.name).write_bytes(p.read_bytes())
+    return path
+
+
 def hf_logits(path: Path) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 

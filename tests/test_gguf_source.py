@@ -63,6 +63,29 @@ def reference_convert(model: Path, out: Path, pre: str | None, outtype: str = "f
     return out
 
 
+def same_as_converter(ours: Path, source: Path, out: Path, ignored: tuple[str, ...] = (), general: bool = False):
+    """llama.cpp's converter on `source` (told our file's pre-tokenizer) writes what `ours` holds: the same
+    metadata but the keys `ignored` (and `general.*` unless `general`), the same tensors, types, shapes and
+    bytes; A = -exp(A_log) (`ssm_a`) within float32 rounding (two exps). Returns (ours, theirs) readers."""
+    mine = gguf.GGUFReader(ours)
+    theirs = gguf.GGUFReader(reference_convert(source, out, mine.fields["tokenizer.ggml.pre"].contents()))
+
+    def fields(reader) -> dict:
+        return {key: (f.types, f.contents()) for key, f in reader.fields.items()
+                if (general or not key.startswith("general.")) and key not in ("GGUF.kv_count", *ignored)}
+    assert fields(mine) == fields(theirs)
+    by_name = {t.name: t for t in theirs.tensors}
+    assert sorted(t.name for t in mine.tensors) == sorted(by_name)
+    for t in mine.tensors:
+        other = by_name[t.name]
+        assert (t.tensor_type, list(t.shape)) == (other.tensor_type, list(other.shape)), t.name
+        if t.name.endswith("ssm_a"):
+            np.testing.assert_allclose(np.asarray(t.data), np.asarray(other.data), rtol=2e-7, atol=0)
+        else:
+            assert np.array_equal(np.asarray(t.data), np.asarray(other.data)), t.name
+    return mine, theirs
+
+
 def llama_quantize(src: Path, dst: Path, quant: str) -> Path:
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()

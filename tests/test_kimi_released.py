@@ -196,28 +196,11 @@ def test_released_folder_is_what_llama_cpps_converter_writes(folders, tmp_path):
     """llama.cpp's converter reads only the released layout (its `linear_attn_config`, `first_k_dense_replace`,
     `num_shared_experts`); on it, its file and ours hold the same tensors, types and bytes (A = -exp(A_log)
     within float32 rounding), and the same metadata but for the keys above."""
-    import gguf
-    from test_gguf_source import reference_convert
+    from test_gguf_source import same_as_converter
 
     _, released = folders
     assert run_cli("convert", released, tmp_path / "ours.gguf", "--quant", "f32").code == 0
-    mine = gguf.GGUFReader(tmp_path / "ours.gguf")
-    theirs = gguf.GGUFReader(reference_convert(released, tmp_path / "ref.gguf",
-                                               mine.fields["tokenizer.ggml.pre"].contents()))
-
-    def fields(reader) -> dict:
-        return {key: (f.types, f.contents()) for key, f in reader.fields.items()
-                if key not in ("GGUF.kv_count", *CONVERTER_OWN_KEYS)}
-    assert fields(mine) == fields(theirs)
-    by_name = {t.name: t for t in theirs.tensors}
-    assert sorted(t.name for t in mine.tensors) == sorted(by_name)
-    for t in mine.tensors:
-        other = by_name[t.name]
-        assert (t.tensor_type, list(t.shape)) == (other.tensor_type, list(other.shape)), t.name
-        if t.name.endswith("ssm_a"):
-            np.testing.assert_allclose(np.asarray(t.data), np.asarray(other.data), rtol=2e-7, atol=0)
-        else:
-            assert np.array_equal(np.asarray(t.data), np.asarray(other.data)), t.name
+    same_as_converter(tmp_path / "ours.gguf", released, tmp_path / "ref.gguf", CONVERTER_OWN_KEYS, general=True)
 
 
 def test_config_fallbacks_and_spellings_are_data_any_family_may_use():

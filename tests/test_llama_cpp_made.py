@@ -30,7 +30,7 @@ CONVERTER_FAILS = {
 }
 # the converter writes these into files llama.cpp cannot load
 UNLOADABLE = {
-    "granitemoehybrid": "head_count_kv [0, 0]: no attention layer, though layer 1 has attention tensors",
+    "granitemoehybrid": "head_count_kv [0, 0]: it reads the layer kinds IBM spells (\"attention\"), not transformers 5's",
     "granitemoehybrid-dense": "head_count_kv [0, 0], as above",
     "nemotron_h": "NEMOTRON_H_MOE for a dense config (transformers 5 saves n_routed_experts 8)",
     "phi": "feed_forward_length 4 x hidden (256) where the tensors have 128",

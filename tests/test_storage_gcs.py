@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import pt_checkpoint, run_cli
 from gcs_server import SECRET_TOKEN, bad_key, bucket, gcs, gcs_server  # noqa: F401  (fixtures)
 
 pytest.importorskip("gcsfs")
@@ -252,15 +252,9 @@ def test_failed_upload_leaves_nothing_in_the_bucket(gcs, tmp_path, monkeypatch):
 def test_pth_from_gs_is_staged_then_removed(gcs, llama, tmp_path):
     """A pickle must be read whole: gcsfs's get_file (its download path, retries off as for reads) stages
     it, the GGUF equals the local conversion, and the staged copy is gone after."""
-    import torch
     client, _ = gcs
     b = bucket(client)
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    torch.save({"model_state_dict": llama.model.state_dict(), "global_step": 7}, ckpt / "run.pth")
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        if (llama.path / name).exists():
-            (ckpt / name).write_bytes((llama.path / name).read_bytes())
+    ckpt = pt_checkpoint(llama, tmp_path / "ckpt" / "run.pth", global_step=7).parent
     client.put(str(ckpt), f"{b}/ckpt", recursive=True)
     local, remote = tmp_path / "local.gguf", tmp_path / "remote.gguf"
     assert run_cli("convert", ckpt / "run.pth", local).code == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import pt_checkpoint, run_cli
 from s3_server import ACCESS_KEY, SECRET_KEY, bucket, moto_server, s3  # noqa: F401  (fixtures)
 
 
@@ -155,12 +155,7 @@ def test_gguf_to_gguf_from_s3(s3, llama, tmp_path):
 def test_pth_is_staged_then_removed(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    torch.save({"model_state_dict": llama.model.state_dict(), "global_step": 7}, ckpt / "run.pth")
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        if (llama.path / name).exists():
-            (ckpt / name).write_bytes((llama.path / name).read_bytes())
+    ckpt = pt_checkpoint(llama, tmp_path / "ckpt" / "run.pth", global_step=7).parent
     client.put(str(ckpt), f"{b}/ckpt", recursive=True)
     local = tmp_path / "local.gguf"
     assert run_cli("convert", ckpt / "run.pth", local).code == 0
@@ -343,11 +338,7 @@ def test_bad_urls_and_credentials_fail_in_one_line_without_secrets(s3, llama, tm
 
 
 def test_inspect_says_where_the_step_came_from(llama, tmp_path):
-    torch.save({"model_state_dict": llama.model.state_dict(), "global_step": 1234, "current_window": 56},
-               tmp_path / "model.pt")
-    for p in llama.path.iterdir():
-        if p.suffix != ".safetensors":
-            (tmp_path / p.name).write_bytes(p.read_bytes())
+    pt_checkpoint(llama, tmp_path / "model.pt", global_step=1234, current_window=56)
     info = run_cli("inspect", tmp_path / "model.pt", "--json").json()
     assert (info["step"], info["window"], info["step_from"]) == (1234, 56, "entry global_step")
     named = tmp_path / "checkpoint-77.pt"

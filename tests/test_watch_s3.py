@@ -12,18 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import pt_checkpoint
 from s3_server import bucket, moto_server, s3  # noqa: F401  (fixtures)
 
 from modelport.service import config
 from modelport.service.watch import WatchService
-
-
-def companions(model: Path, folder: Path) -> None:
-    """The config and tokenizer of `model` beside a bare checkpoint in `folder`."""
-    for p in model.iterdir():
-        if p.is_file() and p.suffix != ".safetensors":
-            (folder / p.name).write_bytes(p.read_bytes())
 
 
 def service(run: str, out: str, tmp_path: Path, **extra) -> WatchService:
@@ -65,11 +58,8 @@ def test_watch_bucket_publishes_versions_and_keeps_n(s3, llama, tmp_path):
 def test_templar_pt_counters_name_the_version(s3, llama, tmp_path):
     client, _ = s3
     b = bucket(client)
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save({"model_state_dict": llama.model.state_dict(), "global_step": 1234, "current_window": 56,
-                "optimizer_state_dict": {}}, run / "model.pt")
-    companions(llama.path, run)
+    run = pt_checkpoint(llama, tmp_path / "run" / "model.pt", global_step=1234, current_window=56,
+                        optimizer_state_dict={}).parent
     client.put(str(run), f"{b}/run", recursive=True)
     watch = service(f"s3://{b}/run", f"s3://{b}/releases", tmp_path)
     summary = watch.run()

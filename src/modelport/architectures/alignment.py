@@ -107,7 +107,8 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
 
     out: dict[str, TensorRef] = {}
     for name, ref in cleaned.items():
-        target = expected.name_for(add + name[len(strip):]) if name.startswith(strip) else None
+        mapped = add + name[len(strip):] if name.startswith(strip) else name
+        target = expected.name_for(mapped) if name.startswith(strip) else None
         if target in out:       # both spellings of one tensor: which one is meant is not clear
             raise KeyMismatchError(f"{original[name]!r} and {report.origins[target]!r} are both {target!r}", source)
         if target is not None:
@@ -115,7 +116,7 @@ def align(refs: dict[str, TensorRef], expected: ExpectedTensors, source: object)
             report.origins[target] = original[name]
         elif name.endswith(DERIVED_BUFFERS):
             report.derived.append(original[name])
-        elif expected.not_loaded(add + name[len(strip):] if name.startswith(strip) else name):
+        elif expected.not_loaded(mapped):
             report.unloaded.append(original[name])
         else:
             report.unexpected.append(original[name])

@@ -168,7 +168,7 @@ def _named_after(found: Found, staging: Path) -> None:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("_name_or_path"):
         return
-    last = str(found.path).rstrip("/").rsplit("/", 1)[-1]
+    last = str(found.path).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]     # no query: a URL's may sign it
     config["_name_or_path"] = Path(last).stem if last.endswith(FILE_SUFFIXES) else last
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 

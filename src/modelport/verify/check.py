@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..architectures import spec_for
 from ..architectures.expressions import config_gaps
 from ..core.dtypes import config_dtype
 from ..core.errors import ModelVerificationError, UsageError
@@ -170,14 +169,19 @@ def check(reference: Reference, converted: str | Path, *, write_sidecar: bool = 
         return _check(reference, converted, write_sidecar, thresholds, generate)
 
 
-def _runtime_gap(reference: Reference, fmt: str, bundle) -> float:
-    """The relative error llama.cpp's own way of computing the family adds against transformers
-    (GGUFMapping.runtime_type, Gemma 3n's F16 GELU table): 0 for every other family and pairing."""
+def _runtime_gap(reference: Reference, fmt: str, path: Path) -> float:
+    """The relative error llama.cpp's own way of computing an arch adds against transformers
+    (GGUFMapping.runtime_type: Gemma 3n's F16 GELU table), 0 for every other arch and pairing. A property
+    of llama.cpp's graph, so it is looked up by the file's arch, not by a config the file need not have."""
     if fmt != "gguf" or reference.runtime.name == "llama.cpp":
         return 0.0
-    config = bundle().config
-    mapping = spec_for(config).for_config(config).gguf
-    return TYPE_ERROR[mapping.runtime_type] if mapping is not None and mapping.runtime_type else 0.0
+    from ..architectures import registered
+    from ..formats.gguf.config_rebuild import arch_name
+    from ..formats.gguf.header import read_header
+
+    arch = read_header(path).architecture
+    return max((TYPE_ERROR[s.gguf.runtime_type] for family in registered() for s in family.with_variants()
+                if s.gguf is not None and s.gguf.runtime_type and arch_name(s) == arch), default=0.0)
 
 
 def _check(reference: Reference, converted: str | Path, write_sidecar: bool, thresholds: dict[str, float] | None,
@@ -190,7 +194,7 @@ def _check(reference: Reference, converted: str | Path, write_sidecar: bool, thr
     bundle = (lambda: load(path, ReadOptions(reference.base)))
     dtype_key = threshold_class(fmt.name, path, lambda: _dtype_key(bundle()))
     own = expected_error(fmt.name, path, dtype_key)
-    between = _runtime_gap(reference, fmt.name, bundle)
+    between = _runtime_gap(reference, fmt.name, path)
     error = math.hypot(own, reference.error, between)
     noise = {"relative_error": error, "converted": own, "source": reference.error, "runtimes": between,
              "from": "tensor types" if fmt.name == "gguf" else "dtype"}
